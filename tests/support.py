@@ -1,0 +1,36 @@
+"""Shared helpers for tests that need a real outside part (Docker engine, Debian root, tools).
+
+Outside CI such a test skips with the reason. `.ci/run` sets TRAINER_TESTS_STRICT=1, and there a
+missing part is a failure, never a silent skip.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TOOLS_BIN = ROOT / ".tools" / "bin"
+STRICT = os.environ.get("TRAINER_TESTS_STRICT") == "1"
+
+
+def require(condition: object, reason: str) -> None:
+    """Skip (or, under TRAINER_TESTS_STRICT=1, fail) the calling test when `condition` is false."""
+    if condition:
+        return
+    if STRICT:
+        pytest.fail(f"required for this CI run but missing: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def tool(name: str) -> str:
+    """Path of an infra tool: .tools/bin first (made by `make setup-tools`), then PATH; skip if absent."""
+    candidate = TOOLS_BIN / name
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(name)
+    require(found, f"`{name}` is not installed: run `make setup-tools`")
+    return str(found)

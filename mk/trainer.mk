@@ -29,7 +29,7 @@ train: setup ## Train (MODE=local: MiniLM-L6 on the demo tweets on CPU; MODE=clo
 ifeq ($(MODE),cloud)
 	@$(MAKE) --no-print-directory train-cloud ARGS='$(ARGS)'
 else
-	@test -f data/demo/train.csv || $(MAKE) --no-print-directory data
+	@test -f data/demo/tweets.csv || $(MAKE) --no-print-directory data
 	$(PY) -m trainer --config $(CONFIG) --mode $(MODE) $(ARGS)
 endif
 

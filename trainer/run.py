@@ -1,0 +1,157 @@
+"""One run, step by step: plan -> data -> model -> train -> evaluate -> save (-> sync)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from trainer import artifacts
+from trainer.config import Config, to_yaml
+from trainer.data import Splits, load_splits, tokenize
+from trainer.modeling import load_model, load_tokenizer
+from trainer.precision import DeviceInfo, PrecisionDecision, decide_precision, detect_device
+from trainer.training import build_trainer, build_training_args, train_and_evaluate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything that depends on the mode or the device, derived once."""
+
+    run_dir: Path
+    device: DeviceInfo
+    precision: PrecisionDecision
+    bucket: str | None
+    "where checkpoints and artifacts are synced: only in cloud mode, only when a bucket is set"
+
+    @classmethod
+    def derive(cls, cfg: Config, device: DeviceInfo) -> RunPlan:
+        return cls(
+            run_dir=Path(cfg.runtime.output_dir),
+            device=device,
+            precision=decide_precision(cfg.train.precision, device),
+            bucket=cfg.runtime.bucket if cfg.mode == "cloud" else None,
+        )
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    metrics: dict[str, Any]
+    manifest: dict[str, Any]
+
+
+def attach_file_log(path: Path) -> logging.Handler:
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for name in ("trainer", "transformers"):
+        logging.getLogger(name).addHandler(handler)
+    return handler
+
+
+def run(cfg: Config, device: DeviceInfo | None = None) -> RunResult:
+    started = time.time()
+    plan = RunPlan.derive(cfg, device or detect_device())
+    log.info("precision: %s", plan.precision.reason)
+    if plan.precision.warning:
+        log.warning(plan.precision.warning)
+
+    # Every input is checked before the output folder is touched.
+    resume_from = artifacts.check_output_dir(plan.run_dir, cfg.runtime.overwrite, cfg.runtime.resume)
+    splits = load_splits(cfg.data, cfg.train.seed)
+    tokenizer = load_tokenizer(cfg.model.name)
+    model = load_model(cfg.model.name, splits.labels)
+
+    if cfg.runtime.overwrite:
+        artifacts.clear_output_dir(plan.run_dir)
+    plan.run_dir.mkdir(parents=True, exist_ok=True)
+    handler = attach_file_log(plan.run_dir / "training.log")
+    try:
+        if resume_from:
+            log.info("resuming from %s", resume_from)
+        (plan.run_dir / "config.resolved.yaml").write_text(to_yaml(cfg), encoding="utf-8")
+        datasets_ = {
+            name: tokenize(getattr(splits, name), tokenizer, cfg.model.max_length)
+            for name in ("train", "val", "test")
+        }
+        args = build_training_args(cfg, plan.precision, plan.device, plan.run_dir / artifacts.CHECKPOINTS)
+        sync = _bucket_sync(plan)
+        extra = []
+        if sync:
+            from trainer.storage import CheckpointSyncCallback
+
+            extra.append(CheckpointSyncCallback(sync, plan.run_dir))
+        trainer = build_trainer(
+            cfg, model, tokenizer, datasets_, args, plan.device, plan.run_dir / "tensorboard", extra
+        )
+        outcome = train_and_evaluate(trainer, splits.labels, datasets_, resume_from)
+        if not trainer.is_world_process_zero():
+            return RunResult(plan.run_dir, {}, {})
+        metrics = {"validation": outcome.val_report, "test": outcome.test_report}
+        trainer.save_model(str(plan.run_dir / "model"))
+        artifacts.write_json(plan.run_dir / "labels.json", {"labels": splits.labels, "label2id": splits.label2id})
+        artifacts.write_json(plan.run_dir / "metrics.json", metrics)
+        artifacts.plot_confusion_matrix(outcome.test_report, plan.run_dir / "confusion_matrix.png", "test split")
+        artifacts.plot_learning_curve(
+            outcome.log_history, cfg.train.early_stopping.metric, plan.run_dir / "learning_curve.png"
+        )
+        manifest = build_manifest(cfg, plan, splits, outcome, started, resume_from)
+        artifacts.write_json(plan.run_dir / artifacts.MANIFEST, manifest)  # written last: marks "finished"
+        if sync:
+            sync.upload_tree(plan.run_dir, plan.run_dir)
+        return RunResult(plan.run_dir, metrics, manifest)
+    finally:
+        for name in ("trainer", "transformers"):
+            logging.getLogger(name).removeHandler(handler)
+        handler.close()
+
+
+def _bucket_sync(plan: RunPlan):
+    if not plan.bucket:
+        return None
+    from trainer.storage import BucketSync
+
+    return BucketSync(plan.bucket, plan.run_dir.name)
+
+
+def build_manifest(cfg, plan: RunPlan, splits: Splits, outcome, started: float, resume_from) -> dict[str, Any]:
+    wall = time.time() - started
+    train_metrics = outcome.train_metrics
+    state = outcome.trainer.state
+    return {
+        "run_name": plan.run_dir.name,
+        "mode": cfg.mode,
+        "command": sys.argv,
+        "model": cfg.model.name,
+        "versions": artifacts.package_versions(),
+        "git_commit": artifacts.git_commit(),
+        "data": {"sources": splits.sources, "rows": splits.counts(), "labels": splits.labels},
+        "environment": {"in_container": artifacts.in_container(), **artifacts.hardware(plan.device)},
+        "precision": plan.precision.precision,
+        "precision_reason": plan.precision.reason,
+        "training": {
+            "global_steps": state.global_step,
+            "epochs_completed": state.epoch,
+            "stopped_early": outcome.stopped_early,
+            "best_checkpoint": state.best_model_checkpoint,
+            "best_metric": {cfg.train.early_stopping.metric: state.best_metric},
+            "resumed_from": resume_from,
+            "effective_batch_size": cfg.train.batch_size
+            * cfg.train.gradient_accumulation_steps
+            * max(1, outcome.trainer.args.world_size),
+        },
+        "timing": {
+            "wall_seconds": round(wall, 2),
+            "train_seconds": round(train_metrics.get("train_runtime", 0.0), 2),
+            "train_samples_per_second": train_metrics.get("train_samples_per_second"),
+            "train_steps_per_second": train_metrics.get("train_steps_per_second"),
+        },
+        "estimated_cost_usd": round(wall / 3600 * cfg.runtime.hourly_cost_usd, 4),
+        "bucket": plan.bucket,
+        "test_f1_macro": outcome.test_report["f1_macro"],
+    }

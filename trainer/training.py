@@ -1,0 +1,152 @@
+"""Training with HF `Trainer`: arguments from the config, callbacks, evaluation on val and test."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from transformers import TrainerCallback
+
+from trainer.config import Config, TrainConfig
+from trainer.metrics import compute_metrics, full_report
+from trainer.precision import DeviceInfo, PrecisionDecision
+
+log = logging.getLogger(__name__)
+# Per-step records go to training.log only; the progress bar already shows them on the console.
+step_log = logging.getLogger("trainer.steps")
+
+
+def scheduler_kwargs(t: TrainConfig) -> dict[str, Any]:
+    if t.lr_scheduler == "cosine_with_restarts":
+        return {"num_cycles": t.num_cycles}
+    if t.lr_scheduler == "polynomial":
+        return {"power": t.power, "lr_end": t.lr_end}
+    return {}
+
+
+def warmup(t: TrainConfig) -> float:
+    """transformers 5 takes one `warmup_steps`: >= 1 is a step count, < 1 a ratio of all steps."""
+    return int(t.warmup_steps) if t.warmup_steps > 0 else float(t.warmup_ratio)
+
+
+def build_training_args(
+    cfg: Config, decision: PrecisionDecision, device: DeviceInfo, checkpoint_dir: Path
+):
+    from transformers import TrainingArguments
+
+    t, es = cfg.train, cfg.train.early_stopping
+    steps = t.eval_strategy == "steps"
+    return TrainingArguments(
+        output_dir=str(checkpoint_dir),
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps,
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.eval_batch_size,
+        learning_rate=t.learning_rate,
+        weight_decay=t.weight_decay,
+        lr_scheduler_type=t.lr_scheduler,
+        lr_scheduler_kwargs=scheduler_kwargs(t),
+        warmup_steps=warmup(t),
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        max_grad_norm=t.max_grad_norm,
+        fp16=decision.fp16,
+        bf16=decision.bf16,
+        use_cpu=not device.is_cuda,
+        eval_strategy=t.eval_strategy,
+        eval_steps=t.eval_steps if steps else None,
+        save_strategy=t.eval_strategy,
+        save_steps=t.eval_steps if steps else None,
+        save_total_limit=t.save_total_limit,
+        load_best_model_at_end=True,
+        metric_for_best_model=es.metric,
+        greater_is_better=es.mode == "max",
+        logging_strategy="steps",
+        logging_steps=t.logging_steps,
+        logging_first_step=True,
+        report_to="none",  # TensorBoard is attached as a callback writing to <run>/tensorboard
+        seed=t.seed,
+        data_seed=t.seed,
+        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
+        dataloader_num_workers=cfg.runtime.num_workers,
+        dataloader_pin_memory=device.is_cuda,
+        save_only_model=False,
+    )
+
+
+class LogFileCallback(TrainerCallback):
+    """Every Trainer log record (loss, lr, eval metrics) also goes to training.log as one JSON line."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs:
+            step_log.info("step %d: %s", state.global_step, json.dumps(_rounded(logs)))
+
+
+def _rounded(logs: dict[str, Any]) -> dict[str, Any]:
+    return {k: round(v, 6) if isinstance(v, float) else v for k, v in logs.items()}
+
+
+@dataclass
+class TrainOutcome:
+    trainer: Any
+    train_metrics: dict[str, float]
+    val_report: dict[str, Any]
+    test_report: dict[str, Any]
+    log_history: list[dict[str, Any]]
+    stopped_early: bool
+
+
+def build_trainer(cfg: Config, model, tokenizer, datasets_, args, device: DeviceInfo, tb_dir: Path, extra=()):
+    from torch.utils.tensorboard import SummaryWriter
+    from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer
+    from transformers.integrations import TensorBoardCallback
+
+    es = cfg.train.early_stopping
+    callbacks = [LogFileCallback(), *extra]
+    if args.process_index == 0:
+        callbacks.append(TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(tb_dir))))
+    if es.enabled:
+        callbacks.append(
+            EarlyStoppingCallback(early_stopping_patience=es.patience, early_stopping_threshold=es.min_delta)
+        )
+    return Trainer(
+        model=model,
+        args=args,
+        train_dataset=datasets_["train"],
+        eval_dataset=datasets_["val"],
+        processing_class=tokenizer,
+        # Dynamic padding: each batch is padded to its longest text, to a multiple of 8 on a GPU
+        # (tensor-core friendly shapes); never to max_length.
+        data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if device.is_cuda else None),
+        compute_metrics=compute_metrics,
+        callbacks=callbacks,
+    )
+
+
+def train_and_evaluate(trainer, labels: list[str], datasets_, resume: str | bool | None) -> TrainOutcome:
+    result = trainer.train(resume_from_checkpoint=resume or None)
+    state = trainer.state
+    planned = trainer.args.max_steps if trainer.args.max_steps > 0 else None
+    stopped_early = bool(
+        state.global_step < (planned or state.max_steps) and trainer.control.should_training_stop
+    )
+    if stopped_early:
+        log.info("early stopping after %d steps; best %s = %s", state.global_step,
+                 trainer.args.metric_for_best_model, state.best_metric)
+    reports = {}
+    for split in ("val", "test"):
+        pred = trainer.predict(datasets_[split], metric_key_prefix=split)
+        reports[split] = full_report(np.asarray(pred.predictions), np.asarray(pred.label_ids), labels)
+        log.info("%s: macro-F1 %.4f, accuracy %.4f", split, reports[split]["f1_macro"],
+                 reports[split]["accuracy"])
+    return TrainOutcome(
+        trainer=trainer,
+        train_metrics=dict(result.metrics),
+        val_report=reports["val"],
+        test_report=reports["test"],
+        log_history=list(state.log_history),
+        stopped_early=stopped_early,
+    )

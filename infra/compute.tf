@@ -1,0 +1,108 @@
+# The training VM(s): N1 + NVIDIA GPU(s), Debian 12, a separate persistent data disk, shielded VM.
+# node_count > 1 makes several identical nodes for multi-node training; node 0 is the main process.
+
+# The data disk is its own resource: a change that replaces the VM (machine type, GPU, image)
+# detaches it and attaches it to the new VM, so the data, the runs and the model cache survive.
+# `make infra-down` deletes it (results live in the bucket) unless KEEP_DATA_DISK=1; there is no
+# prevent_destroy here because it would make every `terraform destroy` fail.
+resource "google_compute_disk" "data" {
+  count = var.node_count
+
+  project = var.project_id
+  name    = var.node_count > 1 ? "${var.instance_name}-data-${count.index}" : "${var.instance_name}-data"
+  zone    = var.zone
+  type    = var.data_disk_type
+  size    = var.data_disk_size_gb
+  labels  = local.labels
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_compute_instance" "trainer" {
+  count = var.node_count
+
+  project      = var.project_id
+  name         = var.node_count > 1 ? "${var.instance_name}-${count.index}" : var.instance_name
+  zone         = var.zone
+  machine_type = var.machine_type
+  labels       = local.labels
+  tags         = [local.ssh_tag, local.internal_tag]
+
+  # Terraform may stop the VM to change its machine type or GPUs; nothing else protects it, so
+  # `make infra-down` can delete it.
+  allow_stopping_for_update = true
+  deletion_protection       = false
+
+  boot_disk {
+    auto_delete = true
+    initialize_params {
+      image  = var.boot_image
+      size   = var.boot_disk_size_gb
+      type   = "pd-balanced"
+      labels = local.labels
+    }
+  }
+
+  # On the VM: /dev/disk/by-id/google-<data_disk_device_name>; Ansible formats and mounts it.
+  attached_disk {
+    source      = google_compute_disk.data[count.index].id
+    device_name = var.data_disk_device_name
+    mode        = "READ_WRITE"
+  }
+
+  guest_accelerator {
+    type  = var.gpu_type
+    count = var.gpu_count
+  }
+
+  scheduling {
+    on_host_maintenance         = "TERMINATE"
+    automatic_restart           = local.automatic_restart
+    preemptible                 = var.spot
+    provisioning_model          = local.provisioning_model
+    instance_termination_action = local.instance_termination_action
+
+    dynamic "max_run_duration" {
+      for_each = local.max_run_seconds > 0 ? [local.max_run_seconds] : []
+      content {
+        seconds = max_run_duration.value
+      }
+    }
+  }
+
+  network_interface {
+    subnetwork = google_compute_subnetwork.trainer.id
+    # An ephemeral external address: `make ssh`, Ansible and `make train MODE=cloud` reach the VM
+    # over SSH from ssh_source_ranges.
+    access_config {}
+  }
+
+  service_account {
+    email = google_service_account.trainer.email
+    # Narrow scopes on top of narrow roles: Cloud Storage read/write and log writing only.
+    scopes = [
+      "https://www.googleapis.com/auth/devstorage.read_write",
+      "https://www.googleapis.com/auth/logging.write",
+    ]
+  }
+
+  # Secure boot stays off by default: Debian's DKMS-built NVIDIA module is signed with a local key
+  # the VM's firmware does not trust, so the driver would not load. vTPM and integrity monitoring on.
+  shielded_instance_config {
+    enable_secure_boot          = var.secure_boot
+    enable_vtpm                 = true
+    enable_integrity_monitoring = true
+  }
+
+  metadata = {
+    ssh-keys               = "${var.ssh_user}:${trimspace(file(pathexpand(var.ssh_public_key_path)))}"
+    block-project-ssh-keys = "true"
+    enable-oslogin         = "FALSE"
+    serial-port-enable     = "FALSE"
+  }
+
+  depends_on = [
+    google_project_iam_member.trainer_log_writer,
+    google_storage_bucket_iam_member.trainer_objects,
+  ]
+}

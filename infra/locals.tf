@@ -1,0 +1,32 @@
+locals {
+  # "us-central1-a" -> "us-central1"
+  region = regex("^(.+)-[a-z]$", var.zone)[0]
+
+  bucket_name     = var.bucket_name != "" ? var.bucket_name : "${var.project_id}-${var.instance_name}"
+  bucket_location = var.bucket_location != "" ? upper(var.bucket_location) : upper(local.region)
+
+  labels = merge(var.labels, {
+    app        = "tweet-trainer"
+    managed-by = "terraform"
+  })
+
+  # Network tags the firewall rules select on.
+  ssh_tag      = "${var.instance_name}-ssh"
+  internal_tag = "${var.instance_name}-node"
+
+  # Scheduling is derived here once. A VM with a GPU cannot live-migrate, so on_host_maintenance is
+  # TERMINATE whatever the caller wants; spot VMs never restart on their own; a maximum run duration
+  # (and a spot preemption) needs a termination action.
+  provisioning_model          = var.spot ? "SPOT" : "STANDARD"
+  automatic_restart           = !var.spot
+  max_run_seconds             = floor(var.max_run_duration_hours * 3600)
+  needs_termination_action    = var.spot || local.max_run_seconds > 0
+  instance_termination_action = local.needs_termination_action ? var.termination_action : null
+
+  apis = var.enable_apis ? toset([
+    "compute.googleapis.com",
+    "iam.googleapis.com",
+    "logging.googleapis.com",
+    "storage.googleapis.com",
+  ]) : toset([])
+}

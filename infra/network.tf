@@ -1,0 +1,69 @@
+# A network of its own: the project's `default` network ships `default-allow-ssh` open to 0.0.0.0/0.
+resource "google_compute_network" "trainer" {
+  project                 = var.project_id
+  name                    = "${var.instance_name}-net"
+  auto_create_subnetworks = false
+  description             = "Network of the trainer VM(s); SSH only from ssh_source_ranges."
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_compute_subnetwork" "trainer" {
+  project                  = var.project_id
+  name                     = "${var.instance_name}-subnet"
+  region                   = local.region
+  network                  = google_compute_network.trainer.id
+  ip_cidr_range            = var.subnet_cidr
+  private_ip_google_access = true
+
+  log_config {
+    aggregation_interval = "INTERVAL_10_MIN"
+    flow_sampling        = 0.5
+    metadata             = "INCLUDE_ALL_METADATA"
+  }
+}
+
+resource "google_compute_firewall" "ssh" {
+  project     = var.project_id
+  name        = "${var.instance_name}-allow-ssh"
+  network     = google_compute_network.trainer.id
+  description = "SSH to the trainer VM(s) from ssh_source_ranges only."
+  direction   = "INGRESS"
+  priority    = 1000
+
+  source_ranges = var.ssh_source_ranges
+  target_tags   = [local.ssh_tag]
+
+  allow {
+    protocol = "tcp"
+    ports    = ["22"]
+  }
+
+  log_config {
+    metadata = "INCLUDE_ALL_METADATA"
+  }
+}
+
+# Several nodes (node_count > 1) talk to each other for distributed training (torch rendezvous and
+# NCCL): every port, but only from the subnet and only between the trainer's own VMs.
+resource "google_compute_firewall" "internal" {
+  count = var.node_count > 1 ? 1 : 0
+
+  project     = var.project_id
+  name        = "${var.instance_name}-allow-internal"
+  network     = google_compute_network.trainer.id
+  description = "Traffic between the trainer nodes for multi-node training."
+  direction   = "INGRESS"
+  priority    = 1000
+
+  source_tags = [local.internal_tag]
+  target_tags = [local.internal_tag]
+
+  allow {
+    protocol = "tcp"
+  }
+
+  log_config {
+    metadata = "EXCLUDE_ALL_METADATA"
+  }
+}

@@ -1,0 +1,81 @@
+# Read by scripts/make_inventory.py (Ansible inventory) and by mk/infra.mk (ssh, train-cloud, fetch).
+
+output "instance_name" {
+  description = "Name of the training VM (node 0, the main process, when node_count > 1)."
+  value       = google_compute_instance.trainer[0].name
+}
+
+output "zone" {
+  description = "Zone of the VM(s) and data disk(s)."
+  value       = var.zone
+}
+
+output "project_id" {
+  description = "GCP project holding every resource."
+  value       = var.project_id
+}
+
+output "external_ip" {
+  description = "External IPv4 address of the VM (node 0), reachable over SSH from ssh_source_ranges."
+  value       = google_compute_instance.trainer[0].network_interface[0].access_config[0].nat_ip
+}
+
+output "ssh_user" {
+  description = "Login user for SSH and Ansible."
+  value       = var.ssh_user
+}
+
+output "bucket_name" {
+  description = "Name of the bucket for data, checkpoints and artifacts."
+  value       = google_storage_bucket.artifacts.name
+}
+
+output "bucket_url" {
+  description = "gs:// URL of the bucket (runtime.bucket of the trainer)."
+  value       = google_storage_bucket.artifacts.url
+}
+
+output "bucket_force_destroy" {
+  description = "Whether `make infra-down` deletes the bucket with its objects (force_destroy)."
+  value       = google_storage_bucket.artifacts.force_destroy
+}
+
+output "service_account_email" {
+  description = "Email of the VM's dedicated service account."
+  value       = google_service_account.trainer.email
+}
+
+output "data_disk_device_name" {
+  description = "Device name of the attached data disk: /dev/disk/by-id/google-<this> on the VM."
+  value       = var.data_disk_device_name
+}
+
+output "gpu_type" {
+  description = "Accelerator type attached to each VM."
+  value       = var.gpu_type
+}
+
+output "gpu_count" {
+  description = "GPUs per VM."
+  value       = var.gpu_count
+}
+
+output "node_count" {
+  description = "Number of training VMs."
+  value       = var.node_count
+}
+
+output "instance_names" {
+  description = "Names of every training VM, node 0 first."
+  value       = google_compute_instance.trainer[*].name
+}
+
+output "external_ips" {
+  description = "External IPv4 addresses of every VM, node 0 first."
+  value       = [for vm in google_compute_instance.trainer : vm.network_interface[0].access_config[0].nat_ip]
+}
+
+output "internal_ips" {
+  description = "Internal IPv4 addresses of every VM, node 0 first (node 0's is the main process address)."
+  value       = [for vm in google_compute_instance.trainer : vm.network_interface[0].network_ip]
+}

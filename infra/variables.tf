@@ -1,0 +1,298 @@
+# ---- Project and placement ----------------------------------------------------------------------
+
+variable "project_id" {
+  type        = string
+  description = "GCP project id that gets the VM, disk, bucket and service account."
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{4,28}[a-z0-9]$", var.project_id))
+    error_message = "project_id must be a GCP project id: 6-30 characters, lowercase letters, digits and hyphens, starting with a letter."
+  }
+}
+
+variable "zone" {
+  type        = string
+  description = "Compute zone of the VM and its data disk; the region (subnet, bucket) is derived from it. Pick one that offers the GPU type."
+  default     = "us-central1-a"
+
+  validation {
+    condition     = can(regex("^[a-z]+-[a-z]+[0-9]+-[a-z]$", var.zone))
+    error_message = "zone must look like us-central1-a (region plus a one-letter zone suffix)."
+  }
+}
+
+variable "instance_name" {
+  type        = string
+  description = "Name of the VM; also the prefix of the disk, network, firewall rules and service account names."
+  default     = "tweet-trainer"
+
+  validation {
+    condition     = can(regex("^[a-z][-a-z0-9]{2,18}[a-z0-9]$", var.instance_name))
+    error_message = "instance_name must be 4-20 characters: lowercase letters, digits and hyphens, starting with a letter and not ending with a hyphen."
+  }
+}
+
+variable "labels" {
+  type        = map(string)
+  description = "Extra labels for every labelled resource (app and managed-by are always set)."
+  default     = {}
+
+  validation {
+    condition = alltrue([
+      for k, v in var.labels : can(regex("^[a-z][-_a-z0-9]{0,62}$", k)) && can(regex("^[-_a-z0-9]{0,63}$", v))
+    ])
+    error_message = "labels: keys must start with a lowercase letter; keys and values use lowercase letters, digits, - and _ (63 characters at most)."
+  }
+}
+
+variable "enable_apis" {
+  type        = bool
+  description = "Enable the Compute, IAM, Logging and Storage APIs in the project (never disabled on destroy)."
+  default     = true
+}
+
+# ---- Machine and GPU ----------------------------------------------------------------------------
+
+variable "machine_type" {
+  type        = string
+  description = "Machine type of the VM. T4, P4, V100 and P100 GPUs attach to N1 machine types only."
+  default     = "n1-standard-4"
+
+  validation {
+    condition     = can(regex("^n1-(standard|highmem|highcpu)-[0-9]+$", var.machine_type))
+    error_message = "machine_type must be an N1 type (n1-standard-4, n1-highmem-8, ...): the attachable GPUs (T4, P4, V100, P100) need the N1 family."
+  }
+}
+
+variable "gpu_type" {
+  type        = string
+  description = "Accelerator type attached to each VM."
+  default     = "nvidia-tesla-t4"
+
+  validation {
+    condition     = contains(["nvidia-tesla-t4", "nvidia-tesla-p4", "nvidia-tesla-v100", "nvidia-tesla-p100"], var.gpu_type)
+    error_message = "gpu_type must be one of nvidia-tesla-t4, nvidia-tesla-p4, nvidia-tesla-v100, nvidia-tesla-p100 (the GPUs that attach to N1 VMs)."
+  }
+}
+
+variable "gpu_count" {
+  type        = number
+  description = "GPUs per VM (1, 2 or 4); the trainer runs one process per GPU."
+  default     = 1
+
+  validation {
+    condition     = contains([1, 2, 4], var.gpu_count)
+    error_message = "gpu_count must be 1, 2 or 4."
+  }
+}
+
+variable "node_count" {
+  type        = number
+  description = "Number of identical VMs for multi-node training (node 0 is the main process). 1 for a single VM."
+  default     = 1
+
+  validation {
+    condition     = var.node_count >= 1 && var.node_count <= 8 && floor(var.node_count) == var.node_count
+    error_message = "node_count must be a whole number from 1 to 8."
+  }
+}
+
+variable "boot_image" {
+  type        = string
+  description = "Boot image (Debian 12: the Ansible roles install the NVIDIA driver from Debian's non-free archive)."
+  default     = "debian-cloud/debian-12"
+
+  validation {
+    condition     = can(regex("^debian-cloud/debian-12", var.boot_image))
+    error_message = "boot_image must be a Debian 12 image from debian-cloud (the Ansible roles target Debian 12)."
+  }
+}
+
+variable "boot_disk_size_gb" {
+  type        = number
+  description = "Boot disk size in GB (OS, NVIDIA driver, Docker images)."
+  default     = 50
+
+  validation {
+    condition     = var.boot_disk_size_gb >= 30 && var.boot_disk_size_gb <= 2000
+    error_message = "boot_disk_size_gb must be between 30 and 2000 (the driver and the CUDA image need about 25 GB)."
+  }
+}
+
+variable "secure_boot" {
+  type        = bool
+  description = "Shielded VM secure boot. Off by default: the DKMS-built NVIDIA module is not signed by a key the firmware trusts."
+  default     = false
+}
+
+# ---- Scheduling ---------------------------------------------------------------------------------
+
+variable "spot" {
+  type        = bool
+  description = "Use SPOT provisioning (much cheaper, may be preempted at any time; no automatic restart)."
+  default     = false
+}
+
+variable "termination_action" {
+  type        = string
+  description = "What happens when a spot VM is preempted or the maximum run duration is reached: STOP (disks kept) or DELETE."
+  default     = "STOP"
+
+  validation {
+    condition     = contains(["STOP", "DELETE"], var.termination_action)
+    error_message = "termination_action must be STOP or DELETE."
+  }
+}
+
+variable "max_run_duration_hours" {
+  type        = number
+  description = "Stop (or delete, see termination_action) the VM after this many hours of running, so a forgotten VM stops billing. 0 = no limit."
+  default     = 12
+
+  validation {
+    condition     = var.max_run_duration_hours >= 0 && var.max_run_duration_hours <= 720
+    error_message = "max_run_duration_hours must be between 0 (no limit) and 720."
+  }
+}
+
+# ---- Data disk ----------------------------------------------------------------------------------
+
+variable "data_disk_size_gb" {
+  type        = number
+  description = "Size in GB of the persistent data disk (data, runs, model cache), kept across VM replacement."
+  default     = 100
+
+  validation {
+    condition     = var.data_disk_size_gb >= 10 && var.data_disk_size_gb <= 65536
+    error_message = "data_disk_size_gb must be between 10 and 65536."
+  }
+}
+
+variable "data_disk_type" {
+  type        = string
+  description = "Persistent disk type of the data disk."
+  default     = "pd-balanced"
+
+  validation {
+    condition     = contains(["pd-standard", "pd-balanced", "pd-ssd"], var.data_disk_type)
+    error_message = "data_disk_type must be pd-standard, pd-balanced or pd-ssd."
+  }
+}
+
+variable "data_disk_device_name" {
+  type        = string
+  description = "Stable device name of the data disk: it appears on the VM as /dev/disk/by-id/google-<name>."
+  default     = "trainer-data"
+
+  validation {
+    condition     = can(regex("^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$", var.data_disk_device_name))
+    error_message = "data_disk_device_name must be 1-63 lowercase letters, digits and hyphens, starting with a letter."
+  }
+}
+
+# ---- Bucket -------------------------------------------------------------------------------------
+
+variable "bucket_name" {
+  type        = string
+  description = "Name of the GCS bucket for data, checkpoints and artifacts; empty = <project_id>-<instance_name>."
+  default     = ""
+
+  validation {
+    condition     = var.bucket_name == "" || (can(regex("^[a-z0-9][-_a-z0-9]{1,61}[a-z0-9]$", var.bucket_name)) && !startswith(var.bucket_name, "goog"))
+    error_message = "bucket_name must be 3-63 lowercase letters, digits, - and _, start and end with a letter or digit, and not start with goog."
+  }
+}
+
+variable "bucket_location" {
+  type        = string
+  description = "Location of the bucket (a region such as us-central1, or a multi-region such as US); empty = the VM's region."
+  default     = ""
+
+  validation {
+    condition     = var.bucket_location == "" || can(regex("^([A-Za-z]+|[a-z]+-[a-z]+[0-9]+|[A-Z]+-[A-Z]+[0-9]+)$", var.bucket_location))
+    error_message = "bucket_location must be a region (us-central1) or a multi-region (US, EU, ASIA), or empty for the VM's region."
+  }
+}
+
+variable "force_destroy" {
+  type        = bool
+  description = "Let `make infra-down` delete the bucket with every object in it (the trained models too). Off by default."
+  default     = false
+}
+
+variable "checkpoint_retention_days" {
+  type        = number
+  description = "Delete objects under checkpoints/ in the bucket this many days after they were written."
+  default     = 30
+
+  validation {
+    condition     = var.checkpoint_retention_days >= 1 && floor(var.checkpoint_retention_days) == var.checkpoint_retention_days
+    error_message = "checkpoint_retention_days must be a whole number of days, at least 1."
+  }
+}
+
+variable "noncurrent_version_retention_days" {
+  type        = number
+  description = "Keep overwritten or deleted object versions this many days, then delete them."
+  default     = 7
+
+  validation {
+    condition     = var.noncurrent_version_retention_days >= 1 && floor(var.noncurrent_version_retention_days) == var.noncurrent_version_retention_days
+    error_message = "noncurrent_version_retention_days must be a whole number of days, at least 1."
+  }
+}
+
+# ---- Network and SSH ----------------------------------------------------------------------------
+
+variable "ssh_source_ranges" {
+  type        = list(string)
+  description = "CIDR ranges allowed to SSH to the VM (e.g. [\"203.0.113.7/32\"], your address: curl -s ifconfig.me). Required; never open to the world."
+
+  validation {
+    condition     = length(var.ssh_source_ranges) > 0
+    error_message = "ssh_source_ranges must list at least one CIDR range, e.g. [\"203.0.113.7/32\"]."
+  }
+
+  validation {
+    condition     = alltrue([for r in var.ssh_source_ranges : can(cidrhost(r, 0))])
+    error_message = "ssh_source_ranges must hold CIDR ranges such as 203.0.113.7/32."
+  }
+
+  validation {
+    condition     = alltrue([for r in var.ssh_source_ranges : !can(regex("/0$", r))])
+    error_message = "ssh_source_ranges must not open SSH to the whole internet (0.0.0.0/0, ::/0): give your own address or range."
+  }
+}
+
+variable "subnet_cidr" {
+  type        = string
+  description = "IPv4 range of the trainer's subnet."
+  default     = "10.42.0.0/24"
+
+  validation {
+    condition     = can(cidrhost(var.subnet_cidr, 0)) && can(regex("^[0-9.]+/[0-9]+$", var.subnet_cidr))
+    error_message = "subnet_cidr must be an IPv4 CIDR range such as 10.42.0.0/24."
+  }
+}
+
+variable "ssh_user" {
+  type        = string
+  description = "Login user created on the VM for SSH and Ansible (sudo without password)."
+  default     = "trainer"
+
+  validation {
+    condition     = can(regex("^[a-z_][a-z0-9_-]{0,31}$", var.ssh_user)) && var.ssh_user != "root"
+    error_message = "ssh_user must be a Linux user name (lowercase, 32 characters at most) other than root."
+  }
+}
+
+variable "ssh_public_key_path" {
+  type        = string
+  description = "Public key installed for ssh_user; its private half is SSH_KEY for make and Ansible."
+  default     = "~/.ssh/id_ed25519.pub"
+
+  validation {
+    condition     = fileexists(pathexpand(var.ssh_public_key_path))
+    error_message = "ssh_public_key_path: the file does not exist; make a key with ssh-keygen -t ed25519 or point to your public key."
+  }
+}

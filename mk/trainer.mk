@@ -33,7 +33,7 @@ else
 	$(PY) -m trainer --config $(CONFIG) --mode $(MODE) $(ARGS)
 endif
 
-predict: setup ## Predict labels for TEXT="..." (or FILE=texts.csv) with the model in RUN=runs/local
+predict: setup ## Classify TEXT="..." (or FILE=texts.txt, one per line) with the finished run RUN=runs/local
 	$(PY) -m trainer.predict --run $(or $(RUN),runs/local) $(if $(TEXT),--text "$(TEXT)") $(if $(FILE),--file $(FILE))
 
 test: setup setup-tools ## Run the whole test suite (infra tests skip with a reason where no engine/root is available)

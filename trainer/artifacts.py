@@ -109,7 +109,8 @@ def git_commit() -> str | None:
 
 
 def in_container() -> bool:
-    return os.environ.get("TRAINER_IN_CONTAINER") == "1" or Path("/.dockerenv").exists()
+    """Set by our Dockerfile. (/.dockerenv is not used: CI sandboxes are often containers themselves.)"""
+    return os.environ.get("TRAINER_IN_CONTAINER") == "1"
 
 
 def hardware(device) -> dict[str, Any]:

@@ -146,9 +146,10 @@ def _single_file(cfg: DataConfig, seed: int) -> Splits:
             "train/val/test split needs at least 3 per label"
         )
     try:
-        rest, test = train_test_split(df, test_size=cfg.test_size, stratify=df["label"], random_state=seed)
-        val_frac = cfg.val_size / (1 - cfg.test_size)
-        train, val = train_test_split(rest, test_size=val_frac, stratify=rest["label"], random_state=seed)
+        # Absolute sizes: 10% of 300 rows is 30 rows in each held-out split, not 30 and 31.
+        n_test, n_val = round(len(df) * cfg.test_size), round(len(df) * cfg.val_size)
+        rest, test = train_test_split(df, test_size=n_test, stratify=df["label"], random_state=seed)
+        train, val = train_test_split(rest, test_size=n_val, stratify=rest["label"], random_state=seed)
     except ValueError as exc:
         raise UserError(f"{path}: cannot split stratified ({exc}); use more rows or three split files") from None
     source = {"path": path, "sha256": file_sha256(Path(path)), "rows": len(raw), "dropped": dropped}

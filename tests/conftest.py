@@ -1,0 +1,98 @@
+"""Fixtures: a tiny random DistilBERT with a locally trained WordPiece tokenizer, and tiny datasets.
+
+Nothing comes from the hub: the tokenizer is trained here in well under a second and the model is
+randomly initialised, so training runs in seconds on a CPU.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+WORDS = {
+    "negative": ["awful", "hate", "terrible", "worst", "angry", "broken", "sad", "ugly"],
+    "neutral": ["today", "table", "report", "meeting", "train", "monday", "paper", "chair"],
+    "positive": ["love", "great", "wonderful", "best", "happy", "amazing", "nice", "lovely"],
+}
+FILLER = ["the", "a", "this", "is", "was", "and", "so", "my", "our", "it", "really", "very"]
+
+
+def make_texts(n: int, seed: int = 0, labels: tuple[str, ...] = ("negative", "neutral", "positive")):
+    """Short texts whose label is learnable from their words (with some noise words)."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = labels[i % len(labels)]
+        words = rng.choices(WORDS[label], k=rng.randint(1, 3)) + rng.choices(FILLER, k=rng.randint(2, 12))
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words), "label": label})
+    return pd.DataFrame(rows)
+
+
+def build_tiny_model(folder: Path) -> Path:
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import DistilBertConfig, DistilBertModel, PreTrainedTokenizerFast
+
+    corpus = list(make_texts(600, seed=123)["text"])
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok.train_from_iterator(corpus, trainers.WordPieceTrainer(vocab_size=200, special_tokens=specials))
+    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
+        mask_token="[MASK]", model_max_length=64,
+    )
+    config = DistilBertConfig(
+        vocab_size=len(fast), dim=32, n_layers=2, n_heads=2, hidden_dim=64, max_position_embeddings=64,
+        dropout=0.0, attention_dropout=0.0, seq_classif_dropout=0.0, pad_token_id=fast.pad_token_id,
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    DistilBertModel(config).save_pretrained(folder)
+    fast.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model") / "tiny-distilbert")
+
+
+@pytest.fixture(scope="session")
+def tiny_csv(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("tiny-data") / "tiny.csv"
+    make_texts(300, seed=1).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture
+def tiny_config_file(tmp_path, tiny_model_dir, tiny_csv) -> Path:
+    """A complete config for a seconds-long CPU run on the tiny model and data."""
+    path = tmp_path / "tiny.yaml"
+    path.write_text(
+        f"""
+model:
+  name: {tiny_model_dir}
+  max_length: 32
+data:
+  path: {tiny_csv}
+train:
+  epochs: 2
+  batch_size: 16
+  eval_batch_size: 64
+  learning_rate: 5.0e-3
+  logging_steps: 5
+  precision: auto
+runtime:
+  output_dir: {tmp_path / "run"}
+""",
+        encoding="utf-8",
+    )
+    return path

@@ -57,9 +57,6 @@ def attach_file_log(path: Path) -> logging.Handler:
 def run(cfg: Config, device: DeviceInfo | None = None) -> RunResult:
     started = time.time()
     plan = RunPlan.derive(cfg, device or detect_device())
-    log.info("precision: %s", plan.precision.reason)
-    if plan.precision.warning:
-        log.warning(plan.precision.warning)
 
     # Every input is checked before the output folder is touched.
     resume_from = artifacts.check_output_dir(plan.run_dir, cfg.runtime.overwrite, cfg.runtime.resume)
@@ -72,6 +69,9 @@ def run(cfg: Config, device: DeviceInfo | None = None) -> RunResult:
     plan.run_dir.mkdir(parents=True, exist_ok=True)
     handler = attach_file_log(plan.run_dir / "training.log")
     try:
+        log.info("precision: %s", plan.precision.reason)
+        if plan.precision.warning:
+            log.warning(plan.precision.warning)
         if resume_from:
             log.info("resuming from %s", resume_from)
         (plan.run_dir / "config.resolved.yaml").write_text(to_yaml(cfg), encoding="utf-8")

@@ -1,0 +1,63 @@
+"""The precision policy table: a pure function of the device description."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from trainer.cli import main
+from trainer.errors import UserError
+from trainer.precision import DeviceInfo, decide_precision
+
+CPU = DeviceInfo("cpu")
+T4 = DeviceInfo("cuda", "Tesla T4", (7, 5), 1)
+V100 = DeviceInfo("cuda", "Tesla V100-SXM2-16GB", (7, 0), 1)
+A100 = DeviceInfo("cuda", "NVIDIA A100-SXM4-40GB", (8, 0), 1)
+H100 = DeviceInfo("cuda", "NVIDIA H100 80GB HBM3", (9, 0), 1)
+P100 = DeviceInfo("cuda", "Tesla P100-PCIE-16GB", (6, 0), 1)
+
+
+@pytest.mark.parametrize(
+    ("requested", "device", "expected", "warns"),
+    [
+        ("auto", CPU, "fp32", False),
+        ("fp32", CPU, "fp32", False),
+        ("fp16", CPU, "fp32", True),
+        ("bf16", CPU, "fp32", True),
+        ("auto", T4, "fp16", False),
+        ("fp16", T4, "fp16", False),
+        ("fp32", T4, "fp32", False),
+        ("auto", V100, "fp16", False),
+        ("auto", A100, "bf16", False),
+        ("auto", H100, "bf16", False),
+        ("bf16", H100, "bf16", False),
+        ("fp16", A100, "fp16", False),
+        ("auto", P100, "fp32", False),
+    ],
+)
+def test_policy_table(requested, device, expected, warns):
+    decision = decide_precision(requested, device)
+    assert decision.precision == expected
+    assert (decision.warning is not None) == warns
+    assert decision.fp16 == (expected == "fp16") and decision.bf16 == (expected == "bf16")
+
+
+def test_fp16_on_cpu_warning_says_fp32():
+    decision = decide_precision("fp16", CPU)
+    assert "fp32" in decision.warning and decision.precision == "fp32"
+
+
+@pytest.mark.parametrize("device", [T4, V100, P100], ids=lambda d: d.name)
+def test_bf16_refused_without_bf16_hardware(device):
+    with pytest.raises(UserError, match="bf16 is not supported on .*use --set train.precision=fp16"):
+        decide_precision("bf16", device)
+
+
+def test_fp16_request_on_cpu_trains_and_records_fp32(tmp_path, tiny_config_file):
+    out = tmp_path / "fp16-on-cpu"
+    assert main(["--config", str(tiny_config_file), "--fp16", "--epochs", "1", "--output-dir", str(out)]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["precision"] == "fp32"
+    assert "fp16 requested on CPU" in manifest["precision_reason"]
+    assert "training in fp32 instead" in (out / "training.log").read_text()

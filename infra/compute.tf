@@ -95,7 +95,7 @@ resource "google_compute_instance" "trainer" {
   }
 
   metadata = {
-    ssh-keys               = "${var.ssh_user}:${trimspace(file(pathexpand(var.ssh_public_key_path)))}"
+    ssh-keys               = "${var.ssh_user}:${local.ssh_public_key}"
     block-project-ssh-keys = "true"
     enable-oslogin         = "FALSE"
     serial-port-enable     = "FALSE"

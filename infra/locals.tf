@@ -1,6 +1,9 @@
 locals {
-  # "us-central1-a" -> "us-central1"
-  region = regex("^(.+)-[a-z]$", var.zone)[0]
+  # "us-central1-a" -> "us-central1" (try: a malformed zone is reported by its validation alone)
+  region = try(regex("^(.+)-[a-z]$", var.zone)[0], var.zone)
+
+  ssh_public_key_file = pathexpand(var.ssh_public_key_path)
+  ssh_public_key      = fileexists(local.ssh_public_key_file) ? trimspace(file(local.ssh_public_key_file)) : ""
 
   bucket_name     = var.bucket_name != "" ? var.bucket_name : "${var.project_id}-${var.instance_name}"
   bucket_location = var.bucket_location != "" ? upper(var.bucket_location) : upper(local.region)

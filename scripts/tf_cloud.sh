@@ -14,6 +14,7 @@
 # KEEP_DATA_DISK (1: `down` keeps the data disk), AUTO_APPROVE (1: no prompt), DATA (file or gs://
 # URL for `train`), SOURCE (vm: `fetch` copies from the VM's data disk instead of the bucket).
 set -euo pipefail
+shopt -s inherit_errexit  # a failing $(...) stops the script too
 
 INFRA_DIR=${INFRA_DIR:-infra}
 TFVARS=${TFVARS:-$INFRA_DIR/terraform.tfvars}
@@ -80,8 +81,11 @@ init() {
 }
 
 output() {  # output NAME: the value, or an error when there is no deployment
-  local value
-  value=$(tf output -raw "$1" 2>/dev/null) || value=""
+  local value=""
+  # -json NAME fails when the output is absent; -raw alone prints a warning on stdout then.
+  if tf output -json "$1" >/dev/null 2>&1; then
+    value=$(tf output -raw "$1" 2>/dev/null) || value=""
+  fi
   [[ -n "$value" ]] || die "no '$1' in the Terraform outputs of $INFRA_DIR: run 'make infra-up' first"
   printf '%s\n' "$value"
 }
@@ -95,7 +99,7 @@ if [[ "${AUTO_APPROVE:-}" == 1 ]]; then approve=(-auto-approve); fi
 # depends only on the APIs, the data disk only on the APIs.
 down_targets() {
   local force keep='^google_project_service\.'
-  force=$(tf output -raw bucket_force_destroy 2>/dev/null || true)
+  force=$(tf output -json bucket_force_destroy 2>/dev/null || true)
   [[ "$force" == true ]] || keep+='|^google_storage_bucket\.artifacts$'
   [[ "${KEEP_DATA_DISK:-}" == 1 ]] && keep+='|^google_compute_disk\.data$'
   { tf state list 2>/dev/null || true; } | sed 's/\[.*$//' | sort -u | grep -Ev "$keep" || true

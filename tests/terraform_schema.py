@@ -204,7 +204,9 @@ class Module:
         return {labels[0]: body for labels, body in self.section("provider", 1)}
 
 
-def _check_body(schema: ProviderSchema, block: Block, body: dict[str, Any], where: str, top: bool) -> list[str]:
+def _check_body(
+    schema: ProviderSchema, block: Block, body: dict[str, Any], where: str, top: bool
+) -> list[str]:
     problems: list[str] = []
     present: set[str] = set()
     for key, value in body.items():
@@ -241,9 +243,7 @@ def _check_body(schema: ProviderSchema, block: Block, body: dict[str, Any], wher
     return problems
 
 
-_REFERENCE = re.compile(
-    r"(?<![\w.])(var|local|data\.\w+|google_\w+)\.(\w+)(?:\[[^\]]*\])?(?:\.(\w+))?"
-)
+_REFERENCE = re.compile(r"(?<![\w.])(var|local|data\.\w+|google_\w+)\.(\w+)(?:\[[^\]]*\])?(?:\.(\w+))?")
 
 
 def _strings(node: Any) -> list[str]:

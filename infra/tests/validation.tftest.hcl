@@ -1,0 +1,223 @@
+# `terraform test` (run by tests/test_terraform.py wherever the google provider can be installed):
+# the module's defaults and every variable validation, planned against a mocked google provider.
+
+mock_provider "google" {}
+
+variables {
+  project_id          = "test-project-123"
+  ssh_source_ranges   = ["203.0.113.7/32"]
+  ssh_public_key_path = "tests/fixtures/id_test.pub"
+}
+
+run "defaults_make_one_t4_vm_with_a_data_disk_and_a_private_bucket" {
+  command = plan
+
+  assert {
+    condition     = length(google_compute_instance.trainer) == 1 && google_compute_instance.trainer[0].machine_type == "n1-standard-4"
+    error_message = "one n1-standard-4 VM by default"
+  }
+  assert {
+    condition     = google_compute_instance.trainer[0].guest_accelerator[0].type == "nvidia-tesla-t4" && google_compute_instance.trainer[0].guest_accelerator[0].count == 1
+    error_message = "one nvidia-tesla-t4 by default"
+  }
+  assert {
+    condition     = google_compute_instance.trainer[0].scheduling[0].on_host_maintenance == "TERMINATE"
+    error_message = "a GPU VM must terminate on host maintenance"
+  }
+  assert {
+    condition     = google_compute_instance.trainer[0].scheduling[0].provisioning_model == "STANDARD" && google_compute_instance.trainer[0].scheduling[0].automatic_restart == true
+    error_message = "standard provisioning with automatic restart by default"
+  }
+  assert {
+    condition     = google_compute_instance.trainer[0].scheduling[0].max_run_duration[0].seconds == 43200 && google_compute_instance.trainer[0].scheduling[0].instance_termination_action == "STOP"
+    error_message = "a 12 h maximum run duration that stops the VM by default"
+  }
+  assert {
+    condition     = google_compute_instance.trainer[0].attached_disk[0].device_name == "trainer-data"
+    error_message = "the data disk is attached under its stable device name"
+  }
+  assert {
+    condition     = google_compute_instance.trainer[0].shielded_instance_config[0].enable_vtpm && google_compute_instance.trainer[0].shielded_instance_config[0].enable_integrity_monitoring
+    error_message = "shielded VM (vTPM, integrity monitoring) on"
+  }
+  assert {
+    condition     = google_storage_bucket.artifacts.name == "test-project-123-tweet-trainer" && google_storage_bucket.artifacts.location == "US-CENTRAL1"
+    error_message = "the bucket is named after the project and lives in the VM's region"
+  }
+  assert {
+    condition     = google_storage_bucket.artifacts.public_access_prevention == "enforced" && google_storage_bucket.artifacts.uniform_bucket_level_access == true
+    error_message = "the bucket is private"
+  }
+  assert {
+    condition     = google_storage_bucket.artifacts.force_destroy == false && google_storage_bucket.artifacts.versioning[0].enabled == true
+    error_message = "the bucket is versioned and survives infra-down by default"
+  }
+  assert {
+    condition     = google_compute_firewall.ssh.source_ranges == toset(["203.0.113.7/32"]) && length(google_compute_firewall.internal) == 0
+    error_message = "SSH only from ssh_source_ranges; no internal rule for one node"
+  }
+  assert {
+    condition     = google_compute_instance.trainer[0].labels["app"] == "tweet-trainer" && google_compute_disk.data[0].labels["managed-by"] == "terraform"
+    error_message = "labels on the VM and the disk"
+  }
+  assert {
+    condition     = output.data_disk_device_name == "trainer-data" && output.gpu_count == 1 && output.ssh_user == "trainer"
+    error_message = "outputs for the inventory"
+  }
+}
+
+run "ssh_open_to_the_world_is_refused" {
+  command = plan
+  variables { ssh_source_ranges = ["203.0.113.7/32", "0.0.0.0/0"] }
+  expect_failures = [var.ssh_source_ranges]
+}
+
+run "ssh_open_to_the_ipv6_world_is_refused" {
+  command = plan
+  variables { ssh_source_ranges = ["::/0"] }
+  expect_failures = [var.ssh_source_ranges]
+}
+
+run "ssh_ranges_must_be_cidrs" {
+  command = plan
+  variables { ssh_source_ranges = ["my laptop"] }
+  expect_failures = [var.ssh_source_ranges]
+}
+
+run "ssh_ranges_must_not_be_empty" {
+  command = plan
+  variables { ssh_source_ranges = [] }
+  expect_failures = [var.ssh_source_ranges]
+}
+
+run "gpus_need_an_n1_machine_type" {
+  command = plan
+  variables { machine_type = "e2-standard-4" }
+  expect_failures = [var.machine_type]
+}
+
+run "unknown_gpu_type_is_refused" {
+  command = plan
+  variables { gpu_type = "nvidia-tesla-t5" }
+  expect_failures = [var.gpu_type]
+}
+
+run "three_gpus_are_refused" {
+  command = plan
+  variables { gpu_count = 3 }
+  expect_failures = [var.gpu_count]
+}
+
+run "a_region_is_not_a_zone" {
+  command = plan
+  variables { zone = "us-central1" }
+  expect_failures = [var.zone]
+}
+
+run "bucket_name_pattern" {
+  command = plan
+  variables { bucket_name = "My_Bucket" }
+  expect_failures = [var.bucket_name]
+}
+
+run "termination_action_is_stop_or_delete" {
+  command = plan
+  variables { termination_action = "HIBERNATE" }
+  expect_failures = [var.termination_action]
+}
+
+run "root_is_not_an_ssh_user" {
+  command = plan
+  variables { ssh_user = "root" }
+  expect_failures = [var.ssh_user]
+}
+
+run "the_public_key_must_exist" {
+  command = plan
+  variables { ssh_public_key_path = "tests/fixtures/missing.pub" }
+  expect_failures = [var.ssh_public_key_path]
+}
+
+run "project_id_pattern" {
+  command = plan
+  variables { project_id = "Bad Project" }
+  expect_failures = [var.project_id]
+}
+
+run "node_count_is_bounded" {
+  command = plan
+  variables { node_count = 9 }
+  expect_failures = [var.node_count]
+}
+
+run "instance_name_pattern" {
+  command = plan
+  variables { instance_name = "X" }
+  expect_failures = [var.instance_name]
+}
+
+run "label_keys_pattern" {
+  command = plan
+  variables { labels = { "Bad Key" = "x" } }
+  expect_failures = [var.labels]
+}
+
+run "debian_12_only" {
+  command = plan
+  variables { boot_image = "ubuntu-os-cloud/ubuntu-2204-lts" }
+  expect_failures = [var.boot_image]
+}
+
+run "boot_disk_fits_the_driver_and_images" {
+  command = plan
+  variables { boot_disk_size_gb = 10 }
+  expect_failures = [var.boot_disk_size_gb]
+}
+
+run "max_run_duration_is_not_negative" {
+  command = plan
+  variables { max_run_duration_hours = -1 }
+  expect_failures = [var.max_run_duration_hours]
+}
+
+run "data_disk_size_is_bounded" {
+  command = plan
+  variables { data_disk_size_gb = 5 }
+  expect_failures = [var.data_disk_size_gb]
+}
+
+run "data_disk_type_from_the_list" {
+  command = plan
+  variables { data_disk_type = "pd-extreme" }
+  expect_failures = [var.data_disk_type]
+}
+
+run "device_name_pattern" {
+  command = plan
+  variables { data_disk_device_name = "Data Disk" }
+  expect_failures = [var.data_disk_device_name]
+}
+
+run "bucket_location_pattern" {
+  command = plan
+  variables { bucket_location = "us central" }
+  expect_failures = [var.bucket_location]
+}
+
+run "checkpoint_retention_at_least_a_day" {
+  command = plan
+  variables { checkpoint_retention_days = 0 }
+  expect_failures = [var.checkpoint_retention_days]
+}
+
+run "noncurrent_retention_whole_days" {
+  command = plan
+  variables { noncurrent_version_retention_days = 0.5 }
+  expect_failures = [var.noncurrent_version_retention_days]
+}
+
+run "subnet_is_a_cidr" {
+  command = plan
+  variables { subnet_cidr = "10.42.0.0" }
+  expect_failures = [var.subnet_cidr]
+}

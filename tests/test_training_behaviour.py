@@ -1,0 +1,206 @@
+"""Training behaviour through the real Trainer on the tiny model: LR schedules, early stopping,
+gradient accumulation equivalence."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import TrainerCallback
+
+from trainer.cli import main
+from trainer.config import load_config
+from trainer.data import load_splits, tokenize
+from trainer.modeling import load_model, load_tokenizer
+from trainer.precision import DeviceInfo, decide_precision
+from trainer.training import build_trainer, build_training_args
+
+CPU = DeviceInfo("cpu")
+
+
+def make_trainer(tmp_path, tiny_model_dir, tiny_csv, model=None, **overrides):
+    cfg = load_config(
+        None,
+        "local",
+        {"model.name": str(tiny_model_dir), "model.max_length": 32, "data.path": str(tiny_csv),
+         "runtime.output_dir": str(tmp_path / "run"), **overrides},
+    )
+    splits = load_splits(cfg.data, cfg.train.seed)
+    tokenizer = load_tokenizer(cfg.model.name)
+    model = model or load_model(cfg.model.name, splits.labels)
+    data = {n: tokenize(getattr(splits, n), tokenizer, cfg.model.max_length) for n in ("train", "val", "test")}
+    args = build_training_args(cfg, decide_precision("auto", CPU), CPU, tmp_path / "run" / "checkpoints")
+    return build_trainer(cfg, model, tokenizer, data, args, CPU, tmp_path / "tb")
+
+
+def lr_curve(trainer, steps: int = 100) -> list[float]:
+    trainer.create_optimizer_and_scheduler(num_training_steps=steps)
+    lrs = []
+    for _ in range(steps):
+        lrs.append(trainer.lr_scheduler.get_last_lr()[0])
+        trainer.optimizer.step()
+        trainer.lr_scheduler.step()
+    return lrs
+
+
+PEAK = 1e-3
+
+
+@pytest.mark.parametrize(
+    "scheduler",
+    ["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"],
+)
+def test_scheduler_shapes(tmp_path, tiny_model_dir, tiny_csv, scheduler):
+    overrides = {"train.lr_scheduler": scheduler, "train.learning_rate": PEAK, "train.warmup_ratio": 0.1,
+                 "train.num_cycles": 2, "train.power": 2.0}
+    lrs = lr_curve(make_trainer(tmp_path, tiny_model_dir, tiny_csv, **overrides))
+    warm, rest = lrs[:10], lrs[10:]
+    if scheduler == "constant":  # no warmup by definition
+        assert all(math.isclose(lr, PEAK) for lr in lrs)
+        return
+    # Warmup: from 0, strictly rising, to the peak at step 10.
+    assert warm[0] == 0.0 and all(a < b for a, b in zip(warm, warm[1:], strict=False))
+    assert math.isclose(rest[0], PEAK)
+    if scheduler == "constant_with_warmup":
+        assert all(math.isclose(lr, PEAK) for lr in rest)
+    elif scheduler == "cosine_with_restarts":
+        # two cycles of 45 steps: decays, jumps back to the peak, decays again
+        jumps = [i for i, (a, b) in enumerate(zip(rest, rest[1:], strict=False)) if b > a + PEAK / 4]
+        assert len(jumps) == 1 and 40 <= jumps[0] <= 50
+        assert math.isclose(rest[jumps[0] + 1], PEAK, rel_tol=0.05)
+    else:
+        assert all(a >= b for a, b in zip(rest, rest[1:], strict=False)), "must decay monotonically"
+        assert rest[-1] < PEAK * 0.05
+        midpoint = rest[45] / PEAK
+        if scheduler == "linear":
+            assert midpoint == pytest.approx(0.5, abs=0.03)
+        elif scheduler == "cosine":
+            assert midpoint == pytest.approx(0.5, abs=0.05) and rest[5] / PEAK > 0.97  # flat start
+        elif scheduler == "polynomial":  # power 2: below linear at the midpoint
+            assert midpoint == pytest.approx(0.25, abs=0.04)
+
+
+def test_warmup_steps_win_over_ratio(tmp_path, tiny_model_dir, tiny_csv):
+    lrs = lr_curve(make_trainer(tmp_path, tiny_model_dir, tiny_csv, **{
+        "train.learning_rate": PEAK, "train.warmup_ratio": 0.5, "train.warmup_steps": 4,
+        "train.lr_scheduler": "constant_with_warmup"}))
+    assert lrs[3] < PEAK and math.isclose(lrs[4], PEAK)
+
+
+class GradCapture(TrainerCallback):
+    """Gradients as the optimizer is about to see them, plus the logged training loss."""
+
+    def __init__(self):
+        self.grads: dict[str, torch.Tensor] = {}
+        self.losses: list[float] = []
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        if not self.grads:
+            self.grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:
+            self.losses.append(logs["loss"])
+
+
+def one_step(tmp_path, tiny_model_dir, tiny_csv, batch, accumulation, fix=True):
+    torch.manual_seed(0)
+    trainer = make_trainer(
+        tmp_path / f"b{batch}x{accumulation}{fix}", tiny_model_dir, tiny_csv,
+        **{"train.batch_size": batch, "train.gradient_accumulation_steps": accumulation,
+           "train.max_steps": 1, "train.max_grad_norm": 0.0, "train.logging_steps": 1,
+           "train.group_by_length": False, "train.warmup_ratio": 0.0, "train.eval_strategy": "steps",
+           "train.eval_steps": 1000},
+    )
+    # make_trainer loads the model with the fix; undo it to show what goes wrong without it
+    trainer.model.accepts_loss_kwargs = fix
+    trainer.model_accepts_loss_kwargs = not fix
+    capture = GradCapture()
+    trainer.add_callback(capture)
+    trainer.train()
+    return capture
+
+
+def test_gradient_accumulation_matches_the_big_batch(tmp_path, tiny_model_dir, tiny_csv):
+    big = one_step(tmp_path, tiny_model_dir, tiny_csv, batch=16, accumulation=1)
+    acc = one_step(tmp_path, tiny_model_dir, tiny_csv, batch=8, accumulation=2)
+    assert big.grads.keys() == acc.grads.keys() and big.grads
+    for name, grad in big.grads.items():
+        torch.testing.assert_close(acc.grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+    assert acc.losses[0] == pytest.approx(big.losses[0], rel=1e-4)
+
+
+def test_without_the_fix_accumulation_inflates_gradients(tmp_path, tiny_model_dir, tiny_csv):
+    """What transformers 5 does by default for BERT-family models: the check above can fail."""
+    big = one_step(tmp_path, tiny_model_dir, tiny_csv, batch=16, accumulation=1)
+    broken = one_step(tmp_path, tiny_model_dir, tiny_csv, batch=8, accumulation=2, fix=False)
+    name = "classifier.weight"
+    ratio = broken.grads[name].norm() / big.grads[name].norm()
+    assert ratio == pytest.approx(2.0, rel=1e-3)
+
+
+def _weights(folder):
+    return load_file(str(folder / "model.safetensors"))
+
+
+def test_early_stopping_stops_after_patience_and_restores_best(tmp_path, tiny_model_dir, tiny_csv):
+    # min_delta 2.0 on a metric in [0, 1]: after the first evaluation nothing counts as improving,
+    # so training must stop after exactly `patience` more evaluations, well before 20 epochs.
+    out = tmp_path / "es"
+    code = main(["--output-dir", str(out), "--set", f"model.name={tiny_model_dir}", "--set",
+                 f"data.path={tiny_csv}", "--set", "data.max_rows=null", "--epochs", "20",
+                 "--batch-size", "16", "--learning-rate", "0.005", "--set", "train.early_stopping.patience=2",
+                 "--set", "train.early_stopping.min_delta=2.0", "--set", "train.save_total_limit=5"])
+    assert code == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    steps_per_epoch = 240 // 16
+    assert manifest["training"]["stopped_early"] is True
+    assert manifest["training"]["global_steps"] == 3 * steps_per_epoch  # 1 best + 2 without improvement
+    # The restored model is the checkpoint with the best eval_f1_macro, not the last one trained.
+    last_ckpt = out / "checkpoints" / f"checkpoint-{3 * steps_per_epoch}"
+    history = json.loads((last_ckpt / "trainer_state.json").read_text())["log_history"]
+    evals = {h["step"]: h["eval_f1_macro"] for h in history if "eval_f1_macro" in h}
+    assert len(evals) == 3
+    best_step = max(evals, key=lambda step: (evals[step], -step))
+    assert manifest["training"]["best_checkpoint"].endswith(f"checkpoint-{best_step}")
+    assert manifest["training"]["best_metric"]["eval_f1_macro"] == pytest.approx(evals[best_step])
+    saved = _weights(out / "model")
+    for name, tensor in _weights(out / "checkpoints" / f"checkpoint-{best_step}").items():
+        torch.testing.assert_close(saved[name], tensor)
+    if best_step != 3 * steps_per_epoch:
+        last = _weights(last_ckpt)
+        assert any(not torch.equal(saved[n], last[n]) for n in saved)
+
+
+def test_no_early_stopping_runs_every_epoch(tmp_path, tiny_model_dir, tiny_csv):
+    out = tmp_path / "no-es"
+    code = main(["--output-dir", str(out), "--set", f"model.name={tiny_model_dir}", "--set",
+                 f"data.path={tiny_csv}", "--set", "data.max_rows=null", "--epochs", "4", "--batch-size", "16",
+                 "--no-early-stopping", "--set", "train.early_stopping.min_delta=2.0"])
+    assert code == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["training"]["stopped_early"] is False
+    assert manifest["training"]["global_steps"] == 4 * (240 // 16)
+
+
+def test_best_model_restored_when_it_is_not_the_last(tmp_path, tiny_model_dir, tiny_csv):
+    # Watching eval_loss with mode=max makes the first (highest-loss) evaluation the best one while the
+    # loss keeps falling: training stops after patience=2 and must restore checkpoint 1, not the last.
+    out = tmp_path / "restore"
+    code = main(["--output-dir", str(out), "--set", f"model.name={tiny_model_dir}", "--set",
+                 f"data.path={tiny_csv}", "--set", "data.max_rows=null", "--epochs", "10",
+                 "--batch-size", "16", "--learning-rate", "0.005", "--set", "train.early_stopping.patience=2",
+                 "--set", "train.early_stopping.metric=eval_loss", "--set", "train.early_stopping.mode=max",
+                 "--set", "train.save_total_limit=5"])
+    assert code == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    steps_per_epoch = 240 // 16
+    assert manifest["training"]["global_steps"] == 3 * steps_per_epoch
+    assert manifest["training"]["best_checkpoint"].endswith(f"checkpoint-{steps_per_epoch}")
+    saved, last = _weights(out / "model"), _weights(out / "checkpoints" / f"checkpoint-{3 * steps_per_epoch}")
+    for name, tensor in _weights(out / "checkpoints" / f"checkpoint-{steps_per_epoch}").items():
+        torch.testing.assert_close(saved[name], tensor)
+    assert any(not torch.equal(saved[n], last[n]) for n in saved)

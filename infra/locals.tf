@@ -27,6 +27,7 @@ locals {
   instance_termination_action = local.needs_termination_action ? var.termination_action : null
 
   apis = var.enable_apis ? toset([
+    "cloudresourcemanager.googleapis.com",
     "compute.googleapis.com",
     "iam.googleapis.com",
     "logging.googleapis.com",

@@ -47,7 +47,7 @@ variable "labels" {
 
 variable "enable_apis" {
   type        = bool
-  description = "Enable the Compute, IAM, Logging and Storage APIs in the project (never disabled on destroy)."
+  description = "Enable the Compute, IAM, Logging, Storage and Resource Manager APIs in the project (never disabled on destroy)."
   default     = true
 }
 

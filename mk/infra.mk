@@ -39,7 +39,7 @@ infra-down: ## Destroy the VM side; keeps the bucket unless force_destroy (KEEP_
 ssh: ## Open a shell on the training VM (node 0) as ssh_user
 	@$(TF_CLOUD) ssh
 
-train-cloud: ## Train on the VM: sync config/ (and DATA=file), run the trainer container, stream its log
+train-cloud: ## Train on the VM: copy config/ (and DATA=file), run the trainer container, stream its log
 	@$(TF_CLOUD) preflight tfvars creds ssh-key
 	@$(TF_CLOUD) train '$(or $(RUN),cloud-$(shell date +%Y%m%d-%H%M%S))' $(ARGS)
 

@@ -136,29 +136,34 @@ do_ssh() {
   exec ssh $(ssh_opts) "$host" "$@"
 }
 
+# Copies go over ssh as tar streams: nothing beyond ssh and tar is needed on either side.
+push() {  # push HOST LOCAL_DIR NAME REMOTE_DIR: LOCAL_DIR/NAME -> REMOTE_DIR/NAME (replaced)
+  local host=$1 dir=$2 name=$3 dest=$4
+  # shellcheck disable=SC2046,SC2029  # the remote command is built here on purpose
+  tar -C "$dir" -cf - "$name" | ssh $(ssh_opts) "$host" \
+    "sudo mkdir -p '$dest' && sudo rm -rf '$dest/$name' && sudo tar -C '$dest' -xf - --no-same-owner"
+}
+
 train() {
   local run=${1:?run name}
   shift
   local host bucket extra=""
   host=$(remote)
   bucket=$(output bucket_url)
-  command -v rsync >/dev/null 2>&1 || die "rsync is not installed here: apt-get install rsync (or your system's equivalent)"
-  local rsh
-  rsh="ssh $(ssh_opts)"
-  echo "train-cloud: syncing config/ to $host:$REMOTE_PROJECT_DIR/config/"
-  rsync -rlt --delete --rsync-path="sudo rsync" -e "$rsh" config/ "$host:$REMOTE_PROJECT_DIR/config/"
+  echo "train-cloud: copying config/ to $host:$REMOTE_PROJECT_DIR/config/"
+  push "$host" . config "$REMOTE_PROJECT_DIR"
   if [[ -n "${DATA:-}" ]]; then
     if [[ "$DATA" == gs://* ]]; then
       extra="--set data.path=$DATA"
     elif [[ -f "$DATA" ]]; then
-      echo "train-cloud: syncing $DATA to $host:$REMOTE_DATA_MOUNT/data/"
-      rsync -t --rsync-path="sudo rsync" -e "$rsh" "$DATA" "$host:$REMOTE_DATA_MOUNT/data/"
+      echo "train-cloud: copying $DATA to $host:$REMOTE_DATA_MOUNT/data/"
+      push "$host" "$(dirname "$DATA")" "$(basename "$DATA")" "$REMOTE_DATA_MOUNT/data"
       extra="--set data.path=/data/$(basename "$DATA")"
     else
       die "DATA=$DATA is neither a local file nor a gs:// URL"
     fi
   fi
-  echo "train-cloud: run $run on $host; artifacts go to /runs/$run on the data disk and $bucket"
+  echo "train-cloud: run $run on $host; artifacts in /runs/$run on the data disk and under $bucket"
   # shellcheck disable=SC2046
   ssh -t $(ssh_opts) "$host" \
     "cd $REMOTE_PROJECT_DIR && sudo docker compose run --rm trainer --mode cloud --output-dir /runs/$run $extra $*"
@@ -174,8 +179,8 @@ fetch() {
     check_ssh_key
     local host
     host=$(remote)
-    # shellcheck disable=SC2046
-    rsync -rlt -e "ssh $(ssh_opts)" --rsync-path="sudo rsync" "$host:$REMOTE_DATA_MOUNT/runs/$run" runs/
+    # shellcheck disable=SC2046,SC2029
+    ssh $(ssh_opts) "$host" "sudo tar -C '$REMOTE_DATA_MOUNT/runs' -cf - '$run'" | tar -C runs -xf -
   else
     command -v gcloud >/dev/null 2>&1 ||
       die "gcloud is not installed: install the gcloud CLI, or fetch from the VM with make fetch RUN=$run SOURCE=vm"

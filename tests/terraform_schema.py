@@ -127,6 +127,11 @@ class ProviderSchema:
                 return found
         return None
 
+    def computed(self, block_fqn: str) -> set[str]:
+        """Read-only attributes of a nested block (the getters of its OutputReference class)."""
+        spec = self.types.get(block_fqn + "OutputReference", {})
+        return {_snake(p["name"]) for p in spec.get("properties", []) if not p.get("static")}
+
     def attributes(self, resource_type: str) -> set[str]:
         """Every attribute a resource exposes (arguments and computed ones), in snake_case."""
         if resource_type not in self._attribute_names:
@@ -243,16 +248,16 @@ def _check_body(
     return problems
 
 
-_REFERENCE = re.compile(r"(?<![\w.])(var|local|data\.\w+|google_\w+)\.(\w+)(?:\[[^\]]*\])?(?:\.(\w+))?")
+_REFERENCE = re.compile(r"(?<![\w.])(var|local|data\.\w+|google_\w+)\.(\w+)")
 
 
-def _strings(node: Any) -> list[str]:
+def strings(node: Any) -> list[str]:
     if isinstance(node, str):
         return [node]
     if isinstance(node, dict):
-        return [s for k, v in node.items() if not k.startswith("__") for s in [k, *_strings(v)]]
+        return [s for k, v in node.items() if not k.startswith("__") for s in [k, *strings(v)]]
     if isinstance(node, list):
-        return [s for v in node for s in _strings(v)]
+        return [s for v in node for s in strings(v)]
     return []
 
 
@@ -264,22 +269,46 @@ def check_references(schema: ProviderSchema, module: Module) -> list[str]:
     data = {(f"data.{t}", n) for t, n in module.data}
     texts = []
     for parsed in module.files:
-        texts += _strings({k: v for k, v in parsed.items() if k != "variable"})
+        texts += strings({k: v for k, v in parsed.items() if k != "variable"})
     for body in module.variables.values():
-        texts += _strings(body.get("validation", []))
+        texts += strings(body.get("validation", []))
     for text in texts:
-        for root, name, attr in _REFERENCE.findall(text):
+        for root, name in _REFERENCE.findall(text):
             if root == "var" and name not in variables:
                 problems.append(f"reference to undeclared variable var.{name}")
             elif root == "local" and name not in local_names:
                 problems.append(f"reference to undeclared local.{name}")
             elif root.startswith("data.") and (root, name) not in data:
                 problems.append(f"reference to undeclared {root}.{name}")
-            elif root.startswith("google_") and root in schema.resources:
-                if (root, name) not in resources:
-                    problems.append(f"reference to undeclared resource {root}.{name}")
-                elif attr and attr not in schema.attributes(root):
-                    problems.append(f"{root}.{name} has no attribute {attr!r}")
+            elif root.startswith("google_") and root in schema.resources and (root, name) not in resources:
+                problems.append(f"reference to undeclared resource {root}.{name}")
+    return sorted(set(problems + check_attribute_paths(schema, texts)))
+
+
+_CHAIN = re.compile(r"(?<![\w.])(google_\w+)\.(\w+)((?:\[[^\]]*\])?(?:\.\w+(?:\[[^\]]*\])?)*)")
+
+
+def check_attribute_paths(schema: ProviderSchema, texts: list[str]) -> list[str]:
+    """Every `google_x.name.a[0].b` in `texts` walks real attributes and nested blocks."""
+    problems: list[str] = []
+    for text in texts:
+        for rtype, name, tail in _CHAIN.findall(text):
+            if rtype not in schema.resources:
+                continue
+            path = [seg for seg in re.sub(r"\[[^\]]*\]", "", tail).split(".") if seg]
+            if not path:
+                continue
+            allowed, block_fqn = schema.attributes(rtype), schema.resources[rtype]
+            for depth, seg in enumerate(path):
+                if seg not in allowed:
+                    where = ".".join([f"{rtype}.{name}", *path[:depth]])
+                    problems.append(f"{where} has no attribute {seg!r}")
+                    break
+                spec = schema.block(block_fqn).fields.get(seg) if block_fqn else None
+                if spec is None or spec.block is None:
+                    break  # a plain value (string, number, map): nothing below to check
+                block_fqn = spec.block
+                allowed = set(schema.block(block_fqn).fields) | schema.computed(block_fqn)
     return sorted(set(problems))
 
 

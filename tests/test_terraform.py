@@ -22,7 +22,7 @@ import hcl2
 import pytest
 
 from tests.support import ROOT, require, tool
-from tests.terraform_schema import Module, ProviderSchema, check_module
+from tests.terraform_schema import Module, ProviderSchema, check_attribute_paths, check_module, strings
 
 pytestmark = pytest.mark.terraform
 
@@ -369,6 +369,36 @@ def test_schema_check_catches_a_broken_module(schema, parsed, mutation):
     files = dict(parsed)
     files[filename] = parse(text.replace(old, new, 1))
     assert check_module(schema, Module(list(files.values()))) == [problem]
+
+
+def tftest_problems(schema: ProviderSchema, module: Module, text: str) -> list[str]:
+    """What `terraform test` would reject in a test file's references (it cannot run here)."""
+    texts = strings(parse(text))
+    problems = check_attribute_paths(schema, texts)
+    for found in texts:
+        for rtype, name in re.findall(r"(?<![\w.])(google_\w+)\.(\w+)", found):
+            if (rtype, name) not in module.resources:
+                problems.append(f"undeclared resource {rtype}.{name}")
+        problems += [
+            f"undeclared output {o}" for o in re.findall(r"\boutput\.(\w+)", found) if o not in module.outputs
+        ]
+        problems += [
+            f"undeclared variable {v}"
+            for v in re.findall(r"\bvar\.(\w+)", found)
+            if v not in module.variables
+        ]
+    return sorted(set(problems))
+
+
+def test_terraform_test_files_refer_to_real_resources_attributes_and_outputs(schema, module):
+    for path in sorted((INFRA / "tests").glob("*.tftest.hcl")):
+        assert tftest_problems(schema, module, path.read_text()) == [], path.name
+    text = (INFRA / "tests" / "validation.tftest.hcl").read_text()
+    assert "max_run_duration[0].seconds ==" in text
+    broken = text.replace("max_run_duration[0].seconds ==", "max_run_duration[0].secnds ==", 1)
+    assert tftest_problems(schema, module, broken) == [
+        "google_compute_instance.trainer.scheduling.max_run_duration has no attribute 'secnds'"
+    ]
 
 
 def test_every_resource_that_takes_labels_gets_the_common_labels(schema, module):

@@ -91,6 +91,9 @@ def setup_logging() -> None:
     handler.addFilter(lambda record: not record.name.startswith("trainer.steps"))
     root = logging.getLogger("trainer")
     root.setLevel(logging.INFO)
+    for old in [h for h in root.handlers if getattr(h, "trainer_console", False)]:
+        root.removeHandler(old)  # main() called again in one process (tests, notebooks)
+    handler.trainer_console = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.propagate = False
     from transformers.utils import logging as hf_logging

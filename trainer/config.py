@@ -31,6 +31,10 @@ SCHEDULERS = (
 )
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 STRATEGIES = ("epoch", "steps")
+EVAL_METRICS = (
+    "eval_f1_macro", "eval_f1_weighted", "eval_accuracy", "eval_precision_macro", "eval_recall_macro",
+    "eval_roc_auc", "eval_loss",
+)
 
 
 @dataclass(frozen=True)
@@ -389,8 +393,7 @@ def validate(c: Config) -> list[str]:
         p.append("train.weight_decay, max_grad_norm, lr_end and early_stopping.min_delta must be >= 0")
     if t.learning_rate > 1:
         p.append(f"train.learning_rate {t.learning_rate} is too large for fine-tuning (typical: 1e-5 .. 1e-4)")
-    if not es.metric.startswith("eval_"):
-        p.append(f"train.early_stopping.metric must name an evaluation metric like eval_f1_macro, got {es.metric!r}")
+    choice("train.early_stopping.metric", es.metric, EVAL_METRICS)
     if c.model.max_length > 8192:
         p.append(f"model.max_length must be <= 8192, got {c.model.max_length}")
 

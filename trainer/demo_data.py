@@ -26,8 +26,9 @@ def corpus_path() -> Path:
 def build(out_dir: Path) -> Path:
     raw = pd.read_csv(corpus_path(), encoding="latin-1")
     df = raw.rename(columns={"sentiment": "label"})[["text", "label"]]
-    df["text"] = df["text"].astype("string").str.strip()
-    df = df[df["text"].notna() & (df["text"] != "")]
+    # Line breaks (some bare \r) inside tweets become spaces: one tweet, one CSV line.
+    df["text"] = df["text"].astype("string").str.replace(r"\s+", " ", regex=True).str.strip()
+    df = df[df["text"].notna() & (df["text"] != "") & df["label"].notna()]
     # The same tweet sometimes appears twice, occasionally with two labels: keep the first.
     df = df.drop_duplicates(subset="text", keep="first")
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ config=${TRAINER_ACCELERATE_CONFIG:-/config/accelerate/single_gpu.yaml}
 [ -r "$config" ] || die "accelerate config '$config' is not readable (TRAINER_ACCELERATE_CONFIG names a file under /config/accelerate/)"
 [ -w /runs ] || die "/runs is not writable by uid $(id -u): give the host folder mounted there (TRAINER_RUNS_DIR, default ./runs) to uid $(id -u), or build the image with TRAINER_UID=<its owner>"
 
-launch="--config_file $config"
+launch="--quiet --config_file $config"
 [ -z "${TRAINER_NUM_PROCESSES:-}" ] || launch="$launch --num_processes $TRAINER_NUM_PROCESSES"
 [ -z "${TRAINER_NUM_MACHINES:-}" ] || launch="$launch --num_machines $TRAINER_NUM_MACHINES"
 [ -z "${TRAINER_MACHINE_RANK:-}" ] || launch="$launch --machine_rank $TRAINER_MACHINE_RANK"
@@ -39,6 +39,7 @@ if [ -n "$mode" ]; then
   if [ "$has_mode" = false ]; then set -- --mode "$mode" "$@"; fi
 fi
 
+# --quiet: a failing trainer shows its own one-line error, not accelerate's traceback (exit 1).
 # $launch holds flags and values without spaces: the word splitting is intended.
 # shellcheck disable=SC2086
 exec accelerate launch $launch -m trainer "$@"

@@ -1,0 +1,385 @@
+"""The container: Dockerfile lint, the compose model (GPU reservation, mounts, CPU override), and a
+real image build and `docker compose run trainer` on a tiny model, on a real Docker engine.
+
+The model and lint checks need only the tools (`make setup-tools`). The engine checks need a
+running engine at DOCKER_HOST and a local base image in TRAINER_TEST_BASE_IMAGE: `.ci/run` starts
+both (.ci/services.d/10-docker.sh); elsewhere they skip with the reason, and under `.ci/run` a
+skip is a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.support import ROOT, require, tool
+
+pytestmark = pytest.mark.container
+
+COMPOSE = ROOT / "docker-compose.yml"
+CPU_OVERRIDE = ROOT / "docker-compose.cpu.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+TEST_IMAGE = "tweet-trainer:ci-test"
+# Variables of the outer shell that would change the resolved model under test.
+COMPOSE_VARS = (
+    "GPU_COUNT",
+    "TRAINER_MODE",
+    "TRAINER_BUCKET",
+    "TRAINER_IMAGE",
+    "TRAINER_DATA_DIR",
+    "TRAINER_RUNS_DIR",
+    "TRAINER_MODELS_DIR",
+    "TRAINER_ACCELERATE_CONFIG",
+    "TRAINER_NUM_PROCESSES",
+    "TRAINER_SHM_SIZE",
+    "BASE_IMAGE",
+    "EXTRA_CA_CERTS",
+    "TRAINER_UID",
+    "TRAINER_GID",
+    "COMPOSE_FILE",
+    "COMPOSE_PROJECT_NAME",
+)
+
+
+def compose_cmd() -> list[str]:
+    """`docker compose` (the CLI plugin) when present, else the standalone binary from .tools/."""
+    docker = shutil.which("docker")
+    if docker and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0:
+        return [docker, "compose"]
+    return [tool("docker-compose")]
+
+
+def compose_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in COMPOSE_VARS}
+    env.update(extra)
+    return env
+
+
+def resolved(*files: Path, **env: str) -> dict:
+    """The compose model after merging, interpolation and defaults (`docker compose config`)."""
+    args = [a for f in files for a in ("-f", str(f))]
+    out = subprocess.run(
+        [*compose_cmd(), *args, "config", "--format", "json"],
+        cwd=ROOT,
+        env=compose_env(**env),
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def gpu_devices(model: dict) -> list[dict]:
+    return (
+        model["services"]["trainer"]
+        .get("deploy", {})
+        .get("resources", {})
+        .get("reservations", {})
+        .get("devices", [])
+    )
+
+
+# ---------------------------------------------------------------- compose model and lint (no engine)
+
+
+def test_compose_file_validates_against_the_compose_spec():
+    out = subprocess.run(
+        [tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(COMPOSE)],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_resolved_model_reserves_the_gpu():
+    devices = gpu_devices(resolved(COMPOSE))
+    assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
+    # GPU_COUNT (written to .env on the VM by Ansible) sets the count.
+    assert gpu_devices(resolved(COMPOSE, GPU_COUNT="2"))[0]["count"] == 2
+
+
+def test_resolved_model_follows_the_mount_and_environment_contract(tmp_path):
+    model = resolved(
+        COMPOSE,
+        TRAINER_DATA_DIR=str(tmp_path / "d"),
+        TRAINER_RUNS_DIR=str(tmp_path / "r"),
+        TRAINER_MODELS_DIR=str(tmp_path / "m"),
+        TRAINER_BUCKET="gs://b",
+        TRAINER_IMAGE="x/y:z",
+    )
+    service = model["services"]["trainer"]
+    mounts = {v["target"]: v for v in service["volumes"]}
+    assert set(mounts) == {"/config", "/data", "/runs", "/models", "/hf-cache"}
+    assert mounts["/config"]["source"] == str(ROOT / "config") and mounts["/config"]["read_only"] is True
+    for target, folder in (("/data", "d"), ("/runs", "r"), ("/models", "m")):
+        assert mounts[target]["source"] == str(tmp_path / folder) and not mounts[target].get("read_only")
+    assert mounts["/hf-cache"]["type"] == "volume" and mounts["/hf-cache"]["source"] in model["volumes"]
+    assert service["environment"]["TRAINER_BUCKET"] == "gs://b"
+    assert service["image"] == "x/y:z"
+    assert int(service["shm_size"]) >= 1 << 30
+    # Defaults: the repository's folders, cloud mode, the single-GPU accelerate config.
+    service = resolved(COMPOSE)["services"]["trainer"]
+    assert {v["target"]: v["source"] for v in service["volumes"]}["/runs"] == str(ROOT / "runs")
+    assert service["image"] == "tweet-trainer:latest"
+    assert service["environment"]["TRAINER_MODE"] == "cloud"
+    assert service["environment"]["TRAINER_ACCELERATE_CONFIG"] == "/config/accelerate/single_gpu.yaml"
+    assert service["build"]["context"] == str(ROOT) and service["build"]["dockerfile"] == "Dockerfile"
+
+
+def test_cpu_override_drops_the_reservation_and_selects_the_cpu_config(tmp_path):
+    model = resolved(COMPOSE, CPU_OVERRIDE, GPU_COUNT="2")
+    assert gpu_devices(model) == []
+    env = model["services"]["trainer"]["environment"]
+    assert env["TRAINER_ACCELERATE_CONFIG"] == "/config/accelerate/cpu.yaml"
+    assert (ROOT / "config/accelerate/cpu.yaml").is_file()
+    # The merged model is still a valid compose file (the override's `!reset` tag is not plain YAML,
+    # so the schema check runs on what compose resolved).
+    merged = tmp_path / "merged.json"
+    merged.write_text(json.dumps(model))
+    out = subprocess.run(
+        [tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(merged)],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_hadolint_passes_and_every_ignored_rule_is_explained():
+    out = subprocess.run(
+        [tool("hadolint"), "--failure-threshold", "info", str(DOCKERFILE)], capture_output=True, text=True
+    )
+    assert out.returncode == 0 and not out.stdout.strip(), out.stdout + out.stderr
+    lines = DOCKERFILE.read_text().splitlines()
+    for i, line in enumerate(lines):
+        if re.match(r"\s*#\s*hadolint\s+(global\s+)?ignore=", line):
+            reason = lines[i - 1].strip() if i else ""
+            assert reason.startswith("#") and len(reason) > 10, (
+                f"Dockerfile:{i + 1}: explain the ignore above it"
+            )
+    for name in (".hadolint.yaml", ".hadolint.yml"):
+        config = ROOT / name
+        if config.exists():
+            ignored = yaml.safe_load(config.read_text()).get("ignored", [])
+            text = config.read_text()
+            for rule in ignored:
+                assert re.search(rf"{rule}.*#\s*\S+", text), f"{name}: {rule} is ignored without a reason"
+
+
+def test_dockerfile_defaults_to_a_pytorch_cuda12_runtime_and_a_non_root_user():
+    text = DOCKERFILE.read_text()
+    base = re.search(r"^ARG BASE_IMAGE=(\S+)", text, re.M)
+    assert base and re.fullmatch(r"pytorch/pytorch:2\.\d+\.\d+-cuda12\.\d+-cudnn\d+-runtime", base.group(1))
+    users = re.findall(r"^USER\s+(\S+)", text, re.M)
+    assert users and users[-1].split(":")[0] not in ("root", "0")
+    assert re.search(r"^ENTRYPOINT\s+\[", text, re.M)
+    assert "TRAINER_IN_CONTAINER=1" in text and "HF_HOME=/hf-cache" in text
+    entrypoint = (ROOT / "docker/entrypoint.sh").read_text()
+    assert re.search(r"^exec accelerate launch .*-m trainer \"\$@\"$", entrypoint, re.M)
+
+
+@pytest.mark.parametrize("name", ["cpu", "single_gpu", "multi_gpu", "multi_node"])
+def test_accelerate_configs_load_with_accelerate(name):
+    from accelerate.commands.config.config_args import load_config_from_file
+    from accelerate.utils import DistributedType
+
+    config = load_config_from_file(str(ROOT / f"config/accelerate/{name}.yaml"))
+    if name.startswith("multi"):
+        assert config.distributed_type == DistributedType.MULTI_GPU and config.num_processes >= 2
+    if name == "multi_node":
+        assert config.num_machines >= 2 and config.main_process_ip and config.main_process_port
+        assert config.num_processes % config.num_machines == 0  # total processes over all machines
+    else:
+        assert config.num_machines == 1
+
+
+# ------------------------------------------------------------------------ a real engine (slow)
+
+
+def extra_ca_certs() -> str:
+    """Locally added CAs (Debian keeps them here), e.g. a TLS-intercepting proxy's, for pip in the build."""
+    files = sorted(Path("/usr/local/share/ca-certificates").rglob("*.crt"))
+    return "".join(f.read_text() for f in files)
+
+
+class Engine:
+    def __init__(self, workdir: Path):
+        self.project = f"trainer-ci-{os.getpid()}"
+        self.override = workdir / "compose.test.yml"
+        # Host networking only: the CI engine has no bridge (see .ci/services.d/10-docker.sh).
+        self.override.write_text(
+            "services:\n  trainer:\n    build:\n      network: host\n    network_mode: host\n"
+        )
+        self.dirs = {name: workdir / name for name in ("data", "runs", "models")}
+        for folder in self.dirs.values():
+            folder.mkdir()
+        self.uid = os.getuid() or 1000  # as root, the image's default user; else the caller
+        self.env = compose_env(
+            BASE_IMAGE=os.environ.get("TRAINER_TEST_BASE_IMAGE", ""),
+            EXTRA_CA_CERTS=extra_ca_certs(),
+            TRAINER_UID=str(self.uid),
+            TRAINER_GID=str(os.getgid() or 1000),
+            TRAINER_IMAGE=TEST_IMAGE,
+            DOCKER_BUILDKIT="0",
+            COMPOSE_BAKE="false",
+            **{f"TRAINER_{k.upper()}_DIR": str(v) for k, v in self.dirs.items()},
+        )
+
+    def compose(self, *args: str, timeout: int = 900, **env: str) -> subprocess.CompletedProcess:
+        files = ["-f", str(COMPOSE), "-f", str(CPU_OVERRIDE), "-f", str(self.override)]
+        return subprocess.run(
+            [*compose_cmd(), "-p", self.project, *files, *args],
+            cwd=ROOT,
+            env={**self.env, **env},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def give_to_container_user(self) -> None:
+        for folder in self.dirs.values():
+            for path in [folder, *folder.rglob("*")]:
+                os.chown(path, self.uid, int(self.env["TRAINER_GID"]))
+                path.chmod(0o755 if path.is_dir() else 0o644)
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    docker = shutil.which("docker")
+    require(docker, "the docker CLI is not installed (apt-get install docker.io)")
+    info = subprocess.run([docker, "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True)
+    require(
+        info.returncode == 0,
+        f"no Docker engine answers at {os.environ.get('DOCKER_HOST', 'the default socket')} "
+        "(.ci/services.d/10-docker.sh starts one; needs root)",
+    )
+    require(
+        os.environ.get("TRAINER_TEST_BASE_IMAGE"),
+        "TRAINER_TEST_BASE_IMAGE is not set (.ci/build-base-image.sh)",
+    )
+    eng = Engine(tmp_path_factory.mktemp("container"))
+    yield eng
+    eng.compose("down", "--volumes", timeout=120)
+
+
+@pytest.fixture(scope="module")
+def built_image(engine):
+    started = time.monotonic()
+    out = engine.compose("build", "trainer", timeout=1800)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
+    build_s = time.monotonic() - started
+    size = int(
+        subprocess.run(
+            ["docker", "image", "inspect", "-f", "{{.Size}}", TEST_IMAGE],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    return {"build_seconds": round(build_s, 1), "image_bytes": size}
+
+
+@pytest.fixture(scope="module")
+def container_run(engine, built_image, tiny_model_dir, tiny_csv):
+    shutil.copytree(tiny_model_dir, engine.dirs["models"] / "tiny")
+    shutil.copy(tiny_csv, engine.dirs["data"] / "tiny.csv")
+    engine.give_to_container_user()
+    started = time.monotonic()
+    out = engine.compose(
+        "run",
+        "--rm",
+        "trainer",
+        "--mode",
+        "local",
+        "--epochs",
+        "1",
+        "--output-dir",
+        "/runs/ci",
+        "--batch-size",
+        "16",
+        "--set",
+        "model.name=/models/tiny",
+        "--set",
+        "data.path=/data/tiny.csv",
+        "--set",
+        "data.max_rows=null",
+        "--set",
+        "model.max_length=32",
+    )
+    timings = {**built_image, "run_seconds": round(time.monotonic() - started, 1)}
+    (Path(ROOT) / ".ci-cache").mkdir(exist_ok=True)
+    (Path(ROOT) / ".ci-cache/container-timings.json").write_text(json.dumps(timings, indent=2) + "\n")
+    assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
+    return engine.dirs["runs"] / "ci", out
+
+
+@pytest.mark.slow
+def test_compose_run_trains_in_the_container(container_run):
+    run_dir, out = container_run
+    assert "run finished: /runs/ci" in out.stdout
+    for name in (
+        "metrics.json",
+        "manifest.json",
+        "labels.json",
+        "config.resolved.yaml",
+        "training.log",
+        "model/model.safetensors",
+        "model/config.json",
+        "model/tokenizer.json",
+    ):
+        assert (run_dir / name).is_file(), name
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert 0.0 <= metrics["test"]["f1_macro"] <= 1.0 and metrics["test"]["num_examples"] == 30
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["environment"]["in_container"] is True
+    assert manifest["environment"]["device"] == "cpu" and manifest["mode"] == "local"
+    # Written by the image's non-root user, not by root.
+    assert (run_dir / "metrics.json").stat().st_uid != 0
+
+
+@pytest.mark.slow
+def test_container_runs_as_non_root_and_cannot_write_config(engine, built_image):
+    out = engine.compose(
+        "run",
+        "--rm",
+        "--entrypoint",
+        "sh",
+        "trainer",
+        "-c",
+        "id -u; touch /config/probe && echo WROTE-CONFIG; touch /runs/probe && echo WROTE-RUNS",
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.split()
+    assert lines[0] != "0", "the container runs as root"
+    assert "WROTE-CONFIG" not in lines and "Read-only file system" in out.stderr
+    assert "WROTE-RUNS" in lines
+    (engine.dirs["runs"] / "probe").unlink()
+
+
+def printed_config(stdout: str) -> dict:
+    start = re.search(r"^mode: ", stdout, re.M)
+    assert start, stdout[-2000:]
+    return yaml.safe_load(stdout[start.start() :])
+
+
+@pytest.mark.slow
+def test_mode_picks_the_run_config_and_the_bucket_reaches_the_trainer(engine, built_image):
+    engine.give_to_container_user()
+    cloud = engine.compose(
+        "run", "--rm", "trainer", "--print-config", TRAINER_BUCKET="gs://ci-bucket", TRAINER_MODE="cloud"
+    )
+    assert cloud.returncode == 0, cloud.stderr[-3000:]
+    config = printed_config(cloud.stdout)
+    assert config["mode"] == "cloud" and config["runtime"]["bucket"] == "gs://ci-bucket"
+    assert config["model"]["name"] == "distilbert-base-uncased"
+    local = engine.compose("run", "--rm", "trainer", "--mode", "local", "--print-config")
+    assert local.returncode == 0, local.stderr[-3000:]
+    config = printed_config(local.stdout)
+    assert config["mode"] == "local" and config["runtime"]["output_dir"] == "runs/local"

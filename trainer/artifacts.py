@@ -8,7 +8,6 @@ import os
 import platform
 import shutil
 import subprocess
-import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -21,8 +20,16 @@ MANIFEST = "manifest.json"
 CHECKPOINTS = "checkpoints"
 # What a run of ours leaves in its folder; anything else means the folder is not ours to touch.
 OWN_ENTRIES = {
-    MANIFEST, CHECKPOINTS, "model", "labels.json", "metrics.json", "config.resolved.yaml", "training.log",
-    "tensorboard", "confusion_matrix.png", "learning_curve.png",
+    MANIFEST,
+    CHECKPOINTS,
+    "model",
+    "labels.json",
+    "metrics.json",
+    "config.resolved.yaml",
+    "training.log",
+    "tensorboard",
+    "confusion_matrix.png",
+    "learning_curve.png",
 }
 
 
@@ -84,7 +91,16 @@ def write_json(path: Path, payload: Any) -> None:
 
 
 def package_versions() -> dict[str, str]:
-    names = ["torch", "transformers", "accelerate", "datasets", "tokenizers", "scikit-learn", "numpy", "pandas"]
+    names = [
+        "torch",
+        "transformers",
+        "accelerate",
+        "datasets",
+        "tokenizers",
+        "scikit-learn",
+        "numpy",
+        "pandas",
+    ]
     out = {"python": platform.python_version()}
     for name in names:
         try:
@@ -100,7 +116,10 @@ def package_versions() -> dict[str, str]:
 def git_commit() -> str | None:
     try:
         res = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
             cwd=Path(__file__).resolve().parent,
         )
     except (OSError, subprocess.SubprocessError):
@@ -118,7 +137,9 @@ def hardware(device) -> dict[str, Any]:
         "device": device.kind,
         "gpu_name": device.name if device.is_cuda else None,
         "gpu_count": device.count,
-        "compute_capability": ".".join(map(str, device.compute_capability)) if device.compute_capability else None,
+        "compute_capability": ".".join(map(str, device.compute_capability))
+        if device.compute_capability
+        else None,
         "cpu": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),

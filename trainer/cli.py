@@ -35,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=f"config keys (set any with --set key=value):\n{keys}",
     )
-    parser.add_argument("--config", default="config/local.yaml", help="YAML run config (default: %(default)s)")
+    parser.add_argument(
+        "--config", default="config/local.yaml", help="YAML run config (default: %(default)s)"
+    )
     parser.add_argument("--mode", default="local", help="local or cloud; cloud applies cloud_overrides")
     parser.add_argument("--output-dir", help="run folder for model, metrics and logs (runtime.output_dir)")
     parser.add_argument("--epochs", help="training epochs (train.epochs)")
@@ -43,17 +45,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--learning-rate", help="peak learning rate (train.learning_rate)")
     parser.add_argument("--seed", help="seed for split, init and data order (train.seed)")
     parser.add_argument(
-        "--fp16", action="store_true",
+        "--fp16",
+        action="store_true",
         help="ask for fp16 mixed precision (train.precision=fp16; on a CPU it warns and trains in fp32)",
     )
     parser.add_argument(
-        "--no-early-stopping", action="store_true", help="train all epochs (train.early_stopping.enabled=false)"
+        "--no-early-stopping",
+        action="store_true",
+        help="train all epochs (train.early_stopping.enabled=false)",
     )
     parser.add_argument(
-        "--overwrite", action="store_true", help="replace a finished run in the output folder (runtime.overwrite)"
+        "--overwrite",
+        action="store_true",
+        help="replace a finished run in the output folder (runtime.overwrite)",
     )
     parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="set any config key, e.g. --set train.warmup_ratio=0.06 (repeatable)",
     )
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
@@ -81,7 +91,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
 def _flag_names(problem: str) -> str:
     for flag, key in FLAG_KEYS.items():
         if problem.startswith(key + " "):
-            return f"--{flag.replace('_', '-')} ({key}){problem[len(key):]}"
+            return f"--{flag.replace('_', '-')} ({key}){problem[len(key) :]}"
     return problem
 
 

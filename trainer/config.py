@@ -32,8 +32,13 @@ SCHEDULERS = (
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 STRATEGIES = ("epoch", "steps")
 EVAL_METRICS = (
-    "eval_f1_macro", "eval_f1_weighted", "eval_accuracy", "eval_precision_macro", "eval_recall_macro",
-    "eval_roc_auc", "eval_loss",
+    "eval_f1_macro",
+    "eval_f1_weighted",
+    "eval_accuracy",
+    "eval_precision_macro",
+    "eval_recall_macro",
+    "eval_roc_auc",
+    "eval_loss",
 )
 
 
@@ -392,7 +397,9 @@ def validate(c: Config) -> list[str]:
     if t.weight_decay < 0 or t.max_grad_norm < 0 or t.lr_end < 0 or es.min_delta < 0:
         p.append("train.weight_decay, max_grad_norm, lr_end and early_stopping.min_delta must be >= 0")
     if t.learning_rate > 1:
-        p.append(f"train.learning_rate {t.learning_rate} is too large for fine-tuning (typical: 1e-5 .. 1e-4)")
+        p.append(
+            f"train.learning_rate {t.learning_rate} is too large for fine-tuning (typical: 1e-5 .. 1e-4)"
+        )
     choice("train.early_stopping.metric", es.metric, EVAL_METRICS)
     if c.model.max_length > 8192:
         p.append(f"model.max_length must be <= 8192, got {c.model.max_length}")
@@ -439,11 +446,12 @@ def _field_docs(cls: type) -> dict[str, str]:
     """Attribute docstrings (the string literal under each field)."""
     import ast
     import inspect
+    from itertools import pairwise
 
     tree = ast.parse(inspect.getsource(cls))
     body = tree.body[0].body  # type: ignore[attr-defined]
     docs: dict[str, str] = {}
-    for node, nxt in zip(body, body[1:], strict=False):
+    for node, nxt in pairwise(body):
         if (
             isinstance(node, ast.AnnAssign)
             and isinstance(node.target, ast.Name)

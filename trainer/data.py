@@ -65,7 +65,9 @@ def read_table(path_str: str) -> pd.DataFrame:
             return pd.read_json(path, lines=True, encoding="utf-8")
         return pd.read_parquet(path)
     except UnicodeDecodeError:
-        raise UserError(f"data file {path} is not UTF-8: convert it (e.g. iconv -f latin1 -t utf-8)") from None
+        raise UserError(
+            f"data file {path} is not UTF-8: convert it (e.g. iconv -f latin1 -t utf-8)"
+        ) from None
     except pd.errors.EmptyDataError:
         raise UserError(f"data file {path} is empty") from None
     except (ValueError, OSError, pd.errors.ParserError) as exc:
@@ -151,7 +153,9 @@ def _single_file(cfg: DataConfig, seed: int) -> Splits:
         rest, test = train_test_split(df, test_size=n_test, stratify=df["label"], random_state=seed)
         train, val = train_test_split(rest, test_size=n_val, stratify=rest["label"], random_state=seed)
     except ValueError as exc:
-        raise UserError(f"{path}: cannot split stratified ({exc}); use more rows or three split files") from None
+        raise UserError(
+            f"{path}: cannot split stratified ({exc}); use more rows or three split files"
+        ) from None
     source = {"path": path, "sha256": file_sha256(Path(path)), "rows": len(raw), "dropped": dropped}
     return _finish(train, val, test, labels, [source])
 
@@ -164,8 +168,13 @@ def _three_files(cfg: DataConfig) -> Splits:
         if frames[split].empty:
             raise UserError(f"{path}: the {split} split has no usable rows")
         sources.append(
-            {"split": split, "path": str(path), "sha256": file_sha256(Path(str(path))), "rows": len(raw),
-             "dropped": dropped}
+            {
+                "split": split,
+                "path": str(path),
+                "sha256": file_sha256(Path(str(path))),
+                "rows": len(raw),
+                "dropped": dropped,
+            }
         )
     labels = _sort_labels(set(frames["train"]["label"]))
     _check_classes(labels, str(cfg.train_path))

@@ -37,14 +37,20 @@ class Predictor:
         out: list[dict] = []
         for start in range(0, len(texts), batch_size):
             chunk = texts[start : start + batch_size]
-            enc = self.tokenizer(chunk, truncation=True, max_length=self.max_length, padding=True,
-                                 return_tensors="pt")
+            enc = self.tokenizer(
+                chunk, truncation=True, max_length=self.max_length, padding=True, return_tensors="pt"
+            )
             with torch.inference_mode():
                 probs = torch.softmax(self.model(**enc).logits, dim=-1)
             for text, row in zip(chunk, probs.tolist(), strict=True):
                 best = max(range(len(row)), key=row.__getitem__)
-                out.append({"text": text, "label": self.labels[best],
-                            "scores": {name: round(p, 6) for name, p in zip(self.labels, row, strict=True)}})
+                out.append(
+                    {
+                        "text": text,
+                        "label": self.labels[best],
+                        "scores": {name: round(p, 6) for name, p in zip(self.labels, row, strict=True)},
+                    }
+                )
         return out
 
 
@@ -58,11 +64,15 @@ def main(argv: list[str] | None = None) -> int:
         texts = list(args.text)
         if args.file:
             try:
-                texts += [ln.strip() for ln in Path(args.file).read_text(encoding="utf-8").splitlines() if ln.strip()]
+                texts += [
+                    ln.strip()
+                    for ln in Path(args.file).read_text(encoding="utf-8").splitlines()
+                    if ln.strip()
+                ]
             except OSError as exc:
                 raise UserError(f"cannot read --file {args.file}: {exc.strerror}") from None
         if not texts:
-            raise UserError("nothing to classify: pass --text \"...\" or --file texts.txt")
+            raise UserError('nothing to classify: pass --text "..." or --file texts.txt')
         for row in Predictor.load(args.run).predict(texts):
             print(json.dumps(row, ensure_ascii=False))
     except UserError as exc:

@@ -63,6 +63,9 @@ def run(cfg: Config, device: DeviceInfo | None = None) -> RunResult:
     splits = load_splits(cfg.data, cfg.train.seed)
     tokenizer = load_tokenizer(cfg.model.name)
     model = load_model(cfg.model.name, splits.labels)
+    sync = _bucket_sync(plan)
+    if sync:
+        sync.check()
 
     if cfg.runtime.overwrite:
         artifacts.clear_output_dir(plan.run_dir)
@@ -80,12 +83,11 @@ def run(cfg: Config, device: DeviceInfo | None = None) -> RunResult:
             for name in ("train", "val", "test")
         }
         args = build_training_args(cfg, plan.precision, plan.device, plan.run_dir / artifacts.CHECKPOINTS)
-        sync = _bucket_sync(plan)
         extra = []
         if sync:
             from trainer.storage import CheckpointSyncCallback
 
-            extra.append(CheckpointSyncCallback(sync, plan.run_dir))
+            extra.append(CheckpointSyncCallback(sync))
         trainer = build_trainer(
             cfg, model, tokenizer, datasets_, args, plan.device, plan.run_dir / "tensorboard", extra
         )
@@ -94,16 +96,21 @@ def run(cfg: Config, device: DeviceInfo | None = None) -> RunResult:
             return RunResult(plan.run_dir, {}, {})
         metrics = {"validation": outcome.val_report, "test": outcome.test_report}
         trainer.save_model(str(plan.run_dir / "model"))
-        artifacts.write_json(plan.run_dir / "labels.json", {"labels": splits.labels, "label2id": splits.label2id})
+        artifacts.write_json(
+            plan.run_dir / "labels.json", {"labels": splits.labels, "label2id": splits.label2id}
+        )
         artifacts.write_json(plan.run_dir / "metrics.json", metrics)
-        artifacts.plot_confusion_matrix(outcome.test_report, plan.run_dir / "confusion_matrix.png", "test split")
+        artifacts.plot_confusion_matrix(
+            outcome.test_report, plan.run_dir / "confusion_matrix.png", "test split"
+        )
         artifacts.plot_learning_curve(
             outcome.log_history, cfg.train.early_stopping.metric, plan.run_dir / "learning_curve.png"
         )
         manifest = build_manifest(cfg, plan, splits, outcome, started, resume_from)
         artifacts.write_json(plan.run_dir / artifacts.MANIFEST, manifest)  # written last: marks "finished"
         if sync:
-            sync.upload_tree(plan.run_dir, plan.run_dir)
+            sync.upload_run(plan.run_dir)
+            log.info("artifacts in %s", sync.url)
         return RunResult(plan.run_dir, metrics, manifest)
     finally:
         for name in ("trainer", "transformers"):
@@ -119,7 +126,9 @@ def _bucket_sync(plan: RunPlan):
     return BucketSync(plan.bucket, plan.run_dir.name)
 
 
-def build_manifest(cfg, plan: RunPlan, splits: Splits, outcome, started: float, resume_from) -> dict[str, Any]:
+def build_manifest(
+    cfg, plan: RunPlan, splits: Splits, outcome, started: float, resume_from
+) -> dict[str, Any]:
     wall = time.time() - started
     train_metrics = outcome.train_metrics
     state = outcome.trainer.state

@@ -31,41 +31,69 @@ def _client():
         from google.auth.credentials import AnonymousCredentials
 
         return storage.Client(project="emulator", credentials=AnonymousCredentials())
-    return storage.Client()
+    from google.auth.exceptions import DefaultCredentialsError
+
+    try:
+        return storage.Client()
+    except DefaultCredentialsError:
+        raise UserError(
+            "no Google credentials for the bucket sync: on the VM its service account provides them; "
+            "elsewhere run `gcloud auth application-default login` or set GOOGLE_APPLICATION_CREDENTIALS"
+        ) from None
 
 
 class BucketSync:
-    """Uploads a local folder tree under gs://bucket/prefix/<run name>/, skipping unchanged files."""
+    """Copies a run to the bucket in the layout the Terraform lifecycle rule and `make fetch` expect:
+    checkpoints under gs://bucket[/prefix]/checkpoints/<run>/ (deleted by age), everything else under
+    gs://bucket[/prefix]/runs/<run>/ (kept)."""
 
     def __init__(self, url: str, run_name: str, client=None):
         bucket_name, prefix = split_bucket_url(url)
         self.client = client or _client()
         self.bucket = self.client.bucket(bucket_name)
-        self.prefix = "/".join(p for p in (prefix, "runs", run_name) if p)
-        self.url = f"gs://{bucket_name}/{self.prefix}"
+        base = f"{prefix}/" if prefix else ""
+        self.run_prefix = f"{base}runs/{run_name}"
+        self.checkpoint_prefix = f"{base}checkpoints/{run_name}"
+        self.url = f"gs://{bucket_name}/{self.run_prefix}"
 
-    def upload_tree(self, local: Path, root: Path) -> int:
-        """Upload every file under `local` (a path inside the run folder `root`). Returns files sent."""
-        sent = 0
-        files = [local] if local.is_file() else sorted(p for p in local.rglob("*") if p.is_file())
+    def check(self) -> None:
+        """Fail before training, not after hours of GPU time, when the bucket is missing or forbidden."""
+        from google.api_core import exceptions
+
+        try:
+            found = self.bucket.exists()
+        except exceptions.GoogleAPIError as exc:
+            raise UserError(f"bucket gs://{self.bucket.name} is not accessible: {exc}") from None
+        if not found:
+            raise UserError(
+                f"bucket gs://{self.bucket.name} does not exist: create it (make infra-up does) or fix runtime.bucket"
+            )
+
+    def _upload(self, files: list[Path], root: Path, prefix: str) -> int:
         for path in files:
-            name = f"{self.prefix}/{path.relative_to(root).as_posix()}"
-            blob = self.bucket.blob(name)
-            blob.upload_from_filename(str(path))
-            sent += 1
-        log.info("synced %d files from %s to gs://%s/%s", sent, local, self.bucket.name, self.prefix)
-        return sent
+            self.bucket.blob(f"{prefix}/{path.relative_to(root).as_posix()}").upload_from_filename(str(path))
+        log.info("synced %d files to gs://%s/%s", len(files), self.bucket.name, prefix)
+        return len(files)
+
+    def upload_checkpoint(self, checkpoint: Path) -> int:
+        files = sorted(p for p in checkpoint.rglob("*") if p.is_file())
+        return self._upload(files, checkpoint.parent, self.checkpoint_prefix)
+
+    def upload_run(self, run_dir: Path, skip: str = "checkpoints") -> int:
+        files = sorted(
+            p for p in run_dir.rglob("*") if p.is_file() and p.relative_to(run_dir).parts[0] != skip
+        )
+        return self._upload(files, run_dir, self.run_prefix)
 
 
 class CheckpointSyncCallback(TrainerCallback):
     """After each checkpoint save, copy that checkpoint to the bucket (so a lost spot VM loses little)."""
 
-    def __init__(self, sync: BucketSync, run_dir: Path):
+    def __init__(self, sync: BucketSync):
         self.sync = sync
-        self.run_dir = run_dir
 
     def on_save(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
             checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if checkpoint.is_dir():
-                self.sync.upload_tree(checkpoint, self.run_dir)
+                self.sync.upload_checkpoint(checkpoint)

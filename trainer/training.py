@@ -33,9 +33,7 @@ def warmup(t: TrainConfig) -> float:
     return int(t.warmup_steps) if t.warmup_steps > 0 else float(t.warmup_ratio)
 
 
-def build_training_args(
-    cfg: Config, decision: PrecisionDecision, device: DeviceInfo, checkpoint_dir: Path
-):
+def build_training_args(cfg: Config, decision: PrecisionDecision, device: DeviceInfo, checkpoint_dir: Path):
     from transformers import TrainingArguments
 
     t, es = cfg.train, cfg.train.early_stopping
@@ -134,14 +132,19 @@ def train_and_evaluate(trainer, labels: list[str], datasets_, resume: str | bool
         state.global_step < (planned or state.max_steps) and trainer.control.should_training_stop
     )
     if stopped_early:
-        log.info("early stopping after %d steps; best %s = %s", state.global_step,
-                 trainer.args.metric_for_best_model, state.best_metric)
+        log.info(
+            "early stopping after %d steps; best %s = %s",
+            state.global_step,
+            trainer.args.metric_for_best_model,
+            state.best_metric,
+        )
     reports = {}
     for split in ("val", "test"):
         pred = trainer.predict(datasets_[split], metric_key_prefix=split)
         reports[split] = full_report(np.asarray(pred.predictions), np.asarray(pred.label_ids), labels)
-        log.info("%s: macro-F1 %.4f, accuracy %.4f", split, reports[split]["f1_macro"],
-                 reports[split]["accuracy"])
+        log.info(
+            "%s: macro-F1 %.4f, accuracy %.4f", split, reports[split]["f1_macro"], reports[split]["accuracy"]
+        )
     return TrainOutcome(
         trainer=trainer,
         train_metrics=dict(result.metrics),

@@ -1,0 +1,140 @@
+"""Cloud mode syncs checkpoints and artifacts to a bucket: a real GCS API server on loopback
+(gcp-storage-emulator) receives the uploads through google-cloud-storage."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support import require
+from trainer.cli import main
+
+pytestmark = pytest.mark.gcs
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def gcs_emulator():
+    exe = Path(sys.executable).with_name("gcp-storage-emulator")
+    require(exe.exists(), "gcp-storage-emulator is not installed: run `make setup`")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [str(exe), "start", "--host", "127.0.0.1", "--port", str(port), "--in-memory", "--quiet"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            pytest.fail("gcp-storage-emulator did not start within 30 s")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_cloud_mode_uploads_checkpoints_and_artifacts(gcs_emulator, monkeypatch, tmp_path, tiny_config_file):
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator)
+    client = storage.Client(project="test", credentials=AnonymousCredentials())
+    client.create_bucket("trainer-artifacts")
+
+    out = tmp_path / "cloud-run"
+    code = main(
+        [
+            "--config",
+            str(tiny_config_file),
+            "--mode",
+            "cloud",
+            "--epochs",
+            "2",
+            "--output-dir",
+            str(out),
+            "--set",
+            "runtime.bucket=gs://trainer-artifacts/team-a",
+        ]
+    )
+    assert code == 0
+    names = {b.name for b in client.list_blobs("trainer-artifacts")}
+    run = "team-a/runs/cloud-run"
+    for artifact in (
+        "metrics.json",
+        "manifest.json",
+        "labels.json",
+        "model/model.safetensors",
+        "model/tokenizer.json",
+        "confusion_matrix.png",
+        "training.log",
+    ):
+        assert f"{run}/{artifact}" in names, artifact
+    assert not any(n.startswith(f"{run}/checkpoints/") for n in names), "checkpoints live under checkpoints/"
+    checkpoints = {n.split("/")[3] for n in names if n.startswith("team-a/checkpoints/cloud-run/")}
+    assert checkpoints == {"checkpoint-15", "checkpoint-30"}
+    manifest = json.loads(client.bucket("trainer-artifacts").blob(f"{run}/manifest.json").download_as_bytes())
+    assert manifest["mode"] == "cloud" and manifest["bucket"] == "gs://trainer-artifacts/team-a"
+    local = json.loads((out / "metrics.json").read_text())
+    remote = json.loads(client.bucket("trainer-artifacts").blob(f"{run}/metrics.json").download_as_bytes())
+    assert remote == local
+
+
+def test_local_mode_never_syncs(gcs_emulator, monkeypatch, tmp_path, tiny_config_file):
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator)
+    client = storage.Client(project="test", credentials=AnonymousCredentials())
+    client.create_bucket("local-only")
+    code = main(
+        [
+            "--config",
+            str(tiny_config_file),
+            "--epochs",
+            "1",
+            "--output-dir",
+            str(tmp_path / "r"),
+            "--set",
+            "runtime.bucket=gs://local-only",
+        ]
+    )
+    assert code == 0
+    assert list(client.list_blobs("local-only")) == []
+
+
+def test_missing_bucket_fails_before_training(gcs_emulator, monkeypatch, tmp_path, tiny_config_file, capsys):
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator)
+    out = tmp_path / "never"
+    code = main(
+        [
+            "--config",
+            str(tiny_config_file),
+            "--mode",
+            "cloud",
+            "--output-dir",
+            str(out),
+            "--set",
+            "runtime.bucket=gs://no-such-bucket",
+        ]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "trainer: error: bucket gs://no-such-bucket does not exist" in err
+    assert not out.exists()

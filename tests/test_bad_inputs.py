@@ -17,8 +17,18 @@ from trainer.cli import main
 def env(tmp_path, tiny_model_dir, tiny_csv):
     """A valid base invocation; each case breaks one thing."""
     out = tmp_path / "out"
-    base = ["--config", str(ROOT / "config/local.yaml"), "--output-dir", str(out),
-            "--set", f"model.name={tiny_model_dir}", "--set", f"data.path={tiny_csv}", "--set", "data.max_rows=null"]
+    base = [
+        "--config",
+        str(ROOT / "config/local.yaml"),
+        "--output-dir",
+        str(out),
+        "--set",
+        f"model.name={tiny_model_dir}",
+        "--set",
+        f"data.path={tiny_csv}",
+        "--set",
+        "data.max_rows=null",
+    ]
     return {"tmp": tmp_path, "out": out, "base": base, "model": tiny_model_dir, "csv": tiny_csv}
 
 
@@ -72,10 +82,21 @@ def case_args(case: str, e: dict) -> tuple[list[str], str]:
         train = _csv(tmp, "train.csv", make_texts(60, labels=("negative", "positive")))
         val = _csv(tmp, "val.csv", make_texts(9))
         test = _csv(tmp, "test.csv", make_texts(9, labels=("negative", "positive")))
-        return ["--set", "data.path=null", "--set", f"data.train_path={train}", "--set", f"data.val_path={val}",
-                "--set", f"data.test_path={test}"], "label 'neutral' appears in val but never in train"
+        return [
+            "--set",
+            "data.path=null",
+            "--set",
+            f"data.train_path={train}",
+            "--set",
+            f"data.val_path={val}",
+            "--set",
+            f"data.test_path={test}",
+        ], "label 'neutral' appears in val but never in train"
     if case == "path-and-splits":
-        return ["--set", f"data.train_path={e['csv']}"], "data.path and data.train_path/val_path/test_path are exclusive"
+        return [
+            "--set",
+            f"data.train_path={e['csv']}",
+        ], "data.path and data.train_path/val_path/test_path are exclusive"
     if case == "missing-model-folder":
         return ["--set", f"model.name={tmp / 'no-model'}"], "does not exist"
     if case == "metric-typo":
@@ -88,10 +109,25 @@ def case_args(case: str, e: dict) -> tuple[list[str], str]:
 
 
 CASES = [
-    "unknown-file-key", "unknown-set-key", "wrong-type-flag", "out-of-range", "bad-scheduler", "bad-mode",
-    "missing-config", "invalid-yaml", "set-without-equals", "missing-data-file", "missing-column",
-    "unsupported-extension", "unreadable-parquet", "one-class", "unseen-label", "path-and-splits",
-    "missing-model-folder", "metric-typo", "foreign-output-folder",
+    "unknown-file-key",
+    "unknown-set-key",
+    "wrong-type-flag",
+    "out-of-range",
+    "bad-scheduler",
+    "bad-mode",
+    "missing-config",
+    "invalid-yaml",
+    "set-without-equals",
+    "missing-data-file",
+    "missing-column",
+    "unsupported-extension",
+    "unreadable-parquet",
+    "one-class",
+    "unseen-label",
+    "path-and-splits",
+    "missing-model-folder",
+    "metric-typo",
+    "foreign-output-folder",
 ]
 
 
@@ -126,7 +162,11 @@ def test_unknown_flag_is_one_line_exit_2(capsys):
 def test_real_process_exit_code_and_no_traceback(env):
     res = subprocess.run(
         [sys.executable, "-m", "trainer", *env["base"], "--set", "train.lerning_rate=1"],
-        capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=120,
     )
     assert res.returncode == 2
     assert res.stderr.strip().splitlines() == [
@@ -138,23 +178,45 @@ def test_real_process_exit_code_and_no_traceback(env):
 def test_hub_model_not_cached_names_the_model_and_the_fix(env):
     res = subprocess.run(
         [sys.executable, "-m", "trainer", *env["base"], "--set", "model.name=distilbert-base-uncased"],
-        capture_output=True, text=True, cwd=ROOT, timeout=300,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
         env={**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "HF_HOME": str(env["tmp"] / "hf")},
     )
     assert res.returncode == 2
     line = res.stderr.strip().splitlines()[-1]
-    assert line.startswith("trainer: error: model 'distilbert-base-uncased' is not in the local Hugging Face cache")
+    assert line.startswith(
+        "trainer: error: model 'distilbert-base-uncased' is not in the local Hugging Face cache"
+    )
     assert "set model.name to that local folder" in line
     assert "Traceback" not in res.stderr
     assert not env["out"].exists()
 
 
 def test_help_documents_every_flag_and_key():
-    res = subprocess.run([sys.executable, "-m", "trainer", "--help"], capture_output=True, text=True, cwd=ROOT,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+    res = subprocess.run(
+        [sys.executable, "-m", "trainer", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=60,
+    )
     assert res.returncode == 0
-    for flag in ("--config", "--mode", "--output-dir", "--epochs", "--batch-size", "--learning-rate", "--fp16",
-                 "--no-early-stopping", "--seed", "--set", "--overwrite"):
+    for flag in (
+        "--config",
+        "--mode",
+        "--output-dir",
+        "--epochs",
+        "--batch-size",
+        "--learning-rate",
+        "--fp16",
+        "--no-early-stopping",
+        "--seed",
+        "--set",
+        "--overwrite",
+    ):
         assert flag in res.stdout
     for key in ("train.warmup_ratio", "train.early_stopping.patience", "data.label_column", "runtime.bucket"):
         assert key in res.stdout

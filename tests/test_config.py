@@ -53,11 +53,14 @@ def _write(tmp_path, text):
 
 
 def test_precedence_file_then_cloud_overrides_then_cli(tmp_path):
-    path = _write(tmp_path, """
+    path = _write(
+        tmp_path,
+        """
 train: {epochs: 1, batch_size: 8, learning_rate: 1.0e-5}
 cloud_overrides:
   train: {epochs: 2, batch_size: 16}
-""")
+""",
+    )
     local = load_config(path, "local")
     assert (local.train.epochs, local.train.batch_size) == (1, 8)
     cloud = load_config(path, "cloud")
@@ -69,8 +72,19 @@ cloud_overrides:
 
 def test_compat_flags_map_to_keys():
     args = build_parser().parse_args(
-        ["--epochs", "4", "--learning-rate", "3e-5", "--fp16", "--no-early-stopping", "--seed", "7",
-         "--output-dir", "/tmp/o", "--overwrite"]
+        [
+            "--epochs",
+            "4",
+            "--learning-rate",
+            "3e-5",
+            "--fp16",
+            "--no-early-stopping",
+            "--seed",
+            "7",
+            "--output-dir",
+            "/tmp/o",
+            "--overwrite",
+        ]
     )
     cfg = load_config(None, "local", overrides_from_args(args))
     assert cfg.train.epochs == 4 and cfg.train.learning_rate == 3e-5 and cfg.train.seed == 7

@@ -15,20 +15,46 @@ from trainer.cli import main
 from trainer.predict import Predictor
 
 ARTIFACTS = [
-    "model/model.safetensors", "model/config.json", "model/tokenizer.json", "labels.json", "metrics.json",
-    "manifest.json", "config.resolved.yaml", "training.log", "confusion_matrix.png", "learning_curve.png",
+    "model/model.safetensors",
+    "model/config.json",
+    "model/tokenizer.json",
+    "labels.json",
+    "metrics.json",
+    "manifest.json",
+    "config.resolved.yaml",
+    "training.log",
+    "confusion_matrix.png",
+    "learning_curve.png",
 ]
 
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, tiny_model_dir, tiny_csv):
     out = tmp_path_factory.mktemp("e2e") / "run"
-    code = main([
-        "--config", str(ROOT / "config/local.yaml"),
-        "--output-dir", str(out), "--epochs", "3", "--batch-size", "16", "--learning-rate", "0.005",
-        "--set", f"model.name={tiny_model_dir}", "--set", f"data.path={tiny_csv}",
-        "--set", "data.max_rows=null", "--set", "model.max_length=32", "--set", "train.logging_steps=5",
-    ])
+    code = main(
+        [
+            "--config",
+            str(ROOT / "config/local.yaml"),
+            "--output-dir",
+            str(out),
+            "--epochs",
+            "3",
+            "--batch-size",
+            "16",
+            "--learning-rate",
+            "0.005",
+            "--set",
+            f"model.name={tiny_model_dir}",
+            "--set",
+            f"data.path={tiny_csv}",
+            "--set",
+            "data.max_rows=null",
+            "--set",
+            "model.max_length=32",
+            "--set",
+            "train.logging_steps=5",
+        ]
+    )
     assert code == 0
     return out
 
@@ -38,7 +64,11 @@ def test_artifacts_exist_and_parse(finished_run):
         assert (finished_run / name).is_file(), name
     assert (finished_run / "model/model.safetensors").stat().st_size > 1000
     assert list((finished_run / "tensorboard").glob("events.out.tfevents.*"))
-    assert json.loads((finished_run / "labels.json").read_text())["labels"] == ["negative", "neutral", "positive"]
+    assert json.loads((finished_run / "labels.json").read_text())["labels"] == [
+        "negative",
+        "neutral",
+        "positive",
+    ]
     resolved = yaml.safe_load((finished_run / "config.resolved.yaml").read_text())
     assert resolved["train"]["epochs"] == 3.0 and resolved["mode"] == "local"
     log = (finished_run / "training.log").read_text()
@@ -84,8 +114,16 @@ def test_saved_model_reloads_and_predicts(finished_run):
 
 def test_finished_run_is_not_overwritten_without_flag(finished_run, tiny_model_dir, tiny_csv, capsys):
     before = {p: p.stat().st_mtime_ns for p in finished_run.rglob("*")}
-    code = main(["--output-dir", str(finished_run), "--set", f"model.name={tiny_model_dir}",
-                 "--set", f"data.path={tiny_csv}"])
+    code = main(
+        [
+            "--output-dir",
+            str(finished_run),
+            "--set",
+            f"model.name={tiny_model_dir}",
+            "--set",
+            f"data.path={tiny_csv}",
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert "already holds a finished run" in err and "--overwrite" in err
@@ -98,9 +136,22 @@ def _env():
 
 def test_python_dash_m_trainer_cli(tmp_path, tiny_config_file):
     res = subprocess.run(
-        [sys.executable, "-m", "trainer", "--config", str(tiny_config_file), "--epochs", "1",
-         "--output-dir", str(tmp_path / "cli-run")],
-        capture_output=True, text=True, cwd=ROOT, env=_env(), timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "trainer",
+            "--config",
+            str(tiny_config_file),
+            "--epochs",
+            "1",
+            "--output-dir",
+            str(tmp_path / "cli-run"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=_env(),
+        timeout=300,
     )
     assert res.returncode == 0, res.stderr[-2000:]
     assert "test macro-F1" in res.stdout and str(tmp_path / "cli-run") in res.stdout
@@ -111,10 +162,26 @@ def test_python_dash_m_trainer_cli(tmp_path, tiny_config_file):
 def test_accelerate_launch_cpu(tmp_path, tiny_config_file):
     accelerate = os.path.join(os.path.dirname(sys.executable), "accelerate")
     res = subprocess.run(
-        [accelerate, "launch", "--cpu", "--config_file", str(ROOT / "config/accelerate/cpu.yaml"),
-         "-m", "trainer", "--config", str(tiny_config_file), "--epochs", "1",
-         "--output-dir", str(tmp_path / "acc-run")],
-        capture_output=True, text=True, cwd=ROOT, env=_env(), timeout=600,
+        [
+            accelerate,
+            "launch",
+            "--cpu",
+            "--config_file",
+            str(ROOT / "config/accelerate/cpu.yaml"),
+            "-m",
+            "trainer",
+            "--config",
+            str(tiny_config_file),
+            "--epochs",
+            "1",
+            "--output-dir",
+            str(tmp_path / "acc-run"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=_env(),
+        timeout=600,
     )
     assert res.returncode == 0, res.stderr[-2000:]
     manifest = json.loads((tmp_path / "acc-run" / "manifest.json").read_text())

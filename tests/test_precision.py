@@ -50,7 +50,7 @@ def test_fp16_on_cpu_warning_says_fp32():
 
 @pytest.mark.parametrize("device", [T4, V100, P100], ids=lambda d: d.name)
 def test_bf16_refused_without_bf16_hardware(device):
-    with pytest.raises(UserError, match="bf16 is not supported on .*use --set train.precision=fp16"):
+    with pytest.raises(UserError, match=r"bf16 is not supported on .*use --set train\.precision=fp16"):
         decide_precision("bf16", device)
 
 

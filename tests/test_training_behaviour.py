@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from itertools import pairwise
 
 import pytest
 import torch
@@ -25,13 +26,20 @@ def make_trainer(tmp_path, tiny_model_dir, tiny_csv, model=None, **overrides):
     cfg = load_config(
         None,
         "local",
-        {"model.name": str(tiny_model_dir), "model.max_length": 32, "data.path": str(tiny_csv),
-         "runtime.output_dir": str(tmp_path / "run"), **overrides},
+        {
+            "model.name": str(tiny_model_dir),
+            "model.max_length": 32,
+            "data.path": str(tiny_csv),
+            "runtime.output_dir": str(tmp_path / "run"),
+            **overrides,
+        },
     )
     splits = load_splits(cfg.data, cfg.train.seed)
     tokenizer = load_tokenizer(cfg.model.name)
     model = model or load_model(cfg.model.name, splits.labels)
-    data = {n: tokenize(getattr(splits, n), tokenizer, cfg.model.max_length) for n in ("train", "val", "test")}
+    data = {
+        n: tokenize(getattr(splits, n), tokenizer, cfg.model.max_length) for n in ("train", "val", "test")
+    }
     args = build_training_args(cfg, decide_precision("auto", CPU), CPU, tmp_path / "run" / "checkpoints")
     return build_trainer(cfg, model, tokenizer, data, args, CPU, tmp_path / "tb")
 
@@ -54,25 +62,30 @@ PEAK = 1e-3
     ["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"],
 )
 def test_scheduler_shapes(tmp_path, tiny_model_dir, tiny_csv, scheduler):
-    overrides = {"train.lr_scheduler": scheduler, "train.learning_rate": PEAK, "train.warmup_ratio": 0.1,
-                 "train.num_cycles": 2, "train.power": 2.0}
+    overrides = {
+        "train.lr_scheduler": scheduler,
+        "train.learning_rate": PEAK,
+        "train.warmup_ratio": 0.1,
+        "train.num_cycles": 2,
+        "train.power": 2.0,
+    }
     lrs = lr_curve(make_trainer(tmp_path, tiny_model_dir, tiny_csv, **overrides))
     warm, rest = lrs[:10], lrs[10:]
     if scheduler == "constant":  # no warmup by definition
         assert all(math.isclose(lr, PEAK) for lr in lrs)
         return
     # Warmup: from 0, strictly rising, to the peak at step 10.
-    assert warm[0] == 0.0 and all(a < b for a, b in zip(warm, warm[1:], strict=False))
+    assert warm[0] == 0.0 and all(a < b for a, b in pairwise(warm))
     assert math.isclose(rest[0], PEAK)
     if scheduler == "constant_with_warmup":
         assert all(math.isclose(lr, PEAK) for lr in rest)
     elif scheduler == "cosine_with_restarts":
         # two cycles of 45 steps: decays, jumps back to the peak, decays again
-        jumps = [i for i, (a, b) in enumerate(zip(rest, rest[1:], strict=False)) if b > a + PEAK / 4]
+        jumps = [i for i, (a, b) in enumerate(pairwise(rest)) if b > a + PEAK / 4]
         assert len(jumps) == 1 and 40 <= jumps[0] <= 50
         assert math.isclose(rest[jumps[0] + 1], PEAK, rel_tol=0.05)
     else:
-        assert all(a >= b for a, b in zip(rest, rest[1:], strict=False)), "must decay monotonically"
+        assert all(a >= b for a, b in pairwise(rest)), "must decay monotonically"
         assert rest[-1] < PEAK * 0.05
         midpoint = rest[45] / PEAK
         if scheduler == "linear":
@@ -84,9 +97,19 @@ def test_scheduler_shapes(tmp_path, tiny_model_dir, tiny_csv, scheduler):
 
 
 def test_warmup_steps_win_over_ratio(tmp_path, tiny_model_dir, tiny_csv):
-    lrs = lr_curve(make_trainer(tmp_path, tiny_model_dir, tiny_csv, **{
-        "train.learning_rate": PEAK, "train.warmup_ratio": 0.5, "train.warmup_steps": 4,
-        "train.lr_scheduler": "constant_with_warmup"}))
+    lrs = lr_curve(
+        make_trainer(
+            tmp_path,
+            tiny_model_dir,
+            tiny_csv,
+            **{
+                "train.learning_rate": PEAK,
+                "train.warmup_ratio": 0.5,
+                "train.warmup_steps": 4,
+                "train.lr_scheduler": "constant_with_warmup",
+            },
+        )
+    )
     assert lrs[3] < PEAK and math.isclose(lrs[4], PEAK)
 
 
@@ -99,7 +122,9 @@ class GradCapture(TrainerCallback):
 
     def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
         if not self.grads:
-            self.grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+            self.grads = {
+                n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None
+            }
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "loss" in logs:
@@ -109,11 +134,20 @@ class GradCapture(TrainerCallback):
 def one_step(tmp_path, tiny_model_dir, tiny_csv, batch, accumulation, fix=True):
     torch.manual_seed(0)
     trainer = make_trainer(
-        tmp_path / f"b{batch}x{accumulation}{fix}", tiny_model_dir, tiny_csv,
-        **{"train.batch_size": batch, "train.gradient_accumulation_steps": accumulation,
-           "train.max_steps": 1, "train.max_grad_norm": 0.0, "train.logging_steps": 1,
-           "train.group_by_length": False, "train.warmup_ratio": 0.0, "train.eval_strategy": "steps",
-           "train.eval_steps": 1000},
+        tmp_path / f"b{batch}x{accumulation}{fix}",
+        tiny_model_dir,
+        tiny_csv,
+        **{
+            "train.batch_size": batch,
+            "train.gradient_accumulation_steps": accumulation,
+            "train.max_steps": 1,
+            "train.max_grad_norm": 0.0,
+            "train.logging_steps": 1,
+            "train.group_by_length": False,
+            "train.warmup_ratio": 0.0,
+            "train.eval_strategy": "steps",
+            "train.eval_steps": 1000,
+        },
     )
     # make_trainer loads the model with the fix; undo it to show what goes wrong without it
     trainer.model.accepts_loss_kwargs = fix
@@ -150,10 +184,30 @@ def test_early_stopping_stops_after_patience_and_restores_best(tmp_path, tiny_mo
     # min_delta 2.0 on a metric in [0, 1]: after the first evaluation nothing counts as improving,
     # so training must stop after exactly `patience` more evaluations, well before 20 epochs.
     out = tmp_path / "es"
-    code = main(["--output-dir", str(out), "--set", f"model.name={tiny_model_dir}", "--set",
-                 f"data.path={tiny_csv}", "--set", "data.max_rows=null", "--epochs", "20",
-                 "--batch-size", "16", "--learning-rate", "0.005", "--set", "train.early_stopping.patience=2",
-                 "--set", "train.early_stopping.min_delta=2.0", "--set", "train.save_total_limit=5"])
+    code = main(
+        [
+            "--output-dir",
+            str(out),
+            "--set",
+            f"model.name={tiny_model_dir}",
+            "--set",
+            f"data.path={tiny_csv}",
+            "--set",
+            "data.max_rows=null",
+            "--epochs",
+            "20",
+            "--batch-size",
+            "16",
+            "--learning-rate",
+            "0.005",
+            "--set",
+            "train.early_stopping.patience=2",
+            "--set",
+            "train.early_stopping.min_delta=2.0",
+            "--set",
+            "train.save_total_limit=5",
+        ]
+    )
     assert code == 0
     manifest = json.loads((out / "manifest.json").read_text())
     steps_per_epoch = 240 // 16
@@ -177,9 +231,25 @@ def test_early_stopping_stops_after_patience_and_restores_best(tmp_path, tiny_mo
 
 def test_no_early_stopping_runs_every_epoch(tmp_path, tiny_model_dir, tiny_csv):
     out = tmp_path / "no-es"
-    code = main(["--output-dir", str(out), "--set", f"model.name={tiny_model_dir}", "--set",
-                 f"data.path={tiny_csv}", "--set", "data.max_rows=null", "--epochs", "4", "--batch-size", "16",
-                 "--no-early-stopping", "--set", "train.early_stopping.min_delta=2.0"])
+    code = main(
+        [
+            "--output-dir",
+            str(out),
+            "--set",
+            f"model.name={tiny_model_dir}",
+            "--set",
+            f"data.path={tiny_csv}",
+            "--set",
+            "data.max_rows=null",
+            "--epochs",
+            "4",
+            "--batch-size",
+            "16",
+            "--no-early-stopping",
+            "--set",
+            "train.early_stopping.min_delta=2.0",
+        ]
+    )
     assert code == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["training"]["stopped_early"] is False
@@ -190,11 +260,32 @@ def test_best_model_restored_when_it_is_not_the_last(tmp_path, tiny_model_dir, t
     # Watching eval_loss with mode=max makes the first (highest-loss) evaluation the best one while the
     # loss keeps falling: training stops after patience=2 and must restore checkpoint 1, not the last.
     out = tmp_path / "restore"
-    code = main(["--output-dir", str(out), "--set", f"model.name={tiny_model_dir}", "--set",
-                 f"data.path={tiny_csv}", "--set", "data.max_rows=null", "--epochs", "10",
-                 "--batch-size", "16", "--learning-rate", "0.005", "--set", "train.early_stopping.patience=2",
-                 "--set", "train.early_stopping.metric=eval_loss", "--set", "train.early_stopping.mode=max",
-                 "--set", "train.save_total_limit=5"])
+    code = main(
+        [
+            "--output-dir",
+            str(out),
+            "--set",
+            f"model.name={tiny_model_dir}",
+            "--set",
+            f"data.path={tiny_csv}",
+            "--set",
+            "data.max_rows=null",
+            "--epochs",
+            "10",
+            "--batch-size",
+            "16",
+            "--learning-rate",
+            "0.005",
+            "--set",
+            "train.early_stopping.patience=2",
+            "--set",
+            "train.early_stopping.metric=eval_loss",
+            "--set",
+            "train.early_stopping.mode=max",
+            "--set",
+            "train.save_total_limit=5",
+        ]
+    )
     assert code == 0
     manifest = json.loads((out / "manifest.json").read_text())
     steps_per_epoch = 240 // 16

@@ -66,7 +66,8 @@ class BucketSync:
             raise UserError(f"bucket gs://{self.bucket.name} is not accessible: {exc}") from None
         if not found:
             raise UserError(
-                f"bucket gs://{self.bucket.name} does not exist: create it (make infra-up does) or fix runtime.bucket"
+                f"bucket gs://{self.bucket.name} does not exist: "
+                "create it (make infra-up does) or fix runtime.bucket"
             )
 
     def _upload(self, files: list[Path], root: Path, prefix: str) -> int:

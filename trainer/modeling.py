@@ -39,8 +39,10 @@ def _check_folder(folder: Path, name: str) -> str:
     return str(folder)
 
 
-def _hub_error(name: str, exc: Exception) -> UserError:
+def _load_error(name: str, resolved: str, exc: Exception) -> UserError:
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if resolved != name or Path(resolved).is_dir():  # a local folder: say what is wrong with it
+        return UserError(f"cannot load model.name {name!r} from {resolved}: {first}")
     return UserError(
         f"model {name!r} is not in the local Hugging Face cache and the hub could not be reached ({first}); "
         f"download it where there is network (hf download {name}) and set model.name to that local folder, "
@@ -54,8 +56,8 @@ def load_tokenizer(name: str):
     resolved = resolve_model_name(name)
     try:
         return AutoTokenizer.from_pretrained(resolved)
-    except OSError as exc:
-        raise _hub_error(name, exc) from None
+    except (OSError, ValueError) as exc:
+        raise _load_error(name, resolved, exc) from None
 
 
 def load_model(name: str, labels: list[str]):
@@ -69,8 +71,8 @@ def load_model(name: str, labels: list[str]):
             id2label=dict(enumerate(labels)),
             label2id={label: i for i, label in enumerate(labels)},
         )
-    except OSError as exc:
-        raise _hub_error(name, exc) from None
+    except (OSError, ValueError) as exc:
+        raise _load_error(name, resolved, exc) from None
     # BERT-family classifiers take **kwargs, so Trainer would assume they divide the loss by the
     # number of items across gradient-accumulation steps - they do not. Without this, accumulating
     # N micro-batches yields N times the gradient of the equivalent large batch.

@@ -17,7 +17,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +45,8 @@ def ansible_env() -> dict[str, str]:
         ANSIBLE_FORCE_COLOR="0",
         ANSIBLE_NOCOLOR="1",
         ANSIBLE_STDOUT_CALLBACK="default",
+        # Per-task durations in the logs (the DKMS build is the long one).
+        ANSIBLE_CALLBACKS_ENABLED="ansible.posix.profile_tasks",
         PATH=f"{Path(tool('ansible-playbook')).parent}:{env.get('PATH', '')}",
     )
     return env
@@ -62,9 +63,8 @@ def task_results(output: str, name: str) -> list[str]:
     """Result words (ok, changed, skipping, ...) printed under every task whose name ends with `name`."""
     results, inside = [], False
     for line in output.splitlines():
-        match = re.match(r"TASK \[(.+?)\]", line)
-        if match:
-            inside = match.group(1).endswith(name)
+        if line.startswith(("TASK [", "RUNNING HANDLER [", "PLAY [", "PLAY RECAP")):
+            inside = line.startswith("TASK [") and line.split("]")[0].endswith(name)
         elif inside:
             word = re.match(r"(ok|changed|skipping|failed|fatal):", line)
             if word:
@@ -76,7 +76,7 @@ def changed_tasks(output: str) -> list[str]:
     """Names of the tasks that reported `changed` (default callback output)."""
     names, current = [], None
     for line in output.splitlines():
-        match = re.match(r"TASK \[(.+?)\]", line)
+        match = re.match(r"(?:TASK|RUNNING HANDLER) \[(.+?)\]", line)
         if match:
             current = match.group(1)
         elif line.startswith("changed:") and current not in names:
@@ -272,7 +272,7 @@ def playbook(inventory: Path, *args: str, timeout: int = 3600) -> Run:
 
 
 @pytest.fixture(scope="module")
-def provisioned_root(tmp_path_factory) -> ProvisionedRoot:
+def provisioned_root(tmp_path_factory, request) -> ProvisionedRoot:
     require(os.geteuid() == 0, "the chroot run needs root (unpacking a root, mounting /proc and /dev)")
     require(shutil.which("chroot") and shutil.which("git"), "chroot and git are needed")
     tool("ansible-playbook")
@@ -287,9 +287,12 @@ def provisioned_root(tmp_path_factory) -> ProvisionedRoot:
         inventory = scratch / "hosts.yml"
         inventory.write_text(yaml.safe_dump({"trainer": {"hosts": {"bookworm-root": host_vars}}}))
         first = playbook(inventory)
+        (scratch / "first-run.log").write_text(first.output)
         second = playbook(inventory)
+        (scratch / "second-run.log").write_text(second.output)
         timings = f"first run {first.seconds:.0f} s, second run {second.seconds:.0f} s"
-        print(f"\n[ansible chroot] {timings}", file=sys.__stderr__, flush=True)
+        with request.config.pluginmanager.getplugin("capturemanager").global_and_fixture_disabled():
+            print(f"\n[ansible chroot] {timings} (logs in {scratch})", flush=True)
         yield ProvisionedRoot(path=root, inventory=inventory, first=first, second=second)
     finally:
         release_root(root)
@@ -431,3 +434,33 @@ def test_container_toolkit_in_check_mode(provisioned_root):
     assert task_results(run.output, "Install the toolkit packages") == ["skipping"]
     assert not (root / "etc/apt/sources.list.d/nvidia-container-toolkit.list").exists()
     assert not (root / "etc/apt/keyrings/nvidia-container-toolkit.asc").exists()
+
+
+@pytest.mark.slow
+def test_data_disk_is_formatted_once(provisioned_root, tmp_path):
+    """With a real block device (a loop device standing in for the GCP disk), the role makes the
+    filesystem on the first run and never again: the second run changes nothing, same UUID.
+
+    Runs last: it points the role at the loop device, then runs it again with the defaults to put
+    the by-id fstab entry back."""
+    require(Path("/dev/loop-control").exists() and shutil.which("losetup"), "no loop devices")
+    image = tmp_path / "disk.img"
+    subprocess.run(["truncate", "-s", "64M", str(image)], check=True)
+    device = subprocess.run(["losetup", "-f", "--show", str(image)], capture_output=True, text=True)
+    require(device.returncode == 0, f"cannot attach a loop device: {device.stderr.strip()}")
+    loop = device.stdout.strip()
+    try:
+        extra = ("--tags", "trainer_host", "-e", json.dumps({"trainer_host_data_disk_path": loop}))
+        first = playbook(provisioned_root.inventory, *extra)
+        assert task_results(first.output, "unless it already has one") == ["changed"]
+        uuid = subprocess.run(["blkid", "-s", "UUID", "-o", "value", loop], capture_output=True, text=True)
+        second = playbook(provisioned_root.inventory, *extra)
+        assert second.recap["changed"] == 0, changed_tasks(second.output)
+        assert task_results(second.output, "unless it already has one") == ["ok"]
+        again = subprocess.run(["blkid", "-s", "UUID", "-o", "value", loop], capture_output=True, text=True)
+        assert uuid.stdout.strip() and again.stdout == uuid.stdout
+        assert f"{loop} /mnt/trainer-data ext4" in (provisioned_root.path / "etc/fstab").read_text()
+    finally:
+        subprocess.run(["losetup", "-d", loop], check=False)
+    playbook(provisioned_root.inventory, "--tags", "trainer_host")
+    assert f"/dev/disk/by-id/google-{DISK_NAME} /mnt" in (provisioned_root.path / "etc/fstab").read_text()

@@ -387,6 +387,8 @@ def test_data_disk_and_project(provisioned_root):
     assert (project / "ansible/site.yml").is_file() and (project / "pyproject.toml").is_file()
     assert not (project / ".venv").exists() and not (project / ".git").exists()
     env = dict(line.split("=", 1) for line in (project / ".env").read_text().splitlines() if "=" in line)
+    # The image's user must get the data-disk owner's ids, or the container cannot write /runs.
+    ids = chroot(root, "id", "-u", LOGIN_USER).stdout.strip(), chroot(root, "id", "-g", LOGIN_USER).stdout.strip()
     assert env == {
         "TRAINER_DATA_DIR": "/mnt/trainer-data/data",
         "TRAINER_RUNS_DIR": "/mnt/trainer-data/runs",
@@ -395,6 +397,8 @@ def test_data_disk_and_project(provisioned_root):
         "TRAINER_BUCKET": BUCKET,
         "TRAINER_MODE": "cloud",
         "TRAINER_IMAGE": "tweet-trainer:latest",
+        "TRAINER_UID": ids[0],
+        "TRAINER_GID": ids[1],
     }
     owner = chroot(root, "stat", "-c", "%U", "/opt/trainer/config", "/mnt/trainer-data/runs").stdout.split()
     assert owner == [LOGIN_USER, LOGIN_USER]

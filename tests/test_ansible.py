@@ -388,7 +388,10 @@ def test_data_disk_and_project(provisioned_root):
     assert not (project / ".venv").exists() and not (project / ".git").exists()
     env = dict(line.split("=", 1) for line in (project / ".env").read_text().splitlines() if "=" in line)
     # The image's user must get the data-disk owner's ids, or the container cannot write /runs.
-    ids = chroot(root, "id", "-u", LOGIN_USER).stdout.strip(), chroot(root, "id", "-g", LOGIN_USER).stdout.strip()
+    ids = (
+        chroot(root, "id", "-u", LOGIN_USER).stdout.strip(),
+        chroot(root, "id", "-g", LOGIN_USER).stdout.strip(),
+    )
     assert env == {
         "TRAINER_DATA_DIR": "/mnt/trainer-data/data",
         "TRAINER_RUNS_DIR": "/mnt/trainer-data/runs",

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 WORDS = {
     "negative": ["awful", "hate", "terrible", "worst", "angry", "broken", "sad", "ugly"],
@@ -70,6 +71,7 @@ def build_tiny_model(folder: Path) -> Path:
         pad_token_id=fast.pad_token_id,
     )
     folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)  # the same random weights in every session: results do not drift between runs
     DistilBertModel(config).save_pretrained(folder)
     fast.save_pretrained(folder)
     return folder

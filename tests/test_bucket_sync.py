@@ -138,3 +138,47 @@ def test_missing_bucket_fails_before_training(gcs_emulator, monkeypatch, tmp_pat
     err = capsys.readouterr().err
     assert "trainer: error: bucket gs://no-such-bucket does not exist" in err
     assert not out.exists()
+
+
+def test_data_is_read_from_gs_urls(gcs_emulator, monkeypatch, tmp_path, tiny_config_file, tiny_csv):
+    import hashlib
+
+    import datasets
+    import pandas as pd
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    client = storage.Client(project="test", credentials=AnonymousCredentials())
+    bucket = client.create_bucket("team-data")
+    bucket.blob("tweets/tiny.csv").upload_from_filename(str(tiny_csv))
+    saved = tmp_path / "saved"
+    datasets.Dataset.from_pandas(pd.read_csv(tiny_csv)).save_to_disk(str(saved))
+    for f in saved.iterdir():
+        bucket.blob(f"saved/{f.name}").upload_from_filename(str(f))
+
+    out = tmp_path / "from-gcs"
+    assert main(["--config", str(tiny_config_file), "--epochs", "1", "--output-dir", str(out),
+                 "--set", "data.path=gs://team-data/tweets/tiny.csv"]) == 0  # fmt: skip
+    source = json.loads((out / "manifest.json").read_text())["data"]["sources"][0]
+    assert source["path"] == "gs://team-data/tweets/tiny.csv"
+    assert source["sha256"] == hashlib.sha256(tiny_csv.read_bytes()).hexdigest()
+
+    out = tmp_path / "from-gcs-folder"
+    assert main(["--config", str(tiny_config_file), "--epochs", "1", "--output-dir", str(out),
+                 "--set", "data.path=gs://team-data/saved"]) == 0  # fmt: skip
+    assert json.loads((out / "manifest.json").read_text())["data"]["rows"]["train"] == 240
+
+
+def test_missing_gs_object_is_a_user_error(gcs_emulator, monkeypatch, tmp_path, tiny_config_file, capsys):
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    storage.Client(project="test", credentials=AnonymousCredentials()).create_bucket("empty-data")
+    code = main(["--config", str(tiny_config_file), "--output-dir", str(tmp_path / "x"),
+                 "--set", "data.path=gs://empty-data/nope.csv"])  # fmt: skip
+    assert code == 2
+    assert "trainer: error: data file not found: gs://empty-data/nope.csv" in capsys.readouterr().err

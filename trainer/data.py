@@ -46,8 +46,16 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_table(path_str: str) -> pd.DataFrame:
-    path = Path(path_str)
+def local_path(path_str: str) -> Path:
+    """The file to read: gs:// objects (or folders) are downloaded to the local cache first."""
+    if path_str.startswith("gs://"):
+        from trainer.storage import download
+
+        return download(path_str)
+    return Path(path_str)
+
+
+def read_table(path: Path) -> pd.DataFrame:
     if not path.exists():
         raise UserError(f"data file not found: {path} (check data.path / data.*_path or run `make data`)")
     if path.is_dir():
@@ -132,7 +140,8 @@ def _single_file(cfg: DataConfig, seed: int) -> Splits:
     from sklearn.model_selection import train_test_split
 
     path = str(cfg.path)
-    raw = read_table(path)
+    local = local_path(path)
+    raw = read_table(local)
     df, dropped = _clean(raw, cfg, path)
     labels = _sort_labels(set(df["label"]))
     _check_classes(labels, path)
@@ -156,14 +165,15 @@ def _single_file(cfg: DataConfig, seed: int) -> Splits:
         raise UserError(
             f"{path}: cannot split stratified ({exc}); use more rows or three split files"
         ) from None
-    source = {"path": path, "sha256": file_sha256(Path(path)), "rows": len(raw), "dropped": dropped}
+    source = {"path": path, "sha256": file_sha256(local), "rows": len(raw), "dropped": dropped}
     return _finish(train, val, test, labels, [source])
 
 
 def _three_files(cfg: DataConfig) -> Splits:
     frames, sources = {}, []
     for split, path in (("train", cfg.train_path), ("val", cfg.val_path), ("test", cfg.test_path)):
-        raw = read_table(str(path))
+        local = local_path(str(path))
+        raw = read_table(local)
         frames[split], dropped = _clean(raw, cfg, str(path))
         if frames[split].empty:
             raise UserError(f"{path}: the {split} split has no usable rows")
@@ -171,7 +181,7 @@ def _three_files(cfg: DataConfig) -> Splits:
             {
                 "split": split,
                 "path": str(path),
-                "sha256": file_sha256(Path(str(path))),
+                "sha256": file_sha256(local),
                 "rows": len(raw),
                 "dropped": dropped,
             }

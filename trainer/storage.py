@@ -1,4 +1,4 @@
-"""Cloud mode: copy checkpoints and artifacts to a GCS bucket (google-cloud-storage).
+"""GCS: read data from gs:// URLs; in cloud mode, copy checkpoints and artifacts to a bucket.
 
 Credentials come from the environment as usual for Google clients (the VM's service account on GCP,
 `GOOGLE_APPLICATION_CREDENTIALS` elsewhere); `STORAGE_EMULATOR_HOST` points the client at an emulator.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from pathlib import Path
 
 from transformers import TrainerCallback
@@ -40,6 +41,48 @@ def _client():
             "no Google credentials for the bucket sync: on the VM its service account provides them; "
             "elsewhere run `gcloud auth application-default login` or set GOOGLE_APPLICATION_CREDENTIALS"
         ) from None
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "tweet-trainer" / "gcs"
+
+
+def download(url: str, client=None) -> Path:
+    """A local copy of gs://bucket/object (a file) or gs://bucket/prefix/ (a save_to_disk folder).
+
+    Copies live in the cache under the object's generation, so a file replaced in the bucket is
+    fetched again and an unchanged one is not."""
+    from google.api_core import exceptions
+
+    bucket_name, name = split_bucket_url(url)
+    client = client or _client()
+    try:
+        blob = client.bucket(bucket_name).get_blob(name) if name else None
+        if blob is not None:
+            target = cache_dir() / bucket_name / str(blob.generation) / name
+            if not target.is_file() or target.stat().st_size != blob.size:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                blob.download_to_filename(str(target))
+            return target
+        blobs = [
+            b
+            for b in client.list_blobs(bucket_name, prefix=name.rstrip("/") + "/")
+            if not b.name.endswith("/")
+        ]
+    except exceptions.NotFound:
+        raise UserError(f"data {url}: bucket gs://{bucket_name} does not exist") from None
+    except exceptions.GoogleAPIError as exc:
+        raise UserError(f"data {url} is not readable: {exc}") from None
+    if not blobs:
+        raise UserError(f"data file not found: {url} (no such object or folder in the bucket)")
+    folder = cache_dir() / bucket_name / "folders" / name.rstrip("/")
+    shutil.rmtree(folder, ignore_errors=True)  # a fresh copy: nothing left from an older version
+    for b in blobs:
+        target = folder / b.name[len(name.rstrip("/")) + 1 :]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        b.download_to_filename(str(target))
+    return folder
 
 
 class BucketSync:

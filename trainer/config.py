@@ -53,7 +53,7 @@ class ModelConfig:
 @dataclass(frozen=True)
 class DataConfig:
     path: str | None = "data/demo/tweets.csv"
-    "one CSV/JSONL/Parquet file or save_to_disk folder, split stratified into train/val/test"
+    "one CSV/JSONL/Parquet file or save_to_disk folder (local or gs://), split stratified 80/10/10"
     train_path: str | None = None
     "training split, when the data comes as three files (then path must be null)"
     val_path: str | None = None

@@ -94,20 +94,7 @@ def run(cfg: Config, device: DeviceInfo | None = None) -> RunResult:
         outcome = train_and_evaluate(trainer, splits.labels, datasets_, resume_from)
         if not trainer.is_world_process_zero():
             return RunResult(plan.run_dir, {}, {})
-        metrics = {"validation": outcome.val_report, "test": outcome.test_report}
-        trainer.save_model(str(plan.run_dir / "model"))
-        artifacts.write_json(
-            plan.run_dir / "labels.json", {"labels": splits.labels, "label2id": splits.label2id}
-        )
-        artifacts.write_json(plan.run_dir / "metrics.json", metrics)
-        artifacts.plot_confusion_matrix(
-            outcome.test_report, plan.run_dir / "confusion_matrix.png", "test split"
-        )
-        artifacts.plot_learning_curve(
-            outcome.log_history, cfg.train.early_stopping.metric, plan.run_dir / "learning_curve.png"
-        )
-        manifest = build_manifest(cfg, plan, splits, outcome, started, resume_from)
-        artifacts.write_json(plan.run_dir / artifacts.MANIFEST, manifest)  # written last: marks "finished"
+        metrics, manifest = save_artifacts(cfg, plan, splits, outcome, started, resume_from)
         if sync:
             sync.upload_run(plan.run_dir)
             log.info("artifacts in %s", sync.url)
@@ -116,6 +103,21 @@ def run(cfg: Config, device: DeviceInfo | None = None) -> RunResult:
         for name in ("trainer", "transformers"):
             logging.getLogger(name).removeHandler(handler)
         handler.close()
+
+
+def save_artifacts(cfg, plan: RunPlan, splits: Splits, outcome, started: float, resume_from):
+    run_dir = plan.run_dir
+    metrics = {"validation": outcome.val_report, "test": outcome.test_report}
+    outcome.trainer.save_model(str(run_dir / "model"))
+    artifacts.write_json(run_dir / "labels.json", {"labels": splits.labels, "label2id": splits.label2id})
+    artifacts.write_json(run_dir / "metrics.json", metrics)
+    artifacts.plot_confusion_matrix(outcome.test_report, run_dir / "confusion_matrix.png", "test split")
+    artifacts.plot_learning_curve(
+        outcome.log_history, cfg.train.early_stopping.metric, run_dir / "learning_curve.png"
+    )
+    manifest = build_manifest(cfg, plan, splits, outcome, started, resume_from)
+    artifacts.write_json(run_dir / artifacts.MANIFEST, manifest)  # written last: marks the run finished
+    return metrics, manifest
 
 
 def _bucket_sync(plan: RunPlan):

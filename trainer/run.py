@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from transformers import set_seed
+
 from trainer import artifacts
 from trainer.config import Config, to_yaml
 from trainer.data import Splits, load_splits, tokenize
@@ -62,6 +64,7 @@ def run(cfg: Config, device: DeviceInfo | None = None) -> RunResult:
     resume_from = artifacts.check_output_dir(plan.run_dir, cfg.runtime.overwrite, cfg.runtime.resume)
     splits = load_splits(cfg.data, cfg.train.seed)
     tokenizer = load_tokenizer(cfg.model.name)
+    set_seed(cfg.train.seed)  # the new classifier head's initialisation is part of the seeded run
     model = load_model(cfg.model.name, splits.labels)
     sync = _bucket_sync(plan)
     if sync:

@@ -114,29 +114,17 @@ def test_finished_run_is_not_overwritten_without_flag(finished_run, tiny_model_d
     assert {p: p.stat().st_mtime_ns for p in finished_run.rglob("*")} == before
 
 
-def _env():
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+def run_process(launcher: list[str], config, out) -> subprocess.CompletedProcess:
+    """The trainer as a user starts it: a real process, offline, one epoch of the tiny config."""
+    return subprocess.run(
+        [*launcher, "--config", str(config), "--epochs", "1", "--output-dir", str(out)],
+        capture_output=True, text=True, cwd=ROOT, timeout=600,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
 
 
 def test_python_dash_m_trainer_cli(tmp_path, tiny_config_file):
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "trainer",
-            "--config",
-            str(tiny_config_file),
-            "--epochs",
-            "1",
-            "--output-dir",
-            str(tmp_path / "cli-run"),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=_env(),
-        timeout=300,
-    )
+    res = run_process([sys.executable, "-m", "trainer"], tiny_config_file, tmp_path / "cli-run")
     assert res.returncode == 0, res.stderr[-2000:]
     assert "test macro-F1" in res.stdout and str(tmp_path / "cli-run") in res.stdout
     assert (tmp_path / "cli-run" / "manifest.json").is_file()
@@ -145,28 +133,16 @@ def test_python_dash_m_trainer_cli(tmp_path, tiny_config_file):
 @pytest.mark.slow
 def test_accelerate_launch_cpu(tmp_path, tiny_config_file):
     accelerate = os.path.join(os.path.dirname(sys.executable), "accelerate")
-    res = subprocess.run(
-        [
-            accelerate,
-            "launch",
-            "--cpu",
-            "--config_file",
-            str(ROOT / "config/accelerate/cpu.yaml"),
-            "-m",
-            "trainer",
-            "--config",
-            str(tiny_config_file),
-            "--epochs",
-            "1",
-            "--output-dir",
-            str(tmp_path / "acc-run"),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=_env(),
-        timeout=600,
-    )
+    launcher = [
+        accelerate,
+        "launch",
+        "--cpu",
+        "--config_file",
+        str(ROOT / "config/accelerate/cpu.yaml"),
+        "-m",
+        "trainer",
+    ]
+    res = run_process(launcher, tiny_config_file, tmp_path / "acc-run")
     assert res.returncode == 0, res.stderr[-2000:]
     manifest = json.loads((tmp_path / "acc-run" / "manifest.json").read_text())
     assert manifest["precision"] == "fp32" and manifest["training"]["global_steps"] > 0

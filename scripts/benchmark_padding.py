@@ -2,6 +2,10 @@
 to max_length, random batches), same model, same data, same steps, side by side in one run.
 
     .venv/bin/python scripts/benchmark_padding.py [--rows 4000] [--epochs 1] [--max-length 128]
+                                                  [--data file.csv] [--model name-or-folder]
+
+Both arms start from the trainer's own `prepare` (data, tokenizer, seeded model), so they train the
+same initial weights and differ only in padding and batching.
 
 Prints train samples/second and test macro-F1 of both, and the speed ratio. Not a test: timings on a
 shared machine are noisy, so both arms run back to back in one process and only the ratio is quoted.
@@ -11,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -18,11 +23,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from trainer.config import load_config  # noqa: E402
-from trainer.data import load_splits, tokenize  # noqa: E402
-from trainer.modeling import load_model, load_tokenizer  # noqa: E402
+from trainer.config import Config, config_file, load_config  # noqa: E402
+from trainer.data import tokenize  # noqa: E402
+from trainer.errors import UserError  # noqa: E402
 from trainer.precision import decide_precision, detect_device  # noqa: E402
+from trainer.run import Prepared, prepare  # noqa: E402
+from trainer.run_folder import RunFolder  # noqa: E402
 from trainer.training import build_trainer, build_training_args, train_and_evaluate  # noqa: E402
+
+ARMS = ("padded", "dynamic")
 
 
 def padded_to_max(frame, tokenizer, max_length: int):
@@ -38,36 +47,47 @@ def padded_to_max(frame, tokenizer, max_length: int):
     return ds.rename_column("label", "labels")
 
 
-def run_arm(name: str, args, workdir: Path) -> dict:
-    dynamic = name == "dynamic"
-    cfg = load_config(
-        ROOT / "config/local.yaml",
-        "local",
-        {
-            "data.path": args.data,
-            "data.max_rows": args.rows,
-            "model.max_length": args.max_length,
-            "train.epochs": args.epochs,
-            "train.group_by_length": dynamic,
-            "train.eval_strategy": "epoch",
-            "train.early_stopping.enabled": False,
-            "runtime.output_dir": str(workdir / name),
-        },
-    )
+def arm_config(name: str, args: argparse.Namespace, workdir: Path) -> Config:
+    """The local run config (config/local.yaml, paths relative to the repository root), with the
+    benchmark's settings; the arms differ only in their batching."""
+    overrides = {
+        "data.max_rows": args.rows,
+        "model.max_length": args.max_length,
+        "train.epochs": args.epochs,
+        "train.group_by_length": name == "dynamic",
+        "train.eval_strategy": "epoch",
+        "train.early_stopping.enabled": False,
+        "runtime.output_dir": str(workdir / name),
+    }
+    if args.data:
+        overrides["data.path"] = args.data
+    if args.model:
+        overrides["model.name"] = args.model
+    return load_config(ROOT / config_file("local"), "local", overrides)
+
+
+def prepare_arm(name: str, args: argparse.Namespace, workdir: Path) -> tuple[Config, Prepared]:
+    """The trainer's own start of a run (data, tokenizer, seeded model): both arms start alike."""
+    cfg = arm_config(name, args, workdir)
+    return cfg, prepare(cfg)
+
+
+def run_arm(name: str, args: argparse.Namespace, workdir: Path) -> dict:
+    cfg, prepared = prepare_arm(name, args, workdir)
+    splits, tokenizer = prepared.splits, prepared.tokenizer
+    folder = RunFolder(cfg.runtime.output_dir)
     device = detect_device()
-    splits = load_splits(cfg.data, cfg.train.seed)
-    tokenizer = load_tokenizer(cfg.model.name)
-    model = load_model(cfg.model.name, splits.labels)
-    encode = tokenize if dynamic else padded_to_max
+    encode = tokenize if name == "dynamic" else padded_to_max
     data = {n: encode(getattr(splits, n), tokenizer, cfg.model.max_length) for n in ("train", "val", "test")}
     tokens = sum(len(ids) for ids in data["train"]["input_ids"])
     train_args = build_training_args(
-        cfg, decide_precision(cfg.train.precision, device), device, workdir / name / "checkpoints"
+        cfg, decide_precision(cfg.train.precision, device), device, folder.checkpoints_dir
     )
     train_args.disable_tqdm = True
-    trainer = build_trainer(cfg, model, tokenizer, data, train_args, device, workdir / name / "tb")
+    trainer = build_trainer(cfg, prepared.model, tokenizer, data, train_args, device, folder.tensorboard_dir)
     outcome = train_and_evaluate(trainer, splits.labels, data, None)
     return {
+        "model": cfg.model.name,
         "samples_per_second": outcome.train_metrics["train_samples_per_second"],
         "train_seconds": outcome.train_metrics["train_runtime"],
         "test_f1_macro": outcome.test_report["f1_macro"],
@@ -76,25 +96,34 @@ def run_arm(name: str, args, workdir: Path) -> dict:
     }
 
 
-def main() -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--data", default=str(ROOT / "data/demo/tweets.csv"), help="CSV (default: demo tweets)"
-    )
+    parser.add_argument("--data", help="CSV or other data file (default: config/local.yaml's data.path)")
+    parser.add_argument("--model", help="model.name (default: config/local.yaml's, MiniLM-L6)")
     parser.add_argument(
         "--rows", type=int, default=4000, help="stratified sample size (default: %(default)s)"
     )
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--max-length", type=int, default=128, help="truncation / old-way padding length")
-    args = parser.parse_args()
-    if not Path(args.data).is_file():
-        sys.exit(f"benchmark: {args.data} not found: run `make data` first")
+    args = parser.parse_args(argv)
+    if args.data:
+        args.data = str(Path(args.data).resolve())  # relative to where the user is, not to ROOT
+    return args
+
+
+def main() -> int:
+    args = parse_args()
+    os.chdir(ROOT)  # the local config's relative paths (data/demo/..., runs/...) are the repository's
     logging.basicConfig(level=logging.WARNING)
-    with tempfile.TemporaryDirectory() as tmp:
-        results = {arm: run_arm(arm, args, Path(tmp)) for arm in ("padded", "dynamic")}
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            results = {arm: run_arm(arm, args, Path(tmp)) for arm in ARMS}
+    except UserError as exc:
+        sys.stderr.write(f"benchmark: error: {exc}\n")
+        return 2
     print(
-        f"\nMiniLM-L6 on {results['dynamic']['train_rows']} training tweets, {args.epochs:g} epoch(s), "
-        f"max_length {args.max_length}, device {detect_device().kind}"
+        f"\n{results['dynamic']['model']} on {results['dynamic']['train_rows']} training texts, "
+        f"{args.epochs:g} epoch(s), max_length {args.max_length}, device {detect_device().kind}"
     )
     print(f"{'':28}{'padded to max_length':>22}{'dynamic + by length':>22}")
     for key, fmt in [

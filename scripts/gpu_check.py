@@ -4,14 +4,15 @@
 
 1. prints the device description and the precision policy's decision for auto/fp16/bf16;
 2. trains MiniLM-L6 on the demo tweets twice, side by side: precision auto (fp16 on a T4, bf16 on
-   compute capability >= 8) and fp32; prints samples/second, the ratio and test macro-F1, and checks that
-   each manifest records the precision that really ran.
+   compute capability >= 8) and fp32, both with runtime.require_gpu=true (the GPU check lets a real GPU
+   through); prints samples/second, the ratio and test macro-F1, and checks that each manifest records
+   the precision that really ran.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -22,12 +23,14 @@ sys.path.insert(0, str(ROOT))
 from trainer.cli import main as trainer_main  # noqa: E402
 from trainer.errors import UserError  # noqa: E402
 from trainer.precision import decide_precision, detect_device  # noqa: E402
+from trainer.run_folder import RunFolder  # noqa: E402
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=4000)
     args = parser.parse_args()
+    os.chdir(ROOT)  # config/local.yaml and its data path are the repository's, as for `make train`
     device = detect_device()
     print(f"device: {device}")
     if not device.is_cuda:
@@ -43,14 +46,13 @@ def main() -> int:
         for precision in ("auto", "fp32"):
             out = Path(tmp) / precision
             code = trainer_main([
-                "--config", str(ROOT / "config/local.yaml"), "--output-dir", str(out), "--epochs", "1",
+                "--mode", "local", "--output-dir", str(out), "--epochs", "1",
                 "--set", f"data.max_rows={args.rows}", "--set", f"train.precision={precision}",
-                "--set", "data.path=" + str(ROOT / "data/demo/tweets.csv"),
+                "--set", "runtime.require_gpu=true",
             ])  # fmt: skip
             if code != 0:
                 return code
-            manifest = json.loads((out / "manifest.json").read_text())
-            results[precision] = manifest
+            results[precision] = RunFolder(out).manifest()
     expected = decide_precision("auto", device).precision
     auto, fp32 = results["auto"], results["fp32"]
     ok = auto["precision"] == expected and fp32["precision"] == "fp32"

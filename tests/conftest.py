@@ -1,4 +1,5 @@
-"""Fixtures: a tiny random DistilBERT with a locally trained WordPiece tokenizer, and tiny datasets.
+"""Fixtures: a tiny random DistilBERT with a locally trained WordPiece tokenizer, tiny datasets, and
+finished run folders made from the tiny model without training.
 
 Nothing comes from the hub: the tokenizer is trained here in well under a second and the model is
 randomly initialised, so training runs in seconds on a CPU.
@@ -74,6 +75,42 @@ def build_tiny_model(folder: Path) -> Path:
     torch.manual_seed(0)  # the same random weights in every session: results do not drift between runs
     DistilBertModel(config).save_pretrained(folder)
     fast.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def _no_mode_from_the_outer_shell(monkeypatch):
+    """TRAINER_MODE is the default of --mode: a value set in the shell running the tests must not leak in."""
+    monkeypatch.delenv("TRAINER_MODE", raising=False)
+
+
+def make_finished_run(folder: Path, model_dir: Path, max_length: int) -> Path:
+    """A run folder as a finished run leaves it, without training: the tiny model with a seeded new
+    classification head, the resolved config (with `max_length`), the labels, and the manifest last."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from trainer.config import load_config
+    from trainer.run_folder import RunFolder
+
+    labels = list(WORDS)
+    cfg = load_config(
+        None,
+        "local",
+        {"model.name": str(model_dir), "model.max_length": max_length, "runtime.output_dir": str(folder)},
+    )
+    run = RunFolder(folder)
+    run.start(cfg)
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        model_dir,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={name: i for i, name in enumerate(labels)},
+    )
+    model.save_pretrained(run.model_dir)
+    AutoTokenizer.from_pretrained(model_dir).save_pretrained(run.model_dir)
+    run.write_labels(labels)
+    run.write_manifest({"run_name": folder.name, "model": str(model_dir)})
     return folder
 
 

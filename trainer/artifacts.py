@@ -1,93 +1,27 @@
-"""Artifacts of a run: output-folder guard, model, labels, metrics, plots, manifest."""
+"""What a run's artifacts say: the manifest's facts about the environment, and the plots.
+
+Where each artifact goes, and the reading back, belong to `trainer.run_folder`.
+
+The manifest's `git_commit` is the commit of the code that ran: `git rev-parse HEAD` where the package
+sits in a git checkout, otherwise (on the VM, in the container: no .git) the environment variable
+TRAINER_GIT_COMMIT, which the cloud launch sets to the commit it shipped; None when neither says.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
-import shutil
+import re
 import subprocess
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from trainer.errors import UserError
-
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
-CHECKPOINTS = "checkpoints"
-# What a run of ours leaves in its folder; anything else means the folder is not ours to touch.
-OWN_ENTRIES = {
-    MANIFEST,
-    CHECKPOINTS,
-    "model",
-    "labels.json",
-    "metrics.json",
-    "config.resolved.yaml",
-    "training.log",
-    "tensorboard",
-    "confusion_matrix.png",
-    "learning_curve.png",
-}
-
-
-def last_checkpoint(run_dir: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    ckpt = run_dir / CHECKPOINTS
-    return get_last_checkpoint(str(ckpt)) if ckpt.is_dir() else None
-
-
-def check_output_dir(run_dir: Path, overwrite: bool, resume: bool) -> str | None:
-    """Decide what to do with the output folder before anything is written. Returns a checkpoint to
-    resume from, or None. Raises UserError rather than touching a finished or foreign folder."""
-    if not run_dir.exists():
-        return None
-    if not run_dir.is_dir():
-        raise UserError(f"output folder {run_dir} is a file: choose another --output-dir")
-    entries = {p.name for p in run_dir.iterdir()}
-    if not entries:
-        return None
-    foreign = sorted(entries - OWN_ENTRIES)
-    if foreign:
-        raise UserError(
-            f"output folder {run_dir} holds files that are not from a training run ({foreign[0]}, ...): "
-            "choose an empty or new --output-dir"
-        )
-    if overwrite:
-        return None
-    if MANIFEST in entries:
-        raise UserError(
-            f"output folder {run_dir} already holds a finished run: pass --overwrite to replace it, "
-            "or choose another --output-dir"
-        )
-    checkpoint = last_checkpoint(run_dir)
-    if checkpoint and resume:
-        return checkpoint
-    if checkpoint:
-        raise UserError(
-            f"output folder {run_dir} holds an unfinished run and runtime.resume is false: "
-            "pass --overwrite to start again"
-        )
-    return None
-
-
-def clear_output_dir(run_dir: Path) -> None:
-    """Called with --overwrite, after all inputs were validated: remove only what a run writes."""
-    for name in OWN_ENTRIES:
-        target = run_dir / name
-        if target.is_dir():
-            shutil.rmtree(target)
-        elif target.exists():
-            target.unlink()
-
-
-def write_json(path: Path, payload: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+GIT_COMMIT_ENV = "TRAINER_GIT_COMMIT"
+_COMMIT = re.compile(r"[0-9a-f]{7,64}")
 
 
 def package_versions() -> dict[str, str]:
@@ -113,18 +47,28 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def git_commit() -> str | None:
+def git_commit(where: Path | None = None) -> str | None:
+    """The commit of the running code: git where the package (or `where`) is in a checkout, else
+    $TRAINER_GIT_COMMIT (a hex commit id; anything else is ignored with a warning), else None."""
     try:
         res = subprocess.run(
             ["git", "rev-parse", "HEAD"],
             capture_output=True,
             text=True,
             timeout=5,
-            cwd=Path(__file__).resolve().parent,
+            cwd=where or Path(__file__).resolve().parent,
         )
-    except (OSError, subprocess.SubprocessError):
+        if res.returncode == 0 and _COMMIT.fullmatch(res.stdout.strip()):
+            return res.stdout.strip()
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.debug("git rev-parse: %s", exc)
+    from_env = os.environ.get(GIT_COMMIT_ENV, "").strip().lower()
+    if not from_env:
         return None
-    return res.stdout.strip() if res.returncode == 0 else None
+    if not _COMMIT.fullmatch(from_env):
+        log.warning("%s=%r is not a git commit id: the manifest records none", GIT_COMMIT_ENV, from_env)
+        return None
+    return from_env
 
 
 def in_container() -> bool:

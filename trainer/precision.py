@@ -3,6 +3,7 @@
 auto -> bf16 on compute capability >= 8 (A100, L4, H100), fp16 on 7.x (T4, V100), fp32 on CPU.
 fp16/bf16 asked on a CPU -> warning, fp32 (and the manifest says fp32, never fp16).
 bf16 asked on a GPU without bf16 (compute capability < 8, e.g. the T4) -> refused: use fp16.
+runtime.require_gpu with no GPU -> refused before the run starts (`check_gpu`).
 """
 
 from __future__ import annotations
@@ -87,3 +88,14 @@ def decide_precision(requested: str, device: DeviceInfo) -> PrecisionDecision:
     if cc >= (7, 0):
         return PrecisionDecision("fp16", f"auto on {cc_text}: fp16 (tensor cores, no bf16)")
     return PrecisionDecision("fp32", f"auto on {cc_text}: fp32 (no tensor cores)")
+
+
+def check_gpu(required: bool, device: DeviceInfo) -> None:
+    """`runtime.require_gpu`: a run that asks for a GPU and sees none stops before it starts."""
+    if required and not device.is_cuda:
+        raise UserError(
+            "runtime.require_gpu is true but no CUDA GPU is visible to this run (torch.cuda.is_available() "
+            "is false): check the driver with `nvidia-smi` and the container's access with `docker run --rm "
+            "--gpus all --entrypoint python <image> -c 'import torch; print(torch.cuda.is_available())'`, "
+            "or set runtime.require_gpu=false to train on the CPU"
+        )

@@ -8,7 +8,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from trainer.config import choose_mode, config_file, load_config
 from trainer.errors import UserError
+from trainer.run_folder import RunFolder
 
 
 @dataclass
@@ -16,20 +18,19 @@ class Predictor:
     model: object
     tokenizer: object
     labels: list[str]
-    max_length: int = 256
+    max_length: int
+    "the run's own model.max_length: texts are truncated exactly as in training"
 
     @classmethod
     def load(cls, run_dir: str | Path) -> Predictor:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        run = Path(run_dir)
-        model_dir, labels_file = run / "model", run / "labels.json"
-        if not model_dir.is_dir() or not labels_file.is_file():
-            raise UserError(f"{run} is not a finished run (no model/ or labels.json): train first")
-        model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+        folder = RunFolder(run_dir)
+        labels = folder.labels()
+        max_length = folder.resolved_config().model.max_length
+        model = AutoModelForSequenceClassification.from_pretrained(folder.model_dir)
         model.eval()
-        labels = json.loads(labels_file.read_text(encoding="utf-8"))["labels"]
-        return cls(model, AutoTokenizer.from_pretrained(model_dir), labels)
+        return cls(model, AutoTokenizer.from_pretrained(folder.model_dir), labels, max_length)
 
     def predict(self, texts: list[str], batch_size: int = 64) -> list[dict]:
         import torch
@@ -54,9 +55,17 @@ class Predictor:
         return out
 
 
+def default_run() -> str:
+    """The output folder of the config the mode uses (config/local.yaml: runs/local)."""
+    mode = choose_mode(None)
+    return load_config(config_file(mode), mode).runtime.output_dir
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainer.predict", description=__doc__)
-    parser.add_argument("--run", default="runs/local", help="finished run folder (default: %(default)s)")
+    parser.add_argument(
+        "--run", help="finished run folder (default: the output folder of config/<mode>.yaml)"
+    )
     parser.add_argument("--text", action="append", default=[], help="a text to classify (repeatable)")
     parser.add_argument("--file", help="a text file with one text per line")
     args = parser.parse_args(argv)
@@ -73,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise UserError(f"cannot read --file {args.file}: {exc.strerror}") from None
         if not texts:
             raise UserError('nothing to classify: pass --text "..." or --file texts.txt')
-        for row in Predictor.load(args.run).predict(texts):
+        for row in Predictor.load(args.run or default_run()).predict(texts):
             print(json.dumps(row, ensure_ascii=False))
     except UserError as exc:
         sys.stderr.write(f"trainer: error: {exc}\n")

@@ -1,4 +1,8 @@
-"""One run, step by step: plan -> data -> model -> train -> evaluate -> save (-> sync)."""
+"""One run, step by step: plan -> prepare (data, tokenizer, seeded model) -> train -> evaluate -> save.
+
+`prepare` is the start of every pipeline (this run, the padding benchmark's arms); the run folder's
+layout, guard and reading back belong to `trainer.run_folder`.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +16,11 @@ from typing import Any
 from transformers import set_seed
 
 from trainer import artifacts
-from trainer.config import Config, to_yaml
+from trainer.config import Config
 from trainer.data import Splits, load_splits, tokenize
 from trainer.modeling import load_model, load_tokenizer
-from trainer.precision import DeviceInfo, PrecisionDecision, decide_precision, detect_device
+from trainer.precision import DeviceInfo, PrecisionDecision, check_gpu, decide_precision, detect_device
+from trainer.run_folder import RunFolder
 from trainer.training import build_trainer, build_training_args, train_and_evaluate
 
 log = logging.getLogger(__name__)
@@ -25,7 +30,7 @@ log = logging.getLogger(__name__)
 class RunPlan:
     """Everything that depends on the mode or the device, derived once."""
 
-    run_dir: Path
+    folder: RunFolder
     device: DeviceInfo
     precision: PrecisionDecision
     bucket: str | None
@@ -33,12 +38,32 @@ class RunPlan:
 
     @classmethod
     def derive(cls, cfg: Config, device: DeviceInfo) -> RunPlan:
+        check_gpu(cfg.runtime.require_gpu, device)
         return cls(
-            run_dir=Path(cfg.runtime.output_dir),
+            folder=RunFolder(cfg.runtime.output_dir),
             device=device,
             precision=decide_precision(cfg.train.precision, device),
             bucket=cfg.runtime.bucket if cfg.mode == "cloud" else None,
         )
+
+
+@dataclass
+class Prepared:
+    """What a pipeline starts from: the data split, the tokenizer and the seeded model."""
+
+    splits: Splits
+    tokenizer: Any
+    model: Any
+
+
+def prepare(cfg: Config) -> Prepared:
+    """config -> data -> tokenizer -> seeded model. The seed is set right before the model load: the new
+    classifier head's initialisation is part of the seeded run, so two runs of one config start alike."""
+    splits = load_splits(cfg.data, cfg.train.seed)
+    tokenizer = load_tokenizer(cfg.model.name)
+    set_seed(cfg.train.seed)
+    model = load_model(cfg.model.name, splits.labels)
+    return Prepared(splits, tokenizer, model)
 
 
 @dataclass
@@ -59,68 +84,57 @@ def attach_file_log(path: Path) -> logging.Handler:
 def run(cfg: Config, device: DeviceInfo | None = None) -> RunResult:
     started = time.time()
     plan = RunPlan.derive(cfg, device or detect_device())
+    folder = plan.folder
 
     # Every input is checked before the output folder is touched.
-    resume_from = artifacts.check_output_dir(plan.run_dir, cfg.runtime.overwrite, cfg.runtime.resume)
-    splits = load_splits(cfg.data, cfg.train.seed)
-    tokenizer = load_tokenizer(cfg.model.name)
-    set_seed(cfg.train.seed)  # the new classifier head's initialisation is part of the seeded run
-    model = load_model(cfg.model.name, splits.labels)
+    resume_from = folder.guard(cfg.runtime.overwrite, cfg.runtime.resume)
+    prepared = prepare(cfg)
     sync = _bucket_sync(plan)
     if sync:
         sync.check()
 
     if cfg.runtime.overwrite:
-        artifacts.clear_output_dir(plan.run_dir)
-    plan.run_dir.mkdir(parents=True, exist_ok=True)
-    handler = attach_file_log(plan.run_dir / "training.log")
+        folder.clear()
+    folder.start(cfg)
+    handler = attach_file_log(folder.log_file)
     try:
         log.info("precision: %s", plan.precision.reason)
         if plan.precision.warning:
             log.warning(plan.precision.warning)
         if resume_from:
             log.info("resuming from %s", resume_from)
-        (plan.run_dir / "config.resolved.yaml").write_text(to_yaml(cfg), encoding="utf-8")
+        splits = prepared.splits
         datasets_ = {
-            name: tokenize(getattr(splits, name), tokenizer, cfg.model.max_length)
+            name: tokenize(getattr(splits, name), prepared.tokenizer, cfg.model.max_length)
             for name in ("train", "val", "test")
         }
-        args = build_training_args(cfg, plan.precision, plan.device, plan.run_dir / artifacts.CHECKPOINTS)
+        args = build_training_args(cfg, plan.precision, plan.device, folder.checkpoints_dir)
         extra = []
         if sync:
             from trainer.storage import CheckpointSyncCallback
 
             extra.append(CheckpointSyncCallback(sync))
+        model, tokenizer = prepared.model, prepared.tokenizer
         trainer = build_trainer(
-            cfg, model, tokenizer, datasets_, args, plan.device, plan.run_dir / "tensorboard", extra
+            cfg, model, tokenizer, datasets_, args, plan.device, folder.tensorboard_dir, extra
         )
         outcome = train_and_evaluate(trainer, splits.labels, datasets_, resume_from)
         if not trainer.is_world_process_zero():
-            return RunResult(plan.run_dir, {}, {})
-        metrics, manifest = save_artifacts(cfg, plan, splits, outcome, started, resume_from)
+            return RunResult(folder.path, {}, {})
+        metrics, manifest = folder.finish(
+            outcome,
+            splits.labels,
+            cfg.train.early_stopping.metric,
+            lambda: build_manifest(cfg, plan, splits, outcome, started, resume_from),
+        )
         if sync:
-            sync.upload_run(plan.run_dir)
+            sync.upload_run(folder.path)
             log.info("artifacts in %s", sync.url)
-        return RunResult(plan.run_dir, metrics, manifest)
+        return RunResult(folder.path, metrics, manifest)
     finally:
         for name in ("trainer", "transformers"):
             logging.getLogger(name).removeHandler(handler)
         handler.close()
-
-
-def save_artifacts(cfg, plan: RunPlan, splits: Splits, outcome, started: float, resume_from):
-    run_dir = plan.run_dir
-    metrics = {"validation": outcome.val_report, "test": outcome.test_report}
-    outcome.trainer.save_model(str(run_dir / "model"))
-    artifacts.write_json(run_dir / "labels.json", {"labels": splits.labels, "label2id": splits.label2id})
-    artifacts.write_json(run_dir / "metrics.json", metrics)
-    artifacts.plot_confusion_matrix(outcome.test_report, run_dir / "confusion_matrix.png", "test split")
-    artifacts.plot_learning_curve(
-        outcome.log_history, cfg.train.early_stopping.metric, run_dir / "learning_curve.png"
-    )
-    manifest = build_manifest(cfg, plan, splits, outcome, started, resume_from)
-    artifacts.write_json(run_dir / artifacts.MANIFEST, manifest)  # written last: marks the run finished
-    return metrics, manifest
 
 
 def _bucket_sync(plan: RunPlan):
@@ -128,7 +142,7 @@ def _bucket_sync(plan: RunPlan):
         return None
     from trainer.storage import BucketSync
 
-    return BucketSync(plan.bucket, plan.run_dir.name)
+    return BucketSync(plan.bucket, plan.folder.name)
 
 
 def build_manifest(
@@ -138,7 +152,7 @@ def build_manifest(
     train_metrics = outcome.train_metrics
     state = outcome.trainer.state
     return {
-        "run_name": plan.run_dir.name,
+        "run_name": plan.folder.name,
         "mode": cfg.mode,
         "command": sys.argv,
         "model": cfg.model.name,

@@ -1,4 +1,5 @@
-"""The precision policy table: a pure function of the device description."""
+"""The device policy: the precision table and runtime.require_gpu, pure functions of a device description
+(tests hand in CPU and GPU descriptions; scripts/gpu_check.py checks a real GPU)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import json
 
 import pytest
 
+from tests.support import ROOT
 from trainer.cli import main
+from trainer.config import load_config
 from trainer.errors import UserError
-from trainer.precision import DeviceInfo, decide_precision
+from trainer.precision import DeviceInfo, check_gpu, decide_precision
 
 CPU = DeviceInfo("cpu")
 T4 = DeviceInfo("cuda", "Tesla T4", (7, 5), 1)
@@ -61,3 +64,32 @@ def test_fp16_request_on_cpu_trains_and_records_fp32(tmp_path, tiny_config_file)
     assert manifest["precision"] == "fp32"
     assert "fp16 requested on CPU" in manifest["precision_reason"]
     assert "training in fp32 instead" in (out / "training.log").read_text()
+
+
+# ---------------------------------------------------------------- runtime.require_gpu
+
+
+def test_a_run_that_requires_a_gpu_and_has_none_stops_before_the_output_folder(
+    tmp_path, tiny_config_file, capsys
+):
+    out = tmp_path / "needs-gpu"
+    argv = ["--config", str(tiny_config_file), "--output-dir", str(out), "--set", "runtime.require_gpu=true"]
+    assert main(argv, device=CPU) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("trainer: error: runtime.require_gpu is true but no CUDA GPU is visible")
+    assert "`nvidia-smi`" in err[0] and "docker run --rm --gpus all" in err[0]
+    assert "torch.cuda.is_available()" in err[0] and "runtime.require_gpu=false" in err[0]
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(("required", "device"), [(True, T4), (True, H100), (False, CPU), (False, T4)])
+def test_require_gpu_lets_through_what_it_should(required, device):
+    check_gpu(required, device)
+
+
+def test_the_cloud_run_requires_a_gpu_and_the_local_run_does_not(monkeypatch):
+    monkeypatch.setenv("TRAINER_BUCKET", "gs://my-bucket")
+    assert load_config(ROOT / "config/cloud.yaml", "cloud").runtime.require_gpu is True
+    assert load_config(ROOT / "config/local.yaml", "local").runtime.require_gpu is False
+    assert load_config(None, "local").runtime.require_gpu is False

@@ -1,0 +1,63 @@
+"""The start of every pipeline, `trainer.run.prepare`: config -> data -> tokenizer -> seeded model.
+The padding benchmark's two arms start from it, so they train the same initial weights."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import torch
+
+from tests.support import ROOT
+from trainer.config import load_config
+from trainer.modeling import load_model
+from trainer.run import prepare
+
+
+def load_benchmark():
+    spec = importlib.util.spec_from_file_location("benchmark_padding", ROOT / "scripts/benchmark_padding.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def head(model) -> dict[str, torch.Tensor]:
+    """The classification head: the weights that are new (randomly initialised) at every model load."""
+    return {n: t.detach().clone() for n, t in model.state_dict().items() if "classifier" in n}
+
+
+def test_benchmark_arms_start_from_identical_heads(tmp_path, tiny_model_dir, tiny_csv):
+    bench = load_benchmark()
+    args = bench.parse_args(["--data", str(tiny_csv), "--model", str(tiny_model_dir), "--max-length", "32"])
+    cfgs, heads = {}, {}
+    for arm in bench.ARMS:
+        cfgs[arm], prepared = bench.prepare_arm(arm, args, tmp_path)
+        heads[arm] = head(prepared.model)
+        torch.rand(1000)  # whatever the first arm's training would do to the global RNG
+    assert cfgs["padded"].train.group_by_length is False and cfgs["dynamic"].train.group_by_length is True
+    assert cfgs["padded"].model.name == cfgs["dynamic"].model.name == str(tiny_model_dir)
+    assert set(heads["padded"]) == {
+        "pre_classifier.weight",
+        "pre_classifier.bias",
+        "classifier.weight",
+        "classifier.bias",
+    }
+    for name, tensor in heads["padded"].items():
+        torch.testing.assert_close(heads["dynamic"][name], tensor, rtol=0, atol=0)
+
+
+def test_prepare_seeds_the_head_and_the_seed_matters(tiny_model_dir, tiny_csv):
+    def cfg(seed: int):
+        return load_config(
+            None, "local", {"model.name": str(tiny_model_dir), "data.path": str(tiny_csv), "train.seed": seed}
+        )
+
+    first, again, other = (head(prepare(cfg(seed)).model) for seed in (42, 42, 7))
+    assert all(torch.equal(first[n], again[n]) for n in first)
+    assert not torch.equal(first["classifier.weight"], other["classifier.weight"])
+
+
+def test_without_the_seed_two_loads_get_different_heads(tiny_model_dir):
+    """What the benchmark did before it used `prepare`: the checks above can fail."""
+    labels = ["negative", "neutral", "positive"]
+    a, b = head(load_model(str(tiny_model_dir), labels)), head(load_model(str(tiny_model_dir), labels))
+    assert not torch.equal(a["classifier.weight"], b["classifier.weight"])

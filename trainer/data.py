@@ -1,21 +1,33 @@
-"""Data: read CSV / JSONL / Parquet / a `save_to_disk` folder, clean, map labels, split, tokenize."""
+"""Data: read CSV / JSONL / Parquet / a `save_to_disk` folder, clean, map labels, split, tokenize.
+
+Every problem in the rows is found here, before the output folder is touched, and reported in one line
+that names the file, the line (row) as the user sees it, and the fix. Rows with an empty or missing
+text or label (after stripping whitespace) are dropped and counted; everything else that looks wrong
+(a repeated header line, non-text texts, fractional labels, no usable row at all) is an error.
+"""
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from trainer.config import DataConfig
 from trainer.errors import UserError
+from trainer.stratify import check_class_sizes, stratified_sample, stratified_split
 
 log = logging.getLogger(__name__)
 
 READERS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
+SHOWN_ROWS = 3
+"how many row numbers a message lists before saying how many more"
 
 
 @dataclass
@@ -34,6 +46,56 @@ class Splits:
 
     def counts(self) -> dict[str, int]:
         return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input file: the name the user gave (a path or gs:// URL) and the local file that was read."""
+
+    name: str
+    local: Path
+
+    @property
+    def kind(self) -> str:
+        return "dataset" if self.local.is_dir() else READERS.get(self.local.suffix.lower(), "")
+
+    def where(self, positions: Sequence[int]) -> str:
+        """'line 12' / 'lines 3, 7, 9 and 4 more' for text files, 'row N' for Parquet and datasets."""
+        shown = self._numbers(list(positions[:SHOWN_ROWS]))
+        unit = "line" if self.kind in ("csv", "tsv", "jsonl") else "row"
+        more = f" and {len(positions) - SHOWN_ROWS} more" if len(positions) > SHOWN_ROWS else ""
+        return f"{unit}{'s' if len(positions) > 1 else ''} {', '.join(map(str, shown))}{more}"
+
+    def _numbers(self, positions: list[int]) -> list[int]:
+        """1-based line numbers of data rows (by position): the header, blank lines and quoted line breaks
+        are counted as an editor counts them."""
+        if self.kind in ("csv", "tsv"):
+            lines = _csv_record_lines(self.local, "\t" if self.kind == "tsv" else ",", max(positions))
+        elif self.kind == "jsonl":
+            with self.local.open(encoding="utf-8") as fh:
+                lines = [n for n, text in enumerate(fh, 1) if text.strip()]
+        else:
+            return [p + 1 for p in positions]
+        return [lines[p] if p < len(lines) else p + 2 for p in positions]
+
+
+def _csv_record_lines(path: Path, sep: str, last: int) -> list[int]:
+    """The line each data record starts on, skipping the header and blank lines as pandas does."""
+    starts: list[int] = []
+    with path.open(encoding="utf-8", newline="") as fh:
+        reader = csv.reader(fh, delimiter=sep)
+        header_seen, next_line = False, 1
+        for record in reader:
+            start, next_line = next_line, reader.line_num + 1
+            if not record or (len(record) == 1 and not record[0].strip()):
+                continue
+            if not header_seen:
+                header_seen = True
+                continue
+            starts.append(start)
+            if len(starts) > last:
+                break
+    return starts
 
 
 def file_sha256(path: Path) -> str:
@@ -68,9 +130,12 @@ def read_table(path: Path) -> pd.DataFrame:
         )
     try:
         if kind in ("csv", "tsv"):
-            return pd.read_csv(path, sep="\t" if kind == "tsv" else ",", encoding="utf-8")
+            # low_memory=False: one type per column, never ints in one chunk and strings in the next.
+            sep = "\t" if kind == "tsv" else ","
+            return pd.read_csv(path, sep=sep, encoding="utf-8", low_memory=False)
         if kind == "jsonl":
-            return pd.read_json(path, lines=True, encoding="utf-8")
+            # dtype=False: JSON strings stay strings ("2020" is a text, not a number).
+            return pd.read_json(path, lines=True, encoding="utf-8", dtype=False)
         return pd.read_parquet(path)
     except UnicodeDecodeError:
         raise UserError(
@@ -98,28 +163,106 @@ def _read_saved_dataset(path: Path) -> pd.DataFrame:
     return ds.to_pandas()
 
 
-def _clean(df: pd.DataFrame, cfg: DataConfig, source: str) -> tuple[pd.DataFrame, int]:
+# ---------------------------------------------------------------------------------------------
+# Cleaning: one frame of (text, label) strings, or one line naming the row and the fix
+
+
+def _clean(df: pd.DataFrame, cfg: DataConfig, source: Source) -> tuple[pd.DataFrame, int]:
     missing = [c for c in (cfg.text_column, cfg.label_column) if c not in df.columns]
     if missing:
         raise UserError(
-            f"{source} has no column {missing[0]!r} (columns: {', '.join(map(str, df.columns))}); "
+            f"{source.name} has no column {missing[0]!r} (columns: {', '.join(map(str, df.columns))}); "
             "set data.text_column / data.label_column"
         )
-    out = df[[cfg.text_column, cfg.label_column]].rename(
-        columns={cfg.text_column: "text", cfg.label_column: "label"}
+    raw_text = df[cfg.text_column].reset_index(drop=True)
+    raw_label = df[cfg.label_column].reset_index(drop=True)
+    _check_repeated_header(raw_text, raw_label, cfg, source)
+    _check_texts_are_strings(raw_text, cfg.text_column, source)
+    _check_whole_labels(raw_label, cfg.label_column, source)
+
+    text = raw_text.astype("string").str.strip()
+    label = raw_label.map(_label_str, na_action="ignore").astype("string").str.strip()
+    has_text = text.notna() & (text != "")
+    has_label = label.notna() & (label != "")
+    keep = has_text & has_label
+    if not keep.any():
+        raise _no_usable_rows(has_text, has_label, cfg, source, list(df.columns))
+    dropped = np.flatnonzero(~keep.to_numpy())
+    if len(dropped):
+        log.info(
+            "%s: dropped %d rows with an empty or missing text or label (%s)",
+            source.name,
+            len(dropped),
+            source.where(dropped),
+        )
+    out = pd.DataFrame({"text": text[keep].astype(str), "label": label[keep].astype(str)})
+    return out.reset_index(drop=True), len(dropped)
+
+
+def _check_repeated_header(text: pd.Series, label: pd.Series, cfg: DataConfig, source: Source) -> None:
+    """Two CSVs concatenated: the second header becomes a row whose label is the column's name."""
+    is_header = (text.astype("string").str.strip() == cfg.text_column) & (
+        label.astype("string").str.strip() == cfg.label_column
     )
-    text = out["text"].astype("string").str.strip()
-    keep = text.notna() & (text != "") & out["label"].notna()
-    dropped = int((~keep).sum())
-    out = out.loc[keep].assign(text=text[keep].astype(str))
-    if dropped:
-        log.info("%s: dropped %d rows with an empty or missing text or label", source, dropped)
-    out["label"] = out["label"].map(_label_str)
-    return out.reset_index(drop=True), dropped
+    rows = np.flatnonzero(is_header.fillna(False).to_numpy())
+    if len(rows):
+        raise UserError(
+            f"{source.name} {source.where(rows)}: the header ({cfg.text_column}, {cfg.label_column}) "
+            "appears again inside the data (files concatenated?): delete that line"
+        )
+
+
+def _check_texts_are_strings(text: pd.Series, column: str, source: Source) -> None:
+    """Numbers or booleans where texts belong mean the wrong column, or a file that lost its quoting."""
+    bad = [i for i, v in enumerate(text.to_numpy()) if not isinstance(v, str) and not _is_missing(v)]
+    if bad:
+        first = text.iloc[bad[0]]
+        raise UserError(
+            f"{source.name} {source.where(bad)}: column {column!r} holds {type(first).__name__} "
+            f"values ({first!r}), not texts: point data.text_column at the column with the texts, "
+            "or store every text as a string"
+        )
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, (float, np.floating)) and np.isnan(value))
+
+
+def _check_whole_labels(label: pd.Series, column: str, source: Source) -> None:
+    """A class id must be a name or a whole number: 1.5 is a score, not a class."""
+    bad = [
+        i
+        for i, v in enumerate(label.to_numpy())
+        if isinstance(v, (float, np.floating)) and not np.isnan(v) and not float(v).is_integer()
+    ]
+    if bad:
+        raise UserError(
+            f"{source.name} {source.where(bad)}: label {label.iloc[bad[0]]!r} in column {column!r} is "
+            "fractional; labels must be class names or whole numbers: fix those rows or point "
+            "data.label_column at the class column"
+        )
+
+
+def _no_usable_rows(has_text, has_label, cfg: DataConfig, source: Source, columns) -> UserError:
+    names = ", ".join(map(str, columns))
+    if not has_text.any():
+        return UserError(
+            f"{source.name}: every text in column {cfg.text_column!r} is empty ({len(has_text)} rows): "
+            f"point data.text_column at the column with the texts (columns: {names})"
+        )
+    if not has_label.any():
+        return UserError(
+            f"{source.name}: every label in column {cfg.label_column!r} is empty ({len(has_label)} rows): "
+            f"point data.label_column at the column with the labels (columns: {names})"
+        )
+    return UserError(
+        f"{source.name}: no row has both a text and a label ({len(has_text)} rows): fill in the "
+        f"{cfg.label_column!r} column for the texts"
+    )
 
 
 def _label_str(value: Any) -> str:
-    if isinstance(value, float) and value.is_integer():
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
         value = int(value)
     return str(value)
 
@@ -130,6 +273,10 @@ def _sort_labels(values: set[str]) -> list[str]:
     return sorted(values)
 
 
+# ---------------------------------------------------------------------------------------------
+# Splits
+
+
 def load_splits(cfg: DataConfig, seed: int) -> Splits:
     if cfg.path:
         return _single_file(cfg, seed)
@@ -137,51 +284,32 @@ def load_splits(cfg: DataConfig, seed: int) -> Splits:
 
 
 def _single_file(cfg: DataConfig, seed: int) -> Splits:
-    from sklearn.model_selection import train_test_split
-
     path = str(cfg.path)
-    local = local_path(path)
-    raw = read_table(local)
-    df, dropped = _clean(raw, cfg, path)
+    source = Source(path, local_path(path))
+    raw = read_table(source.local)
+    df, dropped = _clean(raw, cfg, source)
     labels = _sort_labels(set(df["label"]))
     _check_classes(labels, path)
-    counts = df["label"].value_counts()
+    check_class_sizes(df["label"], path)
     if cfg.max_rows and len(df) > cfg.max_rows:
-        df, _ = train_test_split(df, train_size=cfg.max_rows, stratify=df["label"], random_state=seed)
+        df = stratified_sample(df, cfg.max_rows, seed, path)
         log.info("data.max_rows=%d: kept a stratified sample of %d rows", cfg.max_rows, len(df))
-        counts = df["label"].value_counts()
-    rare = counts[counts < 3]
-    if len(rare):
-        raise UserError(
-            f"{path}: label {rare.index[0]!r} has only {int(rare.iloc[0])} row(s); a stratified "
-            "train/val/test split needs at least 3 per label"
-        )
-    try:
-        # Absolute sizes: 10% of 300 rows is 30 rows in each held-out split, not 30 and 31.
-        n_test, n_val = round(len(df) * cfg.test_size), round(len(df) * cfg.val_size)
-        rest, test = train_test_split(df, test_size=n_test, stratify=df["label"], random_state=seed)
-        train, val = train_test_split(rest, test_size=n_val, stratify=rest["label"], random_state=seed)
-    except ValueError as exc:
-        raise UserError(
-            f"{path}: cannot split stratified ({exc}); use more rows or three split files"
-        ) from None
-    source = {"path": path, "sha256": file_sha256(local), "rows": len(raw), "dropped": dropped}
-    return _finish(train, val, test, labels, [source])
+    train, val, test = stratified_split(df, cfg, seed, path, labels)
+    info = {"path": path, "sha256": file_sha256(source.local), "rows": len(raw), "dropped": dropped}
+    return _finish(train, val, test, labels, [info])
 
 
 def _three_files(cfg: DataConfig) -> Splits:
     frames, sources = {}, []
     for split, path in (("train", cfg.train_path), ("val", cfg.val_path), ("test", cfg.test_path)):
-        local = local_path(str(path))
-        raw = read_table(local)
-        frames[split], dropped = _clean(raw, cfg, str(path))
-        if frames[split].empty:
-            raise UserError(f"{path}: the {split} split has no usable rows")
+        source = Source(str(path), local_path(str(path)))
+        raw = read_table(source.local)
+        frames[split], dropped = _clean(raw, cfg, source)
         sources.append(
             {
                 "split": split,
                 "path": str(path),
-                "sha256": file_sha256(local),
+                "sha256": file_sha256(source.local),
                 "rows": len(raw),
                 "dropped": dropped,
             }

@@ -1,7 +1,9 @@
 """GCS: read data from gs:// URLs; in cloud mode, copy checkpoints and artifacts to a bucket.
 
 Credentials come from the environment as usual for Google clients (the VM's service account on GCP,
-`GOOGLE_APPLICATION_CREDENTIALS` elsewhere); `STORAGE_EMULATOR_HOST` points the client at an emulator.
+application-default credentials elsewhere); `STORAGE_EMULATOR_HOST` points the client at an emulator.
+The VM's account holds only roles/storage.objectAdmin on the bucket (infra/iam.tf): object calls,
+never bucket metadata (storage.buckets.get), so nothing here calls bucket.exists() or get_bucket().
 """
 
 from __future__ import annotations
@@ -13,34 +15,11 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from trainer.bucket import client as _client
+from trainer.bucket import first_line, split_bucket_url
 from trainer.errors import UserError
 
 log = logging.getLogger(__name__)
-
-
-def split_bucket_url(url: str) -> tuple[str, str]:
-    if not url.startswith("gs://"):
-        raise UserError(f"bucket URL must start with gs://, got {url!r}")
-    bucket, _, prefix = url[len("gs://") :].partition("/")
-    return bucket, prefix.strip("/")
-
-
-def _client():
-    from google.cloud import storage
-
-    if os.environ.get("STORAGE_EMULATOR_HOST"):
-        from google.auth.credentials import AnonymousCredentials
-
-        return storage.Client(project="emulator", credentials=AnonymousCredentials())
-    from google.auth.exceptions import DefaultCredentialsError
-
-    try:
-        return storage.Client()
-    except DefaultCredentialsError:
-        raise UserError(
-            "no Google credentials for the bucket sync: on the VM its service account provides them; "
-            "elsewhere run `gcloud auth application-default login` or set GOOGLE_APPLICATION_CREDENTIALS"
-        ) from None
 
 
 def cache_dir() -> Path:
@@ -100,18 +79,28 @@ class BucketSync:
         self.url = f"gs://{bucket_name}/{self.run_prefix}"
 
     def check(self) -> None:
-        """Fail before training, not after hours of GPU time, when the bucket is missing or forbidden."""
+        """Fail before training, not after hours of GPU time, when the bucket is missing or the run's
+        account may not write there: list one object (storage.objects.list; a missing bucket answers
+        404), then write and delete a probe under the run's prefix (storage.objects.create/delete)."""
         from google.api_core import exceptions
 
+        where = f"gs://{self.bucket.name}"
+        probe = self.bucket.blob(f"{self.run_prefix}/.write-check")
         try:
-            found = self.bucket.exists()
-        except exceptions.GoogleAPIError as exc:
-            raise UserError(f"bucket gs://{self.bucket.name} is not accessible: {exc}") from None
-        if not found:
+            next(iter(self.client.list_blobs(self.bucket, prefix=self.run_prefix + "/", max_results=1)), None)
+            probe.upload_from_string(b"", content_type="application/octet-stream")
+            probe.delete()
+        except exceptions.NotFound:
             raise UserError(
-                f"bucket gs://{self.bucket.name} does not exist: "
-                "create it (make infra-up does) or fix runtime.bucket"
-            )
+                f"bucket {where} does not exist: create it (make infra-up does) or fix runtime.bucket"
+            ) from None
+        except exceptions.Forbidden as exc:
+            raise UserError(
+                f"bucket {where} is not writable by this run's account ({first_line(exc)}): "
+                "grant it roles/storage.objectAdmin on the bucket (infra/iam.tf)"
+            ) from None
+        except exceptions.GoogleAPIError as exc:
+            raise UserError(f"bucket {where} is not accessible: {first_line(exc)}") from None
 
     def _upload(self, files: list[Path], root: Path, prefix: str) -> int:
         for path in files:

@@ -1,0 +1,163 @@
+"""The bucket from the laptop: the cloud verbs' credentials check, bucket check and `make fetch`.
+
+One login is all it takes: `gcloud auth application-default login` (or GOOGLE_APPLICATION_CREDENTIALS
+naming a key file); the same google-cloud-storage client as the trainer's bucket sync, never the
+gcloud CLI. STORAGE_EMULATOR_HOST (the client library's own variable) points it at a GCS emulator.
+
+    python -m trainer.bucket creds                 # load the credentials, name their project
+    python -m trainer.bucket check gs://bucket     # the bucket exists and this identity may list it
+    python -m trainer.bucket fetch gs://bucket/runs/NAME runs/NAME
+
+Every mistake ends in one `error: ...` line and exit status 2. Only the objects' own permissions
+are used (storage.objects.list/get), never bucket metadata (storage.buckets.get), so a person with
+an object role on the bucket can fetch as well as the project's owner.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from trainer.errors import UserError
+
+LOGIN_HINT = "run `gcloud auth application-default login` or set GOOGLE_APPLICATION_CREDENTIALS to a key file"
+
+
+def split_bucket_url(url: str) -> tuple[str, str]:
+    """gs://bucket/some/prefix -> ("bucket", "some/prefix")."""
+    if not url.startswith("gs://"):
+        raise UserError(f"bucket URL must start with gs://, got {url!r}")
+    bucket, _, prefix = url[len("gs://") :].partition("/")
+    if not bucket:
+        raise UserError(f"bucket URL has no bucket name: {url!r}")
+    return bucket, prefix.strip("/")
+
+
+def client():
+    """A google-cloud-storage client: application-default credentials, or an emulator's anonymous
+    access when STORAGE_EMULATOR_HOST is set."""
+    from google.cloud import storage
+
+    if os.environ.get("STORAGE_EMULATOR_HOST"):
+        from google.auth.credentials import AnonymousCredentials
+
+        return storage.Client(project="emulator", credentials=AnonymousCredentials())
+    from google.auth.exceptions import DefaultCredentialsError
+
+    try:
+        return storage.Client()
+    except DefaultCredentialsError as exc:
+        raise UserError(f"no usable Google credentials ({first_line(exc)}): {LOGIN_HINT}") from None
+
+
+def load_credentials() -> tuple[str, str | None]:
+    """Really load the application-default credentials (google.auth.default): (kind, project)."""
+    import google.auth
+    from google.auth.exceptions import DefaultCredentialsError
+
+    named = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
+    try:
+        credentials, project = google.auth.default()
+    except DefaultCredentialsError as exc:
+        where = f"GOOGLE_APPLICATION_CREDENTIALS={named}" if named else "no application-default credentials"
+        raise UserError(f"{where}: {first_line(exc)}; {LOGIN_HINT}") from None
+    project = project or getattr(credentials, "quota_project_id", None)
+    return type(credentials).__name__, project
+
+
+def first_line(exc: Exception) -> str:
+    lines = str(getattr(exc, "message", None) or exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _api_error(exc: Exception, bucket: str, action: str) -> UserError:
+    from google.api_core import exceptions
+
+    if isinstance(exc, exceptions.NotFound):
+        return UserError(
+            f"bucket gs://{bucket} does not exist: create it (make infra-up does) or fix the URL"
+        )
+    if isinstance(exc, exceptions.Forbidden):
+        return UserError(f"bucket gs://{bucket}: not allowed to {action} ({first_line(exc)})")
+    return UserError(f"bucket gs://{bucket}: cannot {action} ({first_line(exc)})")
+
+
+def check_bucket(url: str, gcs=None) -> None:
+    """The bucket exists and may be listed (storage.objects.list: no bucket metadata is read)."""
+    from google.api_core import exceptions
+
+    name, prefix = split_bucket_url(url)
+    gcs = gcs or client()
+    try:
+        next(iter(gcs.list_blobs(name, prefix=prefix or None, max_results=1)), None)
+    except exceptions.GoogleAPIError as exc:
+        raise _api_error(exc, name, "list its objects") from None
+
+
+def fetch(url: str, dest: Path, gcs=None) -> int:
+    """Copy every object under gs://bucket/prefix/ to dest/ (which must not hold anything yet).
+
+    Downloads go to a scratch folder beside dest first, so a failure leaves nothing half-written."""
+    from google.api_core import exceptions
+
+    name, prefix = split_bucket_url(url)
+    if not prefix:
+        raise UserError(f"{url}: name a folder in the bucket, not the whole bucket")
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise UserError(f"{dest} already exists and is not empty: move it away first (nothing was fetched)")
+    gcs = gcs or client()
+    base = prefix + "/"
+    try:
+        blobs = [b for b in gcs.list_blobs(name, prefix=base) if not b.name.endswith("/")]
+        if not blobs:
+            raise UserError(
+                f"nothing under {url}/: is the run name right? (runs are listed under gs://{name}/runs/)"
+            )
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=f".{dest.name}.fetch-", dir=dest.parent))
+        try:
+            for blob in blobs:
+                target = scratch / blob.name[len(base) :]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                blob.download_to_filename(str(target))
+            if dest.exists():
+                dest.rmdir()  # empty (checked above)
+            scratch.rename(dest)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    except exceptions.GoogleAPIError as exc:
+        raise _api_error(exc, name, "read its objects") from None
+    return len(blobs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trainer.bucket", description=__doc__.splitlines()[0])
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    verbs.add_parser("creds", help="load the application-default credentials and name their project")
+    check = verbs.add_parser("check", help="the bucket exists and may be listed")
+    check.add_argument("url")
+    get = verbs.add_parser("fetch", help="copy gs://bucket/prefix/ to a new local folder")
+    get.add_argument("url")
+    get.add_argument("dest", type=Path)
+    args = parser.parse_args(argv)
+    try:
+        if args.verb == "creds":
+            kind, project = load_credentials()
+            print(f"credentials: {kind}, project {project or '(none set: gcloud config set project ...)'}")
+        elif args.verb == "check":
+            check_bucket(args.url)
+        else:
+            count = fetch(args.url.rstrip("/"), args.dest)
+            print(f"fetch: {args.dest} ({count} files from {args.url.rstrip('/')}/)")
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -16,6 +16,7 @@ from typing import Any
 from transformers import set_seed
 
 from trainer import artifacts
+from trainer.checks import check_before_training
 from trainer.config import Config
 from trainer.data import Splits, load_splits, tokenize
 from trainer.modeling import load_model, load_tokenizer
@@ -61,6 +62,7 @@ def prepare(cfg: Config) -> Prepared:
     classifier head's initialisation is part of the seeded run, so two runs of one config start alike."""
     splits = load_splits(cfg.data, cfg.train.seed)
     tokenizer = load_tokenizer(cfg.model.name)
+    check_before_training(cfg, splits)
     set_seed(cfg.train.seed)
     model = load_model(cfg.model.name, splits.labels)
     return Prepared(splits, tokenizer, model)

@@ -4,12 +4,17 @@
     terraform -chdir=infra output -json | python scripts/make_inventory.py --from -
     python scripts/make_inventory.py                 # runs `terraform -chdir=infra output -json` itself
     python scripts/make_inventory.py --from outputs.json --out ansible/inventory/hosts.yml
+    python scripts/make_inventory.py --show          # node 0's connection, `key=value` lines
 
 The inventory has one group, `trainer`, with the VM as its host: `ansible_host` (external IP),
-`ansible_user` (ssh_user), `ansible_ssh_private_key_file` (--ssh-key, else $SSH_KEY, else
-~/.ssh/id_ed25519), and the host variables the roles read: `trainer_host_data_disk_device`,
-`trainer_bucket_url`, `trainer_host_gpu_count`. Standard library only; the YAML is written with JSON
-scalars (valid YAML), so no quoting surprises.
+`ansible_port` (--ssh-port, else $SSH_PORT, else 22), `ansible_user` (ssh_user),
+`ansible_ssh_private_key_file` (--ssh-key, else $SSH_KEY, else ~/.ssh/id_ed25519), and the host
+variables the roles read: `trainer_host_data_disk_device`, `trainer_bucket_url`,
+`trainer_host_gpu_count`, and where the project and the data disk live on the VM,
+`trainer_host_project_dir` and `trainer_host_data_mount` (--project-dir / --data-mount, else
+$TRAINER_VM_PROJECT_DIR / $TRAINER_VM_DATA_MOUNT, else VM_LAYOUT below). The inventory is the one
+place the cloud verbs (scripts/tf_cloud.sh, through --show) and the playbook both read them from.
+Standard library only; the YAML is written with JSON scalars (valid YAML), so no quoting surprises.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +30,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "ansible" / "inventory" / "hosts.yml"
 DEFAULT_SSH_KEY = "~/.ssh/id_ed25519"
+DEFAULT_SSH_PORT = 22
+# Where the trainer_host role puts the project and mounts the data disk on the VM.
+VM_LAYOUT = {"trainer_host_project_dir": "/opt/trainer", "trainer_host_data_mount": "/mnt/trainer-data"}
+# --show: inventory host variable -> the name tf_cloud.sh reads.
+SHOWN = {
+    "ansible_host": "host",
+    "ansible_port": "port",
+    "ansible_user": "user",
+    "trainer_bucket_url": "bucket_url",
+    "trainer_host_project_dir": "project_dir",
+    "trainer_host_data_mount": "data_mount",
+}
 
 # output name -> (accepted JSON types, required)
 OUTPUTS: dict[str, tuple[tuple[type, ...], bool]] = {
@@ -106,7 +124,9 @@ def output_values(outputs: dict) -> dict:
     return values
 
 
-def render_inventory(values: dict, ssh_key: str) -> str:
+def render_inventory(
+    values: dict, ssh_key: str, ssh_port: int = DEFAULT_SSH_PORT, layout: dict | None = None
+) -> str:
     """The inventory as YAML text (JSON scalars, which YAML reads as they are)."""
     hosts = list(
         zip(
@@ -123,19 +143,63 @@ def render_inventory(values: dict, ssh_key: str) -> str:
     for name, ip in hosts:
         host_vars = {
             "ansible_host": ip,
+            "ansible_port": ssh_port,
             "ansible_user": values["ssh_user"],
             "ansible_ssh_private_key_file": ssh_key,
             "trainer_host_data_disk_device": values["data_disk_device_name"],
             "trainer_bucket_url": values.get("bucket_url") or "",
             "trainer_host_gpu_count": values.get("gpu_count", 1),
+            **(layout or VM_LAYOUT),
         }
         lines.append(f"    {json.dumps(name)}:")
         lines += [f"      {key}: {json.dumps(value)}" for key, value in host_vars.items()]
     return "\n".join(lines) + "\n"
 
 
+def show_connection(inventory: Path) -> dict[str, str]:
+    """Node 0's connection settings from an inventory this script wrote (its own JSON-scalar YAML)."""
+    if not inventory.is_file():
+        raise InventoryError(
+            f"no inventory at {inventory}: run `make infra-up` (or `make inventory` after a terraform apply)"
+        )
+    found: dict[str, object] = {}
+    for line in inventory.read_text(encoding="utf-8").splitlines():
+        if line.startswith("    ") and not line.startswith("      ") and found:
+            break  # the next host: node 0 is the first
+        match = re.fullmatch(r"      ([a-z_]+): (.+)", line)
+        if match and match.group(1) in SHOWN:
+            try:
+                found[match.group(1)] = json.loads(match.group(2))
+            except json.JSONDecodeError:
+                raise InventoryError(f"{inventory}: {match.group(1)} is not a JSON value") from None
+    missing = [key for key in SHOWN if key not in found]
+    if missing:
+        raise InventoryError(f"{inventory} has no {', '.join(missing)}: run `make inventory` again")
+    return {SHOWN[key]: str(found[key]) for key in SHOWN}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not usage + message
+        sys.stderr.write(f"make_inventory: {message}\n")
+        raise SystemExit(2)
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise argparse.ArgumentTypeError(f"SSH port must be a number from 1 to 65535, got {text!r}")
+    return int(text)
+
+
+def _vm_path(text: str) -> str:
+    if not re.fullmatch(r"/[A-Za-z0-9._/-]*", text) or "/../" in f"{text}/":
+        raise argparse.ArgumentTypeError(
+            f"a VM path must be absolute, of letters, digits and . _ - /: {text!r}"
+        )
+    return text.rstrip("/") or "/"
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _Parser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--from",
         dest="source",
@@ -153,13 +217,39 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("SSH_KEY") or DEFAULT_SSH_KEY,
         help="private key for SSH (default: $SSH_KEY, else ~/.ssh/id_ed25519)",
     )
+    parser.add_argument(
+        "--ssh-port",
+        type=_port,
+        default=os.environ.get("SSH_PORT") or str(DEFAULT_SSH_PORT),
+        help="SSH port of the VM (default: $SSH_PORT, else 22)",
+    )
+    for option, key, env in (
+        ("--project-dir", "trainer_host_project_dir", "TRAINER_VM_PROJECT_DIR"),
+        ("--data-mount", "trainer_host_data_mount", "TRAINER_VM_DATA_MOUNT"),
+    ):
+        parser.add_argument(
+            option,
+            type=_vm_path,
+            default=os.environ.get(env) or VM_LAYOUT[key],
+            help=f"{key} on the VM (default: ${env}, else {VM_LAYOUT[key]})",
+        )
+    parser.add_argument(
+        "--show",
+        action="store_true",
+        help="print node 0's connection settings from the inventory (--out) as key=value lines",
+    )
     args = parser.parse_args(argv)
     try:
+        if args.show:
+            for key, value in show_connection(args.out).items():
+                print(f"{key}={value}")
+            return 0
         values = output_values(read_outputs(args.source, args.infra_dir))
     except InventoryError as err:
         print(f"make_inventory: {err}", file=sys.stderr)
         return 2
-    text = render_inventory(values, os.path.expanduser(args.ssh_key))
+    layout = {"trainer_host_project_dir": args.project_dir, "trainer_host_data_mount": args.data_mount}
+    text = render_inventory(values, os.path.expanduser(args.ssh_key), args.ssh_port, layout)
     if str(args.out) == "-":
         sys.stdout.write(text)
     else:

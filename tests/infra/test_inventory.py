@@ -22,11 +22,14 @@ EXPECTED = {
         "hosts": {
             "tweet-trainer": {
                 "ansible_host": "34.122.10.7",
+                "ansible_port": 22,
                 "ansible_user": "trainer",
                 "ansible_ssh_private_key_file": "/keys/id_ed25519",
                 "trainer_host_data_disk_device": "trainer-data",
                 "trainer_bucket_url": "gs://tweet-trainer-demo-artifacts",
                 "trainer_host_gpu_count": 1,
+                "trainer_host_project_dir": "/opt/trainer",
+                "trainer_host_data_mount": "/mnt/trainer-data",
             }
         }
     }
@@ -66,6 +69,65 @@ def test_ssh_key_defaults_to_env_then_home(tmp_path):
     done = run("--from", str(FIXTURE), "--out", "-", env={**env, "SSH_KEY": "~/k/gcp"})
     host = yaml.safe_load(done.stdout)["trainer"]["hosts"]["tweet-trainer"]
     assert host["ansible_ssh_private_key_file"] == f"{tmp_path}/k/gcp"
+
+
+def test_ssh_port_and_vm_layout_come_from_flags_or_the_environment(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    layout = {
+        "SSH_PORT": "2222",
+        "TRAINER_VM_PROJECT_DIR": "/srv/t/opt",
+        "TRAINER_VM_DATA_MOUNT": "/srv/t/data/",
+    }
+    done = run("--from", str(FIXTURE), "--out", "-", env={**env, **layout})
+    host = yaml.safe_load(done.stdout)["trainer"]["hosts"]["tweet-trainer"]
+    assert host["ansible_port"] == 2222
+    assert (
+        host["trainer_host_project_dir"] == "/srv/t/opt" and host["trainer_host_data_mount"] == "/srv/t/data"
+    )
+    done = run("--from", str(FIXTURE), "--out", "-", "--ssh-port", "2200", env={**env, **layout})
+    assert yaml.safe_load(done.stdout)["trainer"]["hosts"]["tweet-trainer"]["ansible_port"] == 2200
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--ssh-port", "0"], "SSH port must be a number from 1 to 65535, got '0'"),
+        (["--ssh-port", "22; rm"], "SSH port must be a number from 1 to 65535"),
+        (["--project-dir", "opt/trainer"], "a VM path must be absolute"),
+        (["--data-mount", "/mnt/$(reboot)"], "a VM path must be absolute"),
+        (["--data-mount", "/mnt/../etc"], "a VM path must be absolute"),
+    ],
+)
+def test_bad_port_or_vm_path_is_one_line(args, message, tmp_path):
+    out = tmp_path / "hosts.yml"
+    done = run("--from", str(FIXTURE), "--out", str(out), *args)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("make_inventory: ") and message in done.stderr
+    assert not out.exists()
+
+
+def test_show_prints_node_0s_connection_for_the_cloud_verbs(tmp_path):
+    out = tmp_path / "hosts.yml"
+    data = outputs(
+        instance_names={"value": ["tt-0", "tt-1"]}, external_ips={"value": ["34.1.1.1", "34.1.1.2"]}
+    )
+    run("--from", "-", "--out", str(out), "--ssh-port", "2022", stdin=json.dumps(data))
+    done = run("--show", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "host=34.1.1.1",
+        "port=2022",
+        "user=trainer",
+        "bucket_url=gs://tweet-trainer-demo-artifacts",
+        "project_dir=/opt/trainer",
+        "data_mount=/mnt/trainer-data",
+    ]
+    done = run("--show", "--out", str(tmp_path / "none.yml"))
+    assert done.returncode == 2
+    assert done.stderr == (
+        f"make_inventory: no inventory at {tmp_path / 'none.yml'}: run `make infra-up` "
+        "(or `make inventory` after a terraform apply)\n"
+    )
 
 
 def test_reads_stdin_and_tolerates_missing_optional_outputs():

@@ -182,18 +182,69 @@ class Config:
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def _expand_env(value: Any) -> Any:
-    """`${VAR}` and `${VAR:-default}` in string values (e.g. the bucket set by compose)."""
-    if isinstance(value, str):
+def _expand_env(
+    tree: dict[str, Any], source: str, mode: str, skip: set[str], problems: list[str], prefix: str = ""
+) -> dict[str, Any]:
+    """`${VAR}` and `${VAR:-default}` in string values (e.g. the bucket set by compose).
 
-        def sub(m: re.Match[str]) -> str:
-            return os.environ.get(m.group(1)) or (m.group(2) or "")
+    Like the shell, an unset or empty VAR takes the default. Without a default it is a problem naming
+    the variable and the key, never a silent null (in cloud mode that would turn bucket sync off); the
+    key is then left out so no second message names it. A value that is one `${...}` alone is read as
+    a YAML scalar, as --set values are (`${BS:-16}` sets an integer key); string keys keep the text.
+    Keys in `skip` (set by flags) are not expanded: the flag's value replaces them.
+    """
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and dotted not in skip:
+            out[key] = _expand_env(value, source, mode, skip, problems, f"{dotted}.")
+        elif isinstance(value, str) and dotted not in skip and _ENV.search(value):
+            unset = [m[1] for m in _ENV.finditer(value) if m[2] is None and not os.environ.get(m[1])]
+            if unset:
+                problems.append(_unset_variable(unset[0], dotted, source, mode))
+                continue
+            out[key] = _interpolate(value, _leaf_type(dotted))
+        else:
+            out[key] = value
+    return out
 
-        expanded = _ENV.sub(sub, value)
-        return None if expanded == "" and value != "" else expanded
-    if isinstance(value, dict):
-        return {k: _expand_env(v) for k, v in value.items()}
-    return value
+
+def _interpolate(value: str, tp: Any) -> Any:
+    expanded = _ENV.sub(lambda m: os.environ.get(m[1]) or m[2] or "", value)
+    if expanded == "":  # `${VAR:-}` with VAR unset: the key is null
+        return None
+    if _ENV.fullmatch(value) and not (tp is str or str in typing.get_args(tp)):
+        try:
+            parsed = yaml.safe_load(expanded)
+        except yaml.YAMLError:
+            return expanded
+        return expanded if isinstance(parsed, (dict, list)) else parsed
+    return expanded
+
+
+def _leaf_type(dotted: str) -> Any:
+    """The declared type of a dotted key; None for an unknown key (`_build` names it)."""
+    tp: Any = Config
+    for part in dotted.split("."):
+        hints = typing.get_type_hints(tp) if dataclasses.is_dataclass(tp) else {}
+        if part not in hints:
+            return None
+        tp = hints[part]
+    return tp
+
+
+def _unset_variable(name: str, dotted: str, source: str, mode: str) -> str:
+    state = "is empty" if name in os.environ else "is not set"
+    if dotted == "runtime.bucket" and mode == "cloud":
+        return (
+            f"{source}: runtime.bucket is ${{{name}}}, but {name} {state}, and cloud mode syncs checkpoints "
+            f"and artifacts there: export {name}=gs://bucket[/prefix] (make infra-up's bucket), or pass "
+            "--set runtime.bucket=gs://bucket[/prefix] (--set runtime.bucket=null: no bucket sync)"
+        )
+    return (
+        f"{source}: {dotted} is ${{{name}}}, but {name} {state}: export {name}=VALUE, give a default "
+        f"(${{{name}:-VALUE}}), or pass --set {dotted}=VALUE"
+    )
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -211,7 +262,10 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         where = f" at line {mark.line + 1}" if mark else ""
         raise UserError(f"config file {p} is not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
     if raw is None:
-        return {}
+        raise UserError(
+            f"config file {p} has no settings (it is empty or only comments): fill it in "
+            "(config/local.yaml is a complete example) or pass another file with --config"
+        )
     if not isinstance(raw, dict):
         raise UserError(f"config file {p} must be a YAML mapping of sections, got {type(raw).__name__}")
     return raw
@@ -284,7 +338,7 @@ def load_config(
         problems.append("mode cannot be set in the config file: pass --mode local|cloud")
         raw.pop("mode")
     tree = deep_merge(raw, cloud) if mode == "cloud" else raw
-    tree = _expand_env(tree)
+    tree = _expand_env(tree, str(path or "config"), mode, set(overrides or {}), problems)
     for dotted, value in (overrides or {}).items():
         set_dotted(tree, dotted, value)
     tree["mode"] = mode

@@ -169,6 +169,7 @@ def test_mode_cloud_without_config_reads_config_cloud_yaml(capsys, monkeypatch):
 def test_trainer_mode_is_the_default_mode_and_the_flag_wins(capsys, monkeypatch):
     monkeypatch.chdir(ROOT)
     monkeypatch.setenv("TRAINER_MODE", "cloud")
+    monkeypatch.setenv("TRAINER_BUCKET", "gs://my-bucket")
     shown = printed_config(capsys, [])
     assert shown["mode"] == "cloud" and shown["model"]["name"] == "distilbert-base-uncased"
     shown = printed_config(capsys, ["--mode", "local"])

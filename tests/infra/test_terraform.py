@@ -1,10 +1,10 @@
 """The Terraform module in infra/ and the make verbs around it.
 
-What runs everywhere: `terraform fmt`, structural checks of the parsed module (python-hcl2), a check
-against the google provider's real schema (tests/infra/terraform_schema.py, standing in for `terraform
-validate`), checkov, and the make targets' error messages with the real make and terraform.
-`terraform init/validate/test` need the google provider from the Terraform registry: they run where
-it can be installed and skip with the reason where it cannot (this offline machine).
+Real Terraform (`fmt`, `init`, `validate`, `test`) runs over the module offline, with the stand-in
+google provider generated from hashicorp/google 6.50.0's schema (tests/infra/tf_harness.py); plans,
+applies and destroys are in test_terraform_apply.py. Besides: structural checks of the parsed module
+(python-hcl2), a check against the provider's schema with clearer messages than Terraform's
+(tests/infra/terraform_schema.py), checkov, and the make targets' error messages.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from typing import Any
 import hcl2
 import pytest
 
-from tests.support import ROOT, require, tool
 from tests.infra.terraform_schema import Module, ProviderSchema, check_attribute_paths, check_module, strings
+from tests.infra.tf_harness import Terraform, schema_tarball
+from tests.support import ROOT, require, tool
 
 pytestmark = pytest.mark.terraform
 
@@ -284,20 +285,12 @@ def test_terraform_test_files_cover_every_validation_and_the_spot_switch(module)
     assert spot_runs >= 1
 
 
-# ---- the google provider's real schema (stands in for terraform validate) ----------------------
-
-
-def schema_path() -> Path | None:
-    env = os.environ.get("TRAINER_TEST_GOOGLE_SCHEMA")
-    if env:
-        return Path(env)
-    cached = sorted((ROOT / ".ci-cache" / "google-schema").glob("*.jsii.tgz"))
-    return cached[0] if cached else None
+# ---- the google provider's real schema ---------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def schema() -> ProviderSchema:
-    path = schema_path()
+    path = schema_tarball()
     require(
         path is not None and path.is_file(),
         "the google provider schema (cdktf-cdktf-provider-google 16.12.1) is not cached: "
@@ -460,48 +453,104 @@ def test_each_checkov_skip_has_a_reason_and_is_needed(tmp_path):
     assert failed == set(skips), f"failing without skips: {sorted(failed)}; skipped: {sorted(skips)}"
 
 
-# ---- terraform init / validate / test (need the google provider) -------------------------------
+# ---- terraform init / validate / test with the stand-in google provider ------------------------
 
 
 @pytest.fixture(scope="module")
-def initialized(tmp_path_factory) -> Path:
-    terraform = tool("terraform")
-    work = tmp_path_factory.mktemp("infra")
-    shutil.copytree(
-        INFRA, work, dirs_exist_ok=True,
-        ignore=shutil.ignore_patterns(
-            ".terraform", "*.tfstate*", "terraform.tfvars", "backend.hcl", "*_override.tf"
-        ),
-    )  # fmt: skip
-    try:
-        done = subprocess.run(
-            [terraform, "init", "-backend=false", "-input=false", "-no-color"],
-            capture_output=True, text=True, cwd=work, timeout=180,
-        )  # fmt: skip
-    except subprocess.TimeoutExpired:
-        pytest.skip("terraform init timed out: the google provider cannot be installed from here")
-    if done.returncode != 0:
-        reason = next((line for line in done.stderr.splitlines() if line.startswith("Error")), "init failed")
-        pytest.skip(f"the google provider cannot be installed here (terraform init: {reason.strip()})")
-    return work
+def initialized(stand_in_google, tmp_path_factory) -> Terraform:
+    tf = stand_in_google.terraform(tmp_path_factory.mktemp("infra"))
+    tf.init()
+    return tf
+
+
+def test_terraform_init_installs_google_6_50_from_the_mirror_only(initialized):
+    lock = (initialized.workdir / ".terraform.lock.hcl").read_text()
+    assert 'provider "registry.terraform.io/hashicorp/google"' in lock
+    assert re.search(r'version\s+=\s+"6\.50\.0"', lock), lock
+    assert initialized.env["CHECKPOINT_DISABLE"] == "1" and "TF_PLUGIN_CACHE_DIR" not in initialized.env
+    assert "filesystem_mirror" in Path(initialized.env["TF_CLI_CONFIG_FILE"]).read_text()
 
 
 def test_terraform_validate(initialized):
-    done = subprocess.run(
-        [tool("terraform"), "validate", "-no-color"],
-        capture_output=True,
-        text=True,
-        cwd=initialized,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    done = initialized.validate()
+    assert "Success! The configuration is valid." in done.stdout
 
 
-def test_terraform_test_with_a_mocked_provider(initialized):
-    done = subprocess.run(
-        [tool("terraform"), "test", "-no-color"], capture_output=True, text=True, cwd=initialized, timeout=600
-    )
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+def tftest_runs() -> dict[str, list[str]]:
+    return {
+        path.name: re.findall(r'^run "(\w+)"', path.read_text(), flags=re.M)
+        for path in sorted((INFRA / "tests").glob("*.tftest.hcl"))
+    }
+
+
+@pytest.mark.slow
+def test_terraform_test_runs_every_test_file_and_every_run(initialized):
+    done = initialized.test()
+    runs = tftest_runs()
+    for name, names in runs.items():
+        assert f"tests/{name}... pass" in done.stdout, done.stdout[-3000:]
+        for run in names:
+            assert f'run "{run}"... pass' in done.stdout, run
+    total = sum(len(names) for names in runs.values())
+    assert total >= 30 and f"Success! {total} passed, 0 failed." in done.stdout, done.stdout[-2000:]
+
+
+def _without_block(text: str, header: str) -> str:
+    """`text` without the two-space-indented block that starts with `header`."""
+    start = text.index(header)
+    end = text.index("\n  }\n", start) + len("\n  }\n")
+    return text[:start] + text[end:]
+
+
+# name -> (file, old, new, what terraform says): mistakes `terraform validate` must refuse.
+PLANTED = {
+    "wrong attribute type": (
+        "compute.tf", "device_name = var.data_disk_device_name", "device_name = [var.data_disk_device_name]",
+        "Incorrect attribute value type",
+    ),
+    "missing required block": (
+        "compute.tf", "  boot_disk {", None, 'Insufficient boot_disk blocks',
+    ),
+    "missing required argument": (
+        "compute.tf", "machine_type = var.machine_type", "", 'The argument "machine_type" is required',
+    ),
+    "bad reference": (
+        "compute.tf", "google_compute_subnetwork.trainer.id", "google_compute_subnetwork.trainr.id",
+        "Reference to undeclared resource",
+    ),
+    "attribute the resource lacks": (
+        "outputs.tf", "google_service_account.trainer.email", "google_service_account.trainer.emial",
+        "Unsupported attribute",
+    ),
+    "misspelled argument": (
+        "storage.tf", "force_destroy = var.force_destroy", "force_destory = var.force_destroy",
+        'An argument named "force_destory" is not expected here',
+    ),
+    "block written as an argument": (
+        "storage.tf", "versioning {", "versioning = {", 'An argument named "versioning" is not expected here',
+    ),
+    "unknown resource type": (
+        "network.tf", 'resource "google_compute_firewall" "ssh"', 'resource "google_compute_firewal" "ssh"',
+        'The provider hashicorp/google does not support resource type "google_compute_firewal"',
+    ),
+    "a set indexed like a list": (
+        "outputs.tf", "value       = var.zone", "value       = google_compute_firewall.ssh.source_ranges[0]",
+        "Invalid index",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("mistake", list(PLANTED), ids=list(PLANTED))
+def test_terraform_validate_refuses_a_planted_mistake(stand_in_google, tmp_path, mistake):
+    filename, old, new, message = PLANTED[mistake]
+    tf = stand_in_google.terraform(tmp_path)
+    text = (tmp_path / filename).read_text()
+    assert old in text, f"{filename} no longer holds {old!r}: update the planted mistake"
+    (tmp_path / filename).write_text(_without_block(text, old) if new is None else text.replace(old, new, 1))
+    tf.init()
+    done = tf.validate(check=False)
+    assert done.returncode == 1, done.stdout
+    assert message in " ".join(done.stderr.split()), done.stderr
 
 
 # ---- make verbs: one-line errors for user mistakes (real make, real terraform) -----------------

@@ -1,0 +1,262 @@
+"""Object values shaped by a schema block (see schema.py), and the values GCP would compute for them.
+
+A resource's value is a dict with every attribute and block of its schema block; list and set blocks
+are lists of such dicts, single blocks one dict or None. `UNKNOWN` stands for a value known only after
+apply (the `tf` package's `Unknown` in the provider process; any sentinel works here).
+
+`computed_value()` answers, for one computed attribute left unknown by the plan, what Google's API
+returns for it: ids and self links in the API's own formats, the service account's email, the bucket's
+gs:// URL, an instance's internal address from its subnet, RUNNING for a new VM. The cloud file's
+`values` rules (cloud.py) come first; an attribute none of this knows stays null, which Terraform
+accepts for a computed attribute.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+from typing import Any
+
+Path = tuple[Any, ...]  # attribute names and list indexes: ("network_interface", 0, "network_ip")
+
+COMPUTE = "https://www.googleapis.com/compute/v1/"
+IDS = {
+    "google_compute_instance": "projects/{project}/zones/{zone}/instances/{name}",
+    "google_compute_disk": "projects/{project}/zones/{zone}/disks/{name}",
+    "google_compute_network": "projects/{project}/global/networks/{name}",
+    "google_compute_subnetwork": "projects/{project}/regions/{region}/subnetworks/{name}",
+    "google_compute_firewall": "projects/{project}/global/firewalls/{name}",
+    "google_compute_address": "projects/{project}/regions/{region}/addresses/{name}",
+    "google_service_account": "projects/{project}/serviceAccounts/{account_id}@{project}.iam.gserviceaccount.com",
+    "google_storage_bucket": "{name}",
+    "google_storage_bucket_iam_member": "b/{bucket}/{role}/{member}",
+    "google_project_iam_member": "{project}/{role}/{member}",
+    "google_project_service": "{project}/{service}",
+}
+# Arguments that replace the resource when they change, for every google resource that has them (the
+# bindings' descriptions say "forces a new resource" for only some of them).
+REPLACED_BY = {"name", "project", "zone", "region", "location", "account_id", "bucket", "role", "member", "service"}
+ATTRIBUTION_LABEL = {"goog-terraform-provisioned": "true"}  # added by google provider 6.x by default
+
+
+def blank(block: dict[str, Any]) -> dict[str, Any]:
+    value: dict[str, Any] = dict.fromkeys(block["attributes"])
+    for name, nested in block["block_types"].items():
+        value[name] = None if nested["nesting"] == "single" else []
+    return value
+
+
+def normalize(value: Any, block: dict[str, Any]) -> Any:
+    """`value` with every attribute and block of `block` present (None, [] where absent)."""
+    if not isinstance(value, dict):
+        return value
+    out = blank(block)
+    out.update({k: v for k, v in value.items() if k in block["attributes"]})
+    for name, nested in block["block_types"].items():
+        items = value.get(name)
+        if nested["nesting"] == "single":
+            out[name] = normalize(items, nested["block"]) if isinstance(items, dict) else items
+        elif isinstance(items, list):
+            out[name] = [normalize(item, nested["block"]) for item in items]
+        else:
+            out[name] = [] if items is None else items
+    return out
+
+
+def objects(value: Any, block: dict[str, Any], path: Path = ()) -> Iterator[tuple[Path, dict, dict]]:
+    """Every (path, object, its schema block) in a value, the value itself first."""
+    if not isinstance(value, dict):
+        return
+    yield path, value, block
+    for name, nested in block["block_types"].items():
+        items = value.get(name)
+        if nested["nesting"] == "single":
+            yield from objects(items, nested["block"], (*path, name))
+        elif isinstance(items, list):
+            for index, item in enumerate(items):
+                yield from objects(item, nested["block"], (*path, name, index))
+
+
+def mark_unknown(value: dict[str, Any], block: dict[str, Any], unknown: Any) -> None:
+    """A create plan: every computed attribute the configuration leaves null becomes unknown."""
+    for _, obj, inner in objects(value, block):
+        for name, attribute in inner["attributes"].items():
+            if attribute["computed"] and obj.get(name) is None:
+                obj[name] = unknown
+
+
+def fill_unknown(value: dict[str, Any], block: dict[str, Any], unknown: Any, answer: Callable) -> None:
+    """After apply: each unknown attribute gets `answer(path, obj)` (None when nothing knows it)."""
+    for path, obj, inner in objects(value, block):
+        for name in inner["attributes"]:
+            if obj.get(name) is unknown:
+                obj[name] = answer((*path, name), obj)
+
+
+def dotted(path: Path) -> str:
+    return ".".join(str(step) for step in path)
+
+
+def replaced_by(prior: dict, planned: dict, block: dict, unknown: Any) -> list[Path]:
+    """The arguments whose change replaces the resource (see REPLACED_BY and the schema's force_new)."""
+    paths = []
+    prior_objects = {path: obj for path, obj, _ in objects(prior, block)}
+    for path, obj, inner in objects(planned, block):
+        before = prior_objects.get(path)
+        if before is None:
+            continue
+        for name, attribute in inner["attributes"].items():
+            if attribute["computed"] and not (attribute["optional"] or attribute["required"]):
+                continue
+            if not (attribute["force_new"] or (not path and name in REPLACED_BY)):
+                continue
+            after = obj.get(name)
+            if after is unknown or (after != before.get(name) and after is not None):
+                paths.append((*path, name))
+    return paths
+
+
+def _number(*parts: Any) -> str:
+    """A stable 19-digit id, like GCE's numeric resource ids."""
+    digest = hashlib.sha256("/".join(map(str, parts)).encode()).hexdigest()
+    return str(10**18 + int(digest[:15], 16) % (9 * 10**18))
+
+
+def _fingerprint(*parts: Any) -> str:
+    return hashlib.sha256("/".join(map(str, parts)).encode()).hexdigest()[:16]
+
+
+def region_of(zone: str) -> str:
+    return zone.rsplit("-", 1)[0] if zone.count("-") >= 2 else zone
+
+
+class Answers:
+    """What GCP returns for one resource's computed attributes (see the module docstring)."""
+
+    def __init__(self, rtype: str, value: dict, defaults: dict[str, str], cloud: Any):
+        self.rtype, self.value, self.cloud = rtype, value, cloud
+        self.project = value.get("project") or defaults.get("project") or "stand-in-project"
+        self.zone = value.get("zone") if isinstance(value.get("zone"), str) else defaults.get("zone", "")
+        self.region = value.get("region") if isinstance(value.get("region"), str) else ""
+        self.region = self.region or defaults.get("region") or region_of(self.zone)
+
+    def fields(self) -> dict[str, Any]:
+        known = {k: v for k, v in self.value.items() if isinstance(v, str | int | float)}
+        return {**known, "project": self.project, "zone": self.zone, "region": self.region}
+
+    def resource_id(self) -> str | None:
+        pattern = IDS.get(self.rtype)
+        try:
+            return pattern.format(**self.fields()) if pattern else None
+        except KeyError:
+            return None
+
+    def __call__(self, path: Path, obj: dict) -> Any:
+        name = path[-1]
+        if len(path) == 1:
+            return self.top(name)
+        if self.rtype == "google_compute_instance":
+            return self.instance_part(path, obj)
+        return None
+
+    def top(self, name: str) -> Any:  # noqa: PLR0911 (one answer per attribute)
+        rid = self.resource_id()
+        value = self.value
+        simple = {
+            "id": rid,
+            "project": self.project,
+            "zone": self.zone or None,
+            "region": self.region or None,
+            "creation_timestamp": datetime.now(timezone.utc).astimezone().isoformat(timespec="milliseconds"),
+            "etag": "BwY" + _fingerprint(rid, "etag")[:9],
+            "fingerprint": _fingerprint(rid, "fingerprint"),
+            "label_fingerprint": _fingerprint(rid, "labels"),
+            "metadata_fingerprint": _fingerprint(rid, "metadata"),
+            "tags_fingerprint": _fingerprint(rid, "tags"),
+        }
+        if name in ("effective_labels", "terraform_labels"):
+            return {**(value.get("labels") or {}), **ATTRIBUTION_LABEL}
+        if name == "self_link" and self.rtype == "google_storage_bucket":
+            return f"https://www.googleapis.com/storage/v1/b/{value['name']}"
+        if name == "self_link" and rid and self.rtype.startswith("google_compute_"):
+            return COMPUTE + rid
+        if self.rtype == "google_storage_bucket":
+            return {"url": f"gs://{value.get('name')}", "project_number": float(_number(self.project)[:12])}.get(
+                name, simple.get(name)
+            )
+        if self.rtype == "google_service_account":
+            email = f"{value.get('account_id')}@{self.project}.iam.gserviceaccount.com"
+            extra = {"email": email, "name": rid, "member": f"serviceAccount:{email}", "unique_id": _number(email)[:21]}
+            return extra.get(name, simple.get(name))
+        if self.rtype == "google_compute_instance":
+            extra = {"instance_id": _number(rid), "current_status": "RUNNING", "cpu_platform": "Intel Broadwell"}
+            return extra.get(name, simple.get(name))
+        if self.rtype in ("google_compute_disk", "google_compute_network", "google_compute_subnetwork"):
+            extra = {
+                "disk_id": _number(rid),
+                "network_id": _number(rid),
+                "numeric_id": _number(rid),
+                "subnetwork_id": float(_number(rid)[:15]),
+                "gateway_address": self.gateway(),
+                "type": "pd-standard",
+                "size": 10,
+            }
+            return extra.get(name, simple.get(name))
+        return simple.get(name)
+
+    def gateway(self) -> str | None:
+        cidr = self.value.get("ip_cidr_range")
+        return str(ipaddress.ip_network(cidr, strict=False)[1]) if isinstance(cidr, str) else None
+
+    def instance_part(self, path: Path, obj: dict) -> Any:
+        name = path[-1]
+        if path[0] == "network_interface" and len(path) == 3:
+            subnet = self.cloud.find(obj.get("subnetwork") or "") or {}
+            answers = {
+                "name": f"nic{path[1]}",
+                "network": subnet.get("network") or obj.get("network"),
+                "network_ip": self.internal_ip(subnet, path[1]),
+                "stack_type": "IPV4_ONLY",
+                "subnetwork_project": self.project,
+            }
+            value = answers.get(name)
+            if name in ("network", "subnetwork") and isinstance(value, str) and not value.startswith("http"):
+                return COMPUTE + value
+            return value
+        if path[0] == "network_interface" and path[2] == "access_config":
+            return {"nat_ip": self.external_ip(), "network_tier": "PREMIUM"}.get(name)
+        if path[0] == "boot_disk":
+            disk = f"{COMPUTE}projects/{self.project}/zones/{self.zone}/disks/{self.value.get('name')}"
+            return {
+                "device_name": "persistent-disk-0",
+                "source": disk,
+                "image": obj.get("image"),
+                "type": "pd-standard",
+                "size": 10,
+                "labels": {},
+                "architecture": "X86_64",
+                "guest_os_features": [],
+                "resource_policies": [],
+            }.get(name)
+        if path[0] == "attached_disk" and name == "device_name":
+            return f"persistent-disk-{path[1] + 1}"
+        if path[0] == "scheduling":
+            return {"on_host_maintenance": "MIGRATE", "provisioning_model": "STANDARD"}.get(name)
+        if path[0] == "service_account" and name == "email":
+            return f"{_number(self.project)[:12]}-compute@developer.gserviceaccount.com"
+        return None
+
+    def internal_ip(self, subnet: dict, index: int) -> str | None:
+        cidr = subnet.get("ip_cidr_range")
+        if not isinstance(cidr, str):
+            return None
+        hosts = ipaddress.ip_network(cidr, strict=False)
+        taken = self.cloud.addresses("network_ip")
+        return next((str(h) for h in list(hosts.hosts())[1:] if str(h) not in taken), None)  # .1: gateway
+
+    def external_ip(self) -> str | None:
+        """An unused address of TEST-NET-3 (203.0.113.0/24, documentation only: never reachable)."""
+        taken = self.cloud.addresses("nat_ip")
+        return next((f"203.0.113.{n}" for n in range(10, 250) if f"203.0.113.{n}" not in taken), None)

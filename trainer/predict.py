@@ -1,4 +1,10 @@
-"""Predict with a finished run: `python -m trainer.predict --run runs/local --text "..."`."""
+"""Predict with a finished run: `python -m trainer.predict --run runs/local --text "..."`.
+
+One JSON line out per text in, in order: a blank text (an empty line of --file) gets a line with
+`"label": null` and `"skipped"` saying why, so the output lines up with the input. --file is read as
+UTF-8, the encoding training reads. A run folder that is unfinished or damaged (a cut-off model file,
+a broken config) is refused in one line, exit 2.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,8 @@ from trainer.config import choose_mode, config_file, load_config
 from trainer.errors import UserError
 from trainer.run_folder import RunFolder
 
+BLANK = "blank text: nothing to classify"
+
 
 @dataclass
 class Predictor:
@@ -23,36 +31,70 @@ class Predictor:
 
     @classmethod
     def load(cls, run_dir: str | Path) -> Predictor:
+        from safetensors import SafetensorError
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         folder = RunFolder(run_dir)
         labels = folder.labels()
         max_length = folder.resolved_config().model.max_length
-        model = AutoModelForSequenceClassification.from_pretrained(folder.model_dir)
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(folder.model_dir)
+            tokenizer = AutoTokenizer.from_pretrained(folder.model_dir)
+        except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(
+                f"cannot load the model in {folder.model_dir} ({first}): the run folder is damaged; "
+                "fetch the run again or retrain it"
+            ) from None
+        if model.config.num_labels != len(labels):
+            raise UserError(
+                f"{folder.model_dir} has {model.config.num_labels} outputs but the run lists {len(labels)} "
+                "labels: the run folder is damaged; fetch the run again or retrain it"
+            )
         model.eval()
-        return cls(model, AutoTokenizer.from_pretrained(folder.model_dir), labels, max_length)
+        return cls(model, tokenizer, labels, max_length)
 
     def predict(self, texts: list[str], batch_size: int = 64) -> list[dict]:
+        """One result per text, in order; blank texts are not classified (label null, `skipped`)."""
+        out: list[dict] = [{"text": t, "label": None, "scores": None, "skipped": BLANK} for t in texts]
+        todo = [i for i, text in enumerate(texts) if text.strip()]
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start : start + batch_size]
+            for i, row in zip(chunk, self._probabilities([texts[i] for i in chunk]), strict=True):
+                best = max(range(len(row)), key=row.__getitem__)
+                out[i] = {
+                    "text": texts[i],
+                    "label": self.labels[best],
+                    "scores": {name: round(p, 6) for name, p in zip(self.labels, row, strict=True)},
+                }
+        return out
+
+    def _probabilities(self, texts: list[str]) -> list[list[float]]:
         import torch
 
-        out: list[dict] = []
-        for start in range(0, len(texts), batch_size):
-            chunk = texts[start : start + batch_size]
-            enc = self.tokenizer(
-                chunk, truncation=True, max_length=self.max_length, padding=True, return_tensors="pt"
-            )
-            with torch.inference_mode():
-                probs = torch.softmax(self.model(**enc).logits, dim=-1)
-            for text, row in zip(chunk, probs.tolist(), strict=True):
-                best = max(range(len(row)), key=row.__getitem__)
-                out.append(
-                    {
-                        "text": text,
-                        "label": self.labels[best],
-                        "scores": {name: round(p, 6) for name, p in zip(self.labels, row, strict=True)},
-                    }
-                )
-        return out
+        enc = self.tokenizer(
+            texts, truncation=True, max_length=self.max_length, padding=True, return_tensors="pt"
+        )
+        with torch.inference_mode():
+            return torch.softmax(self.model(**enc).logits, dim=-1).tolist()
+
+
+def read_lines(path: str) -> list[str]:
+    """Every line of a text file, blank ones included (so results line up), as UTF-8 like training."""
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise UserError(f"cannot read --file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        line = _line_at(Path(path), exc.start)
+        raise UserError(
+            f"--file {path} is not UTF-8 (line {line}): convert it, e.g. iconv -f latin1 -t utf-8 {path}"
+        ) from None
+    return [line.strip() for line in text.splitlines()]
+
+
+def _line_at(path: Path, offset: int) -> int:
+    return path.read_bytes()[:offset].count(b"\n") + 1
 
 
 def default_run() -> str:
@@ -69,18 +111,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--text", action="append", default=[], help="a text to classify (repeatable)")
     parser.add_argument("--file", help="a text file with one text per line")
     args = parser.parse_args(argv)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # stdout is the results; stderr stays for what went wrong
     try:
-        texts = list(args.text)
-        if args.file:
-            try:
-                texts += [
-                    ln.strip()
-                    for ln in Path(args.file).read_text(encoding="utf-8").splitlines()
-                    if ln.strip()
-                ]
-            except OSError as exc:
-                raise UserError(f"cannot read --file {args.file}: {exc.strerror}") from None
-        if not texts:
+        texts = list(args.text) + (read_lines(args.file) if args.file else [])
+        if not any(text.strip() for text in texts):
             raise UserError('nothing to classify: pass --text "..." or --file texts.txt')
         for row in Predictor.load(args.run or default_run()).predict(texts):
             print(json.dumps(row, ensure_ascii=False))

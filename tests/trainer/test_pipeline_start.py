@@ -47,9 +47,8 @@ def test_benchmark_arms_start_from_identical_heads(tmp_path, tiny_model_dir, tin
 
 def test_prepare_seeds_the_head_and_the_seed_matters(tiny_model_dir, tiny_csv):
     def cfg(seed: int):
-        return load_config(
-            None, "local", {"model.name": str(tiny_model_dir), "data.path": str(tiny_csv), "train.seed": seed}
-        )
+        overrides = {"model.name": str(tiny_model_dir), "model.max_length": 32, "data.path": str(tiny_csv)}
+        return load_config(None, "local", {**overrides, "train.seed": seed})
 
     first, again, other = (head(prepare(cfg(seed)).model) for seed in (42, 42, 7))
     assert all(torch.equal(first[n], again[n]) for n in first)

@@ -1,17 +1,21 @@
 # Cloud verbs: Terraform (infra/), the Ansible hand-off, training on the VM, fetching results.
 # The work is done by scripts/tf_cloud.sh; every user mistake ends in one "error: ..." line.
+# Credentials: one login, `gcloud auth application-default login` (Terraform and the bucket both use it).
 
 INFRA_DIR ?= infra
 TFVARS ?= $(INFRA_DIR)/terraform.tfvars
 SSH_KEY ?= $(HOME)/.ssh/id_ed25519
+INVENTORY ?= ansible/inventory/hosts.yml
 RUN ?=
 DATA ?=
+MODEL ?=
 SOURCE ?= bucket
 KEEP_DATA_DISK ?=
 AUTO_APPROVE ?=
 
-TF_CLOUD = INFRA_DIR='$(INFRA_DIR)' TFVARS='$(TFVARS)' SSH_KEY='$(SSH_KEY)' DATA='$(DATA)' SOURCE='$(SOURCE)' \
-	KEEP_DATA_DISK='$(KEEP_DATA_DISK)' AUTO_APPROVE='$(AUTO_APPROVE)' scripts/tf_cloud.sh
+TF_CLOUD = INFRA_DIR='$(INFRA_DIR)' TFVARS='$(TFVARS)' SSH_KEY='$(SSH_KEY)' INVENTORY='$(INVENTORY)' PY='$(PY)' \
+	DATA='$(DATA)' MODEL='$(MODEL)' SOURCE='$(SOURCE)' KEEP_DATA_DISK='$(KEEP_DATA_DISK)' AUTO_APPROVE='$(AUTO_APPROVE)' \
+	scripts/tf_cloud.sh
 
 .PHONY: infra-init infra-plan infra-up infra-down ssh train-cloud fetch
 
@@ -19,28 +23,28 @@ infra-init: ## Terraform init in infra/ (local state; GCS state when infra/backe
 	@$(TF_CLOUD) preflight
 	@$(TF_CLOUD) init
 
-infra-plan: ## Show what infra-up would change (needs infra/terraform.tfvars and gcloud credentials)
+infra-plan: ## Show what infra-up would change (needs infra/terraform.tfvars and application-default credentials)
 	@$(TF_CLOUD) preflight tfvars creds
 	@$(TF_CLOUD) init
 	@$(TF_CLOUD) plan
 
 infra-up: ## Create the T4 VM, data disk, bucket (Terraform), write the inventory, provision (Ansible)
-	@$(TF_CLOUD) preflight tfvars creds ssh-key
+	@$(TF_CLOUD) preflight tfvars ssh-key creds
 	@$(TF_CLOUD) init
 	@$(TF_CLOUD) apply
-	@$(MAKE) --no-print-directory inventory provision SSH_KEY='$(SSH_KEY)'
+	@$(MAKE) --no-print-directory inventory provision SSH_KEY='$(SSH_KEY)' INVENTORY='$(INVENTORY)'
 
 infra-down: ## Destroy the VM side; keeps the bucket unless force_destroy (KEEP_DATA_DISK=1 keeps the disk)
 	@$(TF_CLOUD) preflight tfvars creds
 	@$(TF_CLOUD) init >/dev/null
 	@$(TF_CLOUD) down
-	@rm -f ansible/inventory/hosts.yml
+	@rm -f '$(INVENTORY)'
 
-ssh: ## Open a shell on the training VM (node 0) as ssh_user
+ssh: ## Open a shell on the training VM (node 0) as ssh_user (SSH_PORT overrides the inventory's port)
 	@$(TF_CLOUD) ssh
 
-train-cloud: ## Train on the VM: copy config/ (and DATA=file), run the trainer container, stream its log
-	@$(TF_CLOUD) preflight tfvars creds ssh-key
+train-cloud: ## Train on the VM: ship code, config/ and DATA= (MODEL= folder), rebuild the image, run the trainer
+	@$(TF_CLOUD) preflight-local ssh-key creds
 	@$(TF_CLOUD) train '$(or $(RUN),cloud-$(shell date +%Y%m%d-%H%M%S))' $(ARGS)
 
 fetch: ## Copy a run's artifacts home: RUN=<name> from gs://<bucket>/runs/ (SOURCE=vm: from the VM)

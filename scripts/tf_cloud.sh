@@ -2,17 +2,25 @@
 # The cloud verbs behind mk/infra.mk: pre-flight checks, terraform init/apply/destroy, ssh, training
 # on the VM and fetching a run's artifacts. Every user mistake ends in one line starting "error:".
 #
-#   tf_cloud.sh preflight [tfvars] [creds] [ssh-key]   check what the next step needs
+#   tf_cloud.sh preflight [tfvars] [ssh-key] [creds]    check what the next step needs (and terraform)
+#   tf_cloud.sh preflight-local [ssh-key] [creds]       the same, for verbs that need no terraform
 #   tf_cloud.sh init | plan | apply                     terraform in $INFRA_DIR with $TFVARS
 #   tf_cloud.sh down-targets                            print what `down` destroys, one address a line
 #   tf_cloud.sh down                                    destroy the VM side, keep the bucket (see below)
 #   tf_cloud.sh ssh [command...]                        ssh to node 0
-#   tf_cloud.sh train RUN [ARGS...]                     run the trainer container on the VM
+#   tf_cloud.sh train RUN [ARGS...]                     ship code, config and data; run the trainer on the VM
 #   tf_cloud.sh fetch RUN                               copy gs://<bucket>/runs/RUN to runs/RUN
 #
+# The VM's address, SSH port, login user, bucket and folders come from the Ansible inventory that
+# `make inventory` writes from Terraform's outputs (scripts/make_inventory.py --show), so the
+# playbook and these verbs never disagree. Bucket access from here uses the project's own
+# google-cloud-storage code (python -m trainer.bucket) with application-default credentials.
+#
 # Environment: INFRA_DIR (infra), TFVARS (infra/terraform.tfvars), SSH_KEY (~/.ssh/id_ed25519),
-# KEEP_DATA_DISK (1: `down` keeps the data disk), AUTO_APPROVE (1: no prompt), DATA (file or gs://
-# URL for `train`), SOURCE (vm: `fetch` copies from the VM's data disk instead of the bucket).
+# SSH_PORT (overrides the inventory's port), SSH_KNOWN_HOSTS (a known_hosts file of its own),
+# INVENTORY (ansible/inventory/hosts.yml), PY (.venv/bin/python), KEEP_DATA_DISK (1: `down` keeps the
+# data disk), AUTO_APPROVE (1: no prompt), DATA (file, folder or gs:// URL for `train`), MODEL (a
+# local model folder for `train`), SOURCE (vm: `fetch` copies from the VM's data disk).
 set -euo pipefail
 shopt -s inherit_errexit  # a failing $(...) stops the script too
 
@@ -20,11 +28,19 @@ INFRA_DIR=${INFRA_DIR:-infra}
 TFVARS=${TFVARS:-$INFRA_DIR/terraform.tfvars}
 SSH_KEY=${SSH_KEY:-$HOME/.ssh/id_ed25519}
 TERRAFORM=${TERRAFORM:-terraform}
-REMOTE_PROJECT_DIR=/opt/trainer
-REMOTE_DATA_MOUNT=/mnt/trainer-data
+INVENTORY=${INVENTORY:-ansible/inventory/hosts.yml}
+PY=${PY:-.venv/bin/python}
+# What a value must look like before it goes into a command line run on the VM.
+NAME_RE='^[A-Za-z0-9][A-Za-z0-9._-]*$'
+HOST_RE='^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$'
+USER_RE='^[a-z_][a-z0-9_-]*$'
+PATH_RE='^(/[A-Za-z0-9_][A-Za-z0-9._-]*)+$'
+BUCKET_RE='^gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$'
+GS_DATA_RE='^gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9](/[A-Za-z0-9._=-]+)+/?$'
 
 die() { echo "error: $*" >&2; exit 1; }
 tf() { "$TERRAFORM" -chdir="$INFRA_DIR" "$@"; }
+quoted() { local out; printf -v out '%q ' "$@"; printf '%s' "${out% }"; }
 
 tfvars_abs() { (cd "$(dirname "$TFVARS")" && echo "$PWD/$(basename "$TFVARS")"); }
 
@@ -38,24 +54,26 @@ check_tfvars() {
     die "$TFVARS not found: cp $INFRA_DIR/terraform.tfvars.example $TFVARS and set project_id and ssh_source_ranges"
 }
 
+check_python() {
+  [[ -x "$PY" ]] || die "$PY not found: run make setup (the cloud verbs use the project's Google client)"
+}
+
+# Really loads the application-default credentials (google.auth) and names their project.
 check_creds() {
-  if [[ -n "${GOOGLE_APPLICATION_CREDENTIALS:-}" ]]; then
-    [[ -f "$GOOGLE_APPLICATION_CREDENTIALS" ]] ||
-      die "GOOGLE_APPLICATION_CREDENTIALS=$GOOGLE_APPLICATION_CREDENTIALS does not exist: point it to a key file or unset it and run 'gcloud auth application-default login'"
-    return 0
+  if [[ -n "${GOOGLE_APPLICATION_CREDENTIALS:-}" && ! -f "$GOOGLE_APPLICATION_CREDENTIALS" ]]; then
+    die "GOOGLE_APPLICATION_CREDENTIALS=$GOOGLE_APPLICATION_CREDENTIALS does not exist: point it to a key file or unset it and run 'gcloud auth application-default login'"
   fi
-  command -v gcloud >/dev/null 2>&1 ||
-    die "no Google Cloud credentials: install the gcloud CLI (https://cloud.google.com/sdk/docs/install) and run 'gcloud auth application-default login', or set GOOGLE_APPLICATION_CREDENTIALS to a key file"
-  gcloud auth application-default print-access-token >/dev/null 2>&1 ||
-    die "gcloud has no application-default credentials: run 'gcloud auth application-default login'"
+  check_python
+  "$PY" -m trainer.bucket creds || exit 1
 }
 
 check_ssh_key() {
   [[ -f "$SSH_KEY" ]] || die "SSH key $SSH_KEY not found: set SSH_KEY=<private key> (its .pub is ssh_public_key_path) or run ssh-keygen -t ed25519"
 }
 
-preflight() {
-  check_terraform
+preflight() {  # preflight-local: the same without terraform (the verbs that only use the VM)
+  [[ "$1" == local ]] || check_terraform
+  shift
   local what
   for what in "$@"; do
     case $what in
@@ -78,16 +96,6 @@ init() {
     rm -f "$override"
     tf init -input=false
   fi
-}
-
-output() {  # output NAME: the value, or an error when there is no deployment
-  local value=""
-  # -json NAME fails when the output is absent; -raw alone prints a warning on stdout then.
-  if tf output -json "$1" >/dev/null 2>&1; then
-    value=$(tf output -raw "$1" 2>/dev/null) || value=""
-  fi
-  [[ -n "$value" ]] || die "no '$1' in the Terraform outputs of $INFRA_DIR: run 'make infra-up' first"
-  printf '%s\n' "$value"
 }
 
 approve=()
@@ -120,87 +128,175 @@ down() {
   tf destroy -input=false -var-file="$(tfvars_abs)" "${approve[@]}" "${args[@]}"
 }
 
-ssh_opts() { echo "-i $SSH_KEY -o IdentitiesOnly=yes -o StrictHostKeyChecking=accept-new"; }
+# ---------------------------------------------------------------- the VM, from the inventory
 
-remote() {  # remote: user@ip of node 0
-  local user ip
-  user=$(output ssh_user)
-  ip=$(output external_ip)
-  echo "$user@$ip"
+declare -A vm=()
+ssh_opts=()
+
+# Fills vm[host port user bucket_url project_dir data_mount] and ssh_opts; every value checked.
+read_connection() {
+  local shown line
+  shown=$(python3 scripts/make_inventory.py --show --out "$INVENTORY" 2>&1) || die "${shown#make_inventory: }"
+  while IFS= read -r line; do vm[${line%%=*}]=${line#*=}; done <<<"$shown"
+  [[ -n "${SSH_PORT:-}" ]] && vm[port]=$SSH_PORT
+  [[ "${vm[host]:-}" =~ $HOST_RE ]] || die "inventory $INVENTORY: VM address '${vm[host]:-}' is not an IP address or host name: run make inventory again"
+  if ! [[ "${vm[port]:-}" =~ ^[1-9][0-9]{0,4}$ ]] || ((vm[port] > 65535)); then
+    die "SSH port '${vm[port]:-}' is not a number from 1 to 65535 (SSH_PORT or the inventory's ansible_port)"
+  fi
+  [[ "${vm[user]:-}" =~ $USER_RE ]] || die "inventory $INVENTORY: login user '${vm[user]:-}' is not a valid user name"
+  [[ "${vm[bucket_url]:-}" =~ $BUCKET_RE ]] || die "inventory $INVENTORY: bucket '${vm[bucket_url]:-}' is not a gs://bucket URL: run make inventory after make infra-up"
+  local key
+  for key in project_dir data_mount; do
+    [[ "${vm[$key]:-}" =~ $PATH_RE && "${vm[$key]}" != *..* ]] ||
+      die "inventory $INVENTORY: $key '${vm[$key]:-}' is not a plain absolute path"
+  done
+  ssh_opts=(-i "$SSH_KEY" -p "${vm[port]}" -o IdentitiesOnly=yes -o StrictHostKeyChecking=accept-new
+    -o ConnectTimeout=10)
+  if [[ -n "${SSH_KNOWN_HOSTS:-}" ]]; then ssh_opts+=(-o "UserKnownHostsFile=$SSH_KNOWN_HOSTS"); fi
+}
+
+# The one place a command line goes to the VM; every value in it was checked and %q-quoted first.
+# shellcheck disable=SC2029  # expanded here, on the client side, on purpose
+on_vm() { ssh "${ssh_opts[@]}" "${vm[user]}@${vm[host]}" "$@"; }
+
+# Before anything is copied or started: the VM answers over SSH, sudo and Docker work there, and
+# provisioning has run (the compose settings it writes exist).
+probe_vm() {
+  local where="${vm[user]}@${vm[host]} port ${vm[port]}" out rc=0
+  out=$(on_vm "sudo -n docker info --format ok >/dev/null && test -f $(quoted "${vm[project_dir]}/.env")" 2>&1 </dev/null) || rc=$?
+  if ((rc == 255)); then
+    die "cannot reach the VM over SSH at $where ($(tail -n1 <<<"$out" | tr -d '\r')): is it running? (a stopped VM: make infra-up starts it and refreshes the address)"
+  elif ((rc != 0)); then
+    die "the VM at $where is not ready (no sudo, Docker or ${vm[project_dir]}/.env): run make provision"
+  fi
 }
 
 do_ssh() {
-  local host
-  host=$(remote)
-  # shellcheck disable=SC2046
-  exec ssh $(ssh_opts) "$host" "$@"
+  read_connection
+  exec ssh "${ssh_opts[@]}" "${vm[user]}@${vm[host]}" "$@"
+}
+
+# ---------------------------------------------------------------- train
+
+check_run_name() {
+  [[ "$1" =~ $NAME_RE ]] ||
+    die "RUN='$1': a run name has letters, digits, '.', '_' and '-' only, and starts with a letter or digit"
+}
+
+check_args() {
+  local arg
+  for arg in "$@"; do
+    [[ "$arg" != *[[:cntrl:]]* ]] || die "ARGS holds a control character (a newline?): pass each flag on one line"
+  done
+}
+
+# The commit that the VM will run: HEAD, with -dirty when the shipped tree differs from it.
+shipped_commit() {
+  local commit
+  commit=$(git rev-parse HEAD 2>/dev/null) ||
+    die "$PWD is not a git work tree with a commit: train-cloud ships the git-tracked files (git init && git commit)"
+  if [[ -n "$(git status --porcelain --untracked-files=normal 2>/dev/null)" ]]; then commit+=-dirty; fi
+  printf '%s\n' "$commit"
 }
 
 # Copies go over ssh as tar streams: nothing beyond ssh and tar is needed on either side.
-push() {  # push HOST LOCAL_DIR NAME REMOTE_DIR: LOCAL_DIR/NAME -> REMOTE_DIR/NAME (replaced)
-  local host=$1 dir=$2 name=$3 dest=$4
-  # shellcheck disable=SC2046,SC2029  # the remote command is built here on purpose
-  tar -C "$dir" -cf - "$name" | ssh $(ssh_opts) "$host" \
-    "sudo mkdir -p '$dest' && sudo rm -rf '$dest/$name' && sudo tar -C '$dest' -xf - --no-same-owner"
+push() {  # push LOCAL_DIR NAME REMOTE_DIR: LOCAL_DIR/NAME -> REMOTE_DIR/NAME (replaced)
+  local dir=$1 name=$2 dest=$3
+  tar -C "$dir" -cf - "$name" | on_vm "sudo mkdir -p $(quoted "$dest") && sudo rm -rf $(quoted "$dest/$name") && sudo tar -C $(quoted "$dest") -xf - --no-same-owner"
+}
+
+# The project as the trainer_host role ships it (git-tracked plus untracked files git does not
+# ignore), replacing the VM's copy whole so deleted files go too; provisioning's .env stays.
+push_code() {
+  local dir=${vm[project_dir]} new="${vm[project_dir]}.incoming" old="${vm[project_dir]}.previous"
+  local q_dir q_new q_old
+  q_dir=$(quoted "$dir") q_new=$(quoted "$new") q_old=$(quoted "$old")
+  git ls-files -z --cached --others --exclude-standard |
+    tar --null --files-from=- --ignore-failed-read -czf - |
+    on_vm "set -e; sudo rm -rf $q_new $q_old; sudo mkdir -p $q_new; sudo tar -C $q_new -xzf - --no-same-owner; \
+sudo cp -p $q_dir/.env $q_new/.env; sudo chown -R $(quoted "${vm[user]}:") $q_new; \
+sudo mv $q_dir $q_old; sudo mv $q_new $q_dir; sudo rm -rf $q_old"
 }
 
 train() {
-  local run=${1:?run name}
-  shift
-  local host bucket extra=""
-  host=$(remote)
-  bucket=$(output bucket_url)
-  echo "train-cloud: copying config/ to $host:$REMOTE_PROJECT_DIR/config/"
-  push "$host" . config "$REMOTE_PROJECT_DIR"
-  if [[ -z "${DATA:-}" ]]; then
-    # config/cloud.yaml reads /data/demo/tweets.csv: the demo corpus, shipped from here.
-    [[ -f data/demo/tweets.csv ]] ||
-      die "no data for the run: pass DATA=path/to.csv or DATA=gs://bucket/file.csv, or run make data for the demo tweets"
-    echo "train-cloud: copying data/demo/ to $host:$REMOTE_DATA_MOUNT/data/"
-    push "$host" data demo "$REMOTE_DATA_MOUNT/data"
-  else
+  local run=${1:-}
+  [[ $# -gt 0 ]] && shift
+  check_run_name "$run"
+  local args=("$@") extra=() commit
+  check_args "${args[@]}"
+  commit=$(shipped_commit)
+  if [[ -n "${DATA:-}" ]]; then
     if [[ "$DATA" == gs://* ]]; then
-      extra="--set data.path=$DATA"
-    elif [[ -f "$DATA" ]]; then
-      echo "train-cloud: copying $DATA to $host:$REMOTE_DATA_MOUNT/data/"
-      push "$host" "$(dirname "$DATA")" "$(basename "$DATA")" "$REMOTE_DATA_MOUNT/data"
-      extra="--set data.path=/data/$(basename "$DATA")"
+      [[ "$DATA" =~ $GS_DATA_RE ]] || die "DATA=$DATA: a gs:// URL of letters, digits and . _ - = / only"
     else
-      die "DATA=$DATA is neither a local file nor a gs:// URL"
+      [[ -e "$DATA" ]] || die "DATA=$DATA does not exist: pass a CSV/JSONL/Parquet file, a saved dataset folder or a gs:// URL"
+      [[ "$(basename "$DATA")" =~ $NAME_RE ]] || die "DATA=$DATA: name the file with letters, digits, '.', '_' and '-' only"
     fi
+  elif [[ ! -f data/demo/tweets.csv ]]; then
+    die "no data for the run: pass DATA=path/to.csv or DATA=gs://bucket/file.csv, or run make data for the demo tweets"
   fi
-  echo "train-cloud: run $run on $host; artifacts in /runs/$run on the data disk and under $bucket"
-  # shellcheck disable=SC2046
-  ssh -t $(ssh_opts) "$host" \
-    "cd $REMOTE_PROJECT_DIR && sudo docker compose run --rm trainer --mode cloud --output-dir /runs/$run $extra $*"
+  if [[ -n "${MODEL:-}" ]]; then
+    [[ -d "$MODEL" ]] || die "MODEL=$MODEL is not a folder: pass a saved model folder (hub models: ARGS='--set model.name=<id>')"
+    [[ "$(basename "$MODEL")" =~ $NAME_RE ]] || die "MODEL=$MODEL: name the folder with letters, digits, '.', '_' and '-' only"
+  fi
+  read_connection
+  check_python
+  "$PY" -m trainer.bucket check "${vm[bucket_url]}" || exit 1
+  probe_vm
+
+  local target="${vm[user]}@${vm[host]}:${vm[port]}" data_dir="${vm[data_mount]}/data"
+  echo "train-cloud: shipping the project ($commit) to $target:${vm[project_dir]}"
+  push_code
+  if [[ -z "${DATA:-}" ]]; then
+    echo "train-cloud: copying data/demo/ to $target:$data_dir/"  # config/cloud.yaml reads /data/demo/tweets.csv
+    push data demo "$data_dir"
+  elif [[ "$DATA" == gs://* ]]; then
+    extra+=(--set "data.path=$DATA")
+  else
+    echo "train-cloud: copying $DATA to $target:$data_dir/"
+    push "$(dirname "$DATA")" "$(basename "$DATA")" "$data_dir"
+    extra+=(--set "data.path=/data/$(basename "$DATA")")
+  fi
+  if [[ -n "${MODEL:-}" ]]; then
+    echo "train-cloud: copying $MODEL to $target:${vm[data_mount]}/models/"
+    push "$(dirname "$MODEL")" "$(basename "$MODEL")" "${vm[data_mount]}/models"
+    extra+=(--set "model.name=/models/$(basename "$MODEL")")
+  fi
+  local in_dir
+  in_dir="cd $(quoted "${vm[project_dir]}")"
+  echo "train-cloud: building the image on the VM (only what changed is rebuilt)"
+  on_vm "$in_dir && sudo env DOCKER_BUILDKIT=0 COMPOSE_BAKE=false docker compose build --quiet trainer" </dev/null
+  echo "train-cloud: run $run; artifacts in /runs/$run on the data disk and under ${vm[bucket_url]}/runs/$run"
+  if [[ -t 0 && -t 1 ]]; then ssh_opts+=(-t); fi  # Ctrl-C reaches the run
+  on_vm "$in_dir && sudo docker compose run --rm \
+-e $(quoted "TRAINER_GIT_COMMIT=$commit") trainer $(quoted --mode cloud --output-dir "/runs/$run" "${extra[@]}" "${args[@]}")"
   echo "train-cloud: done; bring it home with: make fetch RUN=$run"
 }
 
 fetch() {
   local run=${1:-}
   [[ -n "$run" ]] || die "which run? make fetch RUN=<run name> (the name train-cloud printed)"
-  [[ "$run" =~ ^[A-Za-z0-9._-]+$ ]] || die "RUN=$run: a run name has letters, digits, '.', '_' and '-' only"
-  mkdir -p runs
+  check_run_name "$run"
+  [[ ! -e "runs/$run" ]] || [[ -d "runs/$run" && -z "$(ls -A "runs/$run")" ]] ||
+    die "runs/$run already exists: move it away first (nothing was fetched)"
+  read_connection
   if [[ "${SOURCE:-bucket}" == vm ]]; then
     check_ssh_key
-    local host
-    host=$(remote)
-    # shellcheck disable=SC2046,SC2029
-    ssh $(ssh_opts) "$host" "sudo tar -C '$REMOTE_DATA_MOUNT/runs' -cf - '$run'" | tar -C runs -xf -
+    mkdir -p "runs/$run"
+    on_vm "sudo tar -C $(quoted "${vm[data_mount]}/runs/$run") -cf - ." </dev/null | tar -C "runs/$run" -xf - ||
+      { rmdir "runs/$run" 2>/dev/null; die "no run $run on the VM's data disk (${vm[data_mount]}/runs)"; }
+    echo "fetch: runs/$run (from the VM's data disk)"
   else
-    command -v gcloud >/dev/null 2>&1 ||
-      die "gcloud is not installed: install the gcloud CLI, or fetch from the VM with make fetch RUN=$run SOURCE=vm"
-    local bucket
-    bucket=$(output bucket_url)
-    gcloud storage cp -r "$bucket/runs/$run" runs/
+    check_creds >/dev/null
+    "$PY" -m trainer.bucket fetch "${vm[bucket_url]}/runs/$run" "runs/$run" || exit 1
   fi
-  echo "fetch: runs/$run"
 }
 
 cmd=${1:-}
 [[ $# -gt 0 ]] && shift
 case $cmd in
-  preflight) preflight "$@" ;;
+  preflight) preflight terraform "$@" ;;
+  preflight-local) preflight local "$@" ;;
   init) check_terraform; init ;;
   plan) tf plan -input=false -var-file="$(tfvars_abs)" ;;
   apply) tf apply -input=false -var-file="$(tfvars_abs)" "${approve[@]}" ;;

@@ -63,10 +63,22 @@ def load_credentials() -> tuple[str, str | None]:
     try:
         credentials, project = google.auth.default()
     except DefaultCredentialsError as exc:
-        where = f"GOOGLE_APPLICATION_CREDENTIALS={named}" if named else "no application-default credentials"
-        raise UserError(f"{where}: {first_line(exc)}; {LOGIN_HINT}") from None
+        if named:
+            raise UserError(
+                f"GOOGLE_APPLICATION_CREDENTIALS={named}: {first_line(exc)}; {LOGIN_HINT}"
+            ) from None
+        if shutil.which("gcloud"):
+            raise UserError(
+                "gcloud has no application-default credentials: run 'gcloud auth application-default login'"
+            ) from None
+        raise UserError(
+            "no Google Cloud credentials: install the gcloud CLI (https://cloud.google.com/sdk/docs/install)"
+            " and run 'gcloud auth application-default login', or set GOOGLE_APPLICATION_CREDENTIALS"
+            " to a key file"
+        ) from None
     project = project or getattr(credentials, "quota_project_id", None)
-    return type(credentials).__name__, project
+    email = getattr(credentials, "service_account_email", None)
+    return (f"service account {email}" if email else "user login"), project
 
 
 def first_line(exc: Exception) -> str:
@@ -146,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.verb == "creds":
+            # A login on this machine is what counts, not a GCE metadata server: no probe of
+            # 169.254.169.254 (google-auth's own switch; NO_GCE_CHECK=false on a GCE workstation).
+            os.environ.setdefault("NO_GCE_CHECK", "true")
             kind, project = load_credentials()
             print(f"credentials: {kind}, project {project or '(none set: gcloud config set project ...)'}")
         elif args.verb == "check":

@@ -688,10 +688,12 @@ def test_ssh_before_infra_up_says_to_run_it(tmp_path, ssh_key):
     work.mkdir()
     for path in module_paths():
         shutil.copy(path, work / path.name)
-    done = make("ssh", f"INFRA_DIR={work}", f"SSH_KEY={ssh_key}")
+    inventory = tmp_path / "hosts.yml"  # the cloud verbs read the VM from the inventory infra-up writes
+    done = make("ssh", f"INFRA_DIR={work}", f"SSH_KEY={ssh_key}", f"INVENTORY={inventory}")
     assert done.returncode != 0
     assert error_lines(done) == [
-        f"error: no 'ssh_user' in the Terraform outputs of {work}: run 'make infra-up' first"
+        f"error: no inventory at {inventory}: run `make infra-up` "
+        "(or `make inventory` after a terraform apply)"
     ]
 
 

@@ -216,12 +216,17 @@ def _check_texts_are_strings(text: pd.Series, column: str, source: Source) -> No
     """Numbers or booleans where texts belong mean the wrong column, or a file that lost its quoting."""
     bad = [i for i, v in enumerate(text.to_numpy()) if not isinstance(v, str) and not _is_missing(v)]
     if bad:
-        first = text.iloc[bad[0]]
+        first = _plain(text.iloc[bad[0]])
+        kind = "numbers" if isinstance(first, (int, float)) and not isinstance(first, bool) else "values"
         raise UserError(
-            f"{source.name} {source.where(bad)}: column {column!r} holds {type(first).__name__} "
-            f"values ({first!r}), not texts: point data.text_column at the column with the texts, "
-            "or store every text as a string"
+            f"{source.name} {source.where(bad)}: column {column!r} holds {kind} such as {first!r}, not "
+            "texts: point data.text_column at the column with the texts, or store every text as a string"
         )
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars as the Python values a user wrote (1.5, not np.float64(1.5))."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _is_missing(value: Any) -> bool:
@@ -237,8 +242,8 @@ def _check_whole_labels(label: pd.Series, column: str, source: Source) -> None:
     ]
     if bad:
         raise UserError(
-            f"{source.name} {source.where(bad)}: label {label.iloc[bad[0]]!r} in column {column!r} is "
-            "fractional; labels must be class names or whole numbers: fix those rows or point "
+            f"{source.name} {source.where(bad)}: label {_plain(label.iloc[bad[0]])!r} in column "
+            f"{column!r} is fractional; labels must be class names or whole numbers: fix those rows or point "
             "data.label_column at the class column"
         )
 

@@ -2,12 +2,18 @@
 
 The real run unpacks the CI's debootstrapped bookworm root (TRAINER_TEST_ROOTFS_TAR, else
 .ci-cache/bookworm-minbase.tar) into a fresh folder and provisions it twice through the
-`community.general.chroot` connection: the first run installs Debian's NVIDIA driver (the DKMS build
-included), Docker and the Compose plugin, writes the data disk's fstab entry and ships the project; the
-second must report changed=0. What needs a booted VM (services, reboot, nvidia-smi, the GPU container,
-the image build) is guarded on `ansible_facts.is_chroot` and skipped here. NVIDIA's container toolkit
-repository is not reachable from CI: that role is exercised in check mode, with its rendered files read
-from the --diff output.
+`community.general.chroot` connection, with the roles' defaults wherever a chroot allows: the first run
+installs the cloud kernel's image and headers metapackages, Debian's NVIDIA driver with CUDA's driver
+library (the DKMS build included), Docker and the Compose plugin, writes the data disk's fstab entry and
+ships the project; the second must report changed=0. What needs a booted VM (services, reboot,
+nvidia-smi, the GPU container, the image build, torch's CUDA check inside the image) is guarded on
+`ansible_facts.is_chroot` and skipped here. NVIDIA's container toolkit repository is not reachable from
+CI: that role is exercised in check mode, with its rendered files read from the --diff output.
+
+Stand-ins, and what cannot run here: the GPU. The check that ends provisioning (torch inside the trainer
+image, `docker run --gpus=all`) runs for real against CI's Docker engine, which has no NVIDIA runtime, so
+only its failure (message and exit) is exercised; its success needs a GPU VM. The playbook's wait for a
+new VM runs for real against a closed loopback port (a VM that does not answer yet).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -30,9 +37,9 @@ pytestmark = pytest.mark.ansible
 
 ANSIBLE_DIR = ROOT / "ansible"
 ROLES = ["nvidia_driver", "docker", "nvidia_container_toolkit", "trainer_host"]
-# The kernel flavour GCP's Debian 12 image boots. A chroot runs the host's kernel, whose headers
-# Debian does not have, so the test tells the role which headers DKMS should build against.
-HEADERS_FLAVOUR = "linux-headers-cloud-amd64"
+# The kernel flavour GCP's Debian 12 image boots: the role's default, which the chroot run keeps.
+KERNEL_IMAGE = "linux-image-cloud-amd64"
+KERNEL_HEADERS = "linux-headers-cloud-amd64"
 LOGIN_USER = "trainer"
 DISK_NAME = "trainer-data"
 BUCKET = "gs://tweet-trainer-test-artifacts"
@@ -162,6 +169,137 @@ def test_daemon_json_has_one_writer():
     assert writers == ["roles/docker/tasks/main.yml: Write the daemon settings"], writers
 
 
+def test_ssh_connections_are_retried():
+    """Ansible itself reads the retries from ansible.cfg (not just a line in the file)."""
+    done = subprocess.run(
+        [tool("ansible-config"), "dump", "--only-changed", "-t", "connection"],
+        cwd=ANSIBLE_DIR,
+        env=ansible_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    ssh = done.stdout.split("\nssh:\n", 1)[-1]
+    retries = re.search(r"^reconnection_retries\((.+?)\) = (\d+)$", ssh, re.M)
+    assert retries, done.stdout
+    assert retries.group(1) == str(ANSIBLE_DIR / "ansible.cfg") and int(retries.group(2)) >= 3
+
+
+def test_playbook_waits_for_the_vm_before_gathering_facts():
+    play = yaml.safe_load((ANSIBLE_DIR / "site.yml").read_text())[0]
+    assert play["gather_facts"] is False
+    wait, facts = play["pre_tasks"][:2]
+    assert wait["ansible.builtin.wait_for_connection"]["timeout"] == "{{ provision_connect_timeout }}"
+    assert "ansible.builtin.setup" in facts
+    group_vars = yaml.safe_load((ANSIBLE_DIR / "group_vars/trainer.yml").read_text())
+    assert 60 <= group_vars["provision_connect_timeout"] <= 1800
+
+
+def closed_loopback_port() -> int:
+    """A loopback TCP port nobody listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_playbook_waits_for_a_vm_that_does_not_answer_yet(tmp_path):
+    """A VM whose sshd is not up yet (a closed port on loopback) is waited for, not failed at once:
+    the play fails only after the wait's timeout, in the wait task, and no role task ran."""
+    require(shutil.which("ssh"), "the OpenSSH client is needed (apt-get install openssh-client)")
+    inventory = tmp_path / "hosts.yml"
+    host = {
+        "ansible_host": "127.0.0.1",
+        "ansible_port": closed_loopback_port(),
+        "ansible_user": LOGIN_USER,
+        "ansible_ssh_common_args": f"-o UserKnownHostsFile={tmp_path / 'known_hosts'}",
+        "ansible_ssh_retries": 0,
+    }
+    inventory.write_text(yaml.safe_dump({"trainer": {"hosts": {"not-up-yet": host}}}))
+    timeout = 8
+    start = time.monotonic()
+    done = subprocess.run(
+        [
+            tool("ansible-playbook"),
+            "-i",
+            str(inventory),
+            "site.yml",
+            "-e",
+            f"provision_connect_timeout={timeout}",
+        ],
+        cwd=ANSIBLE_DIR,
+        env=ansible_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    seconds = time.monotonic() - start
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output
+    assert seconds >= timeout, f"gave up after {seconds:.1f} s, before the {timeout} s wait"
+    tasks = re.findall(r"^TASK \[(.+?)\]", output, re.M)
+    assert tasks == ["Wait until the VM accepts SSH logins and sudo from the login user"], tasks
+    assert "timed out waiting for ping module test" in output, output[-3000:]
+
+
+@pytest.mark.container
+def test_gpu_check_fails_provisioning_without_a_gpu_runtime(tmp_path):
+    """The provisioning's last check, run for real against CI's Docker engine, which has no NVIDIA
+    runtime (the stand-in for a VM where the driver, libcuda or the toolkit is missing): the play fails
+    in that task, with the message naming what to check, and quotes Docker's reason."""
+    docker = shutil.which("docker")
+    require(docker, "the docker CLI is not installed (apt-get install docker.io)")
+    info = subprocess.run([docker, "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True)
+    require(info.returncode == 0, "no Docker engine answers (.ci/services.d/10-docker.sh starts one)")
+    image = os.environ.get("TRAINER_TEST_BASE_IMAGE")
+    require(image, "TRAINER_TEST_BASE_IMAGE is not set (.ci/build-base-image.sh)")
+    play = [
+        {
+            "name": "Run the trainer host's GPU check",
+            "hosts": "localhost",
+            "connection": "local",
+            "gather_facts": False,
+            "tasks": [
+                {
+                    "name": "Check that the trainer image can use the GPU",
+                    "ansible.builtin.include_role": {"name": "trainer_host", "tasks_from": "gpu_check"},
+                }
+            ],
+        }
+    ]
+    (tmp_path / "check.yml").write_text(yaml.safe_dump(play, sort_keys=False))
+    env = ansible_env() | {
+        "ANSIBLE_ROLES_PATH": str(ANSIBLE_DIR / "roles"),
+        "ANSIBLE_CALLBACK_RESULT_FORMAT": "json",
+    }
+    done = subprocess.run(
+        [
+            tool("ansible-playbook"),
+            *("-i", "localhost,", "check.yml"),
+            *("-e", f"trainer_host_image={image}"),
+            # The controller's own Python (the tools venv), not whatever interpreter discovery finds.
+            *("-e", f"ansible_python_interpreter={Path(tool('ansible-playbook')).parent / 'python'}"),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output
+    assert task_results(output, "Ask torch inside the trainer image whether it sees the GPU") == ["ok"]
+    assert task_results(output, "Fail provisioning when the trainer image cannot use the GPU") == ["fatal"]
+    fatal = [line for line in output.splitlines() if line.startswith("fatal: [localhost]: FAILED! => ")]
+    assert len(fatal) == 1, output[-3000:]
+    text = json.loads(fatal[0].split(" => ", 1)[1])["msg"]
+    said = "docker run --gpus=all said: docker: Error response from daemon: could not select device driver"
+    assert text.startswith(f"torch in the trainer image {image} sees no CUDA GPU ({said}"), text
+    for step in ("`nvidia-smi`", "libcuda.so.1", "nvidia runtime", "--gpus all", "`make provision`"):
+        assert step in text, step
+
+
 # ---------------------------------------------------------------------------------------------
 # The real run against a Debian bookworm root
 # ---------------------------------------------------------------------------------------------
@@ -233,7 +371,6 @@ def prepare_root(root: Path, scratch: Path) -> dict:
     src = scratch / "project"
     subprocess.run(["git", "clone", "--quiet", "--depth", "1", f"file://{ROOT}", str(src)], check=True)
     return {
-        "nvidia_driver_kernel_headers_packages": [HEADERS_FLAVOUR],
         "nvidia_container_toolkit_install": False,
         "docker_compose_url": "file:///var/cache/trainer-test/docker-compose-linux-x86_64",
         "docker_compose_checksum": "sha256:" + digest.stdout.split()[0],
@@ -312,8 +449,25 @@ def test_first_run_installs_everything(provisioned_root):
         "Run nvidia-smi in a container",
         "Build the trainer image with compose",
         "Make a filesystem on the data disk unless it already has one",
+        "Ask torch inside the trainer image whether it sees the GPU",
+        "Fail provisioning when the trainer image cannot use the GPU",
     ):
         assert task_results(run.output, name) == ["skipping"], name
+    assert task_results(run.output, "Check that CUDA's driver library is installed") == ["ok"]
+
+
+@pytest.mark.slow
+def test_first_task_waits_for_the_vm_then_gathers_facts(provisioned_root):
+    """No implicit fact gathering: the wait is the first task, facts come right after it."""
+    tasks = re.findall(r"^TASK \[(.+?)\]", provisioned_root.first.output, re.M)
+    assert tasks[:2] == [
+        "Wait until the VM accepts SSH logins and sudo from the login user",
+        "Gather facts about the VM",
+    ]
+    assert "Gathering Facts" not in tasks
+    assert task_results(
+        provisioned_root.first.output, "Wait until the VM accepts SSH logins and sudo from the login user"
+    ) == ["ok"]
 
 
 @pytest.mark.slow
@@ -330,8 +484,10 @@ def test_root_has_the_packages(provisioned_root):
         "nvidia-driver",
         "nvidia-kernel-dkms",
         "nvidia-smi",
+        "libcuda1",
         "docker.io",
-        HEADERS_FLAVOUR,
+        KERNEL_IMAGE,
+        KERNEL_HEADERS,
         "python3-debian",
     ]
     done = chroot(root, "dpkg-query", "-W", "-f", "${Package} ${db:Status-Status}\\n", *wanted)
@@ -342,12 +498,42 @@ def test_root_has_the_packages(provisioned_root):
     assert "Suites: bookworm-security" in sources
 
 
+def installed_kernels(root: Path) -> list[str]:
+    """Versions of the kernels installed in the root (/boot/vmlinuz-VERSION)."""
+    return sorted(path.name.removeprefix("vmlinuz-") for path in (root / "boot").glob("vmlinuz-*"))
+
+
+@pytest.mark.slow
+def test_headers_match_the_kernel_the_next_boot_runs(provisioned_root):
+    """The cloud flavour's metapackages bring one kernel and its headers, at the same version."""
+    root = provisioned_root.path
+    kernels = installed_kernels(root)
+    assert len(kernels) == 1 and kernels[0].endswith("-cloud-amd64"), kernels
+    depends = chroot(root, "dpkg-query", "-W", "-f", "${Depends}", KERNEL_HEADERS).stdout
+    assert depends.strip() == f"linux-headers-{kernels[0]}", depends
+    assert (root / "usr/src" / f"linux-headers-{kernels[0]}").is_dir()
+
+
 @pytest.mark.slow
 def test_dkms_built_the_nvidia_module(provisioned_root):
-    """DKMS compiled the kernel module against the installed headers (the real VM's path)."""
-    modules = list((provisioned_root.path / "lib" / "modules").glob("*/updates/dkms/nvidia*.ko*"))
+    """DKMS compiled the kernel module for the installed kernel (the one the VM boots next)."""
+    root = provisioned_root.path
+    kernels = installed_kernels(root)
+    modules = list((root / "lib" / "modules").glob("*/updates/dkms/nvidia*.ko*"))
     assert modules, "no DKMS-built nvidia module under /lib/modules/*/updates/dkms"
-    assert "-cloud-amd64" in str(modules[0])
+    assert {path.relative_to(root / "lib/modules").parts[0] for path in modules} == set(kernels)
+
+
+@pytest.mark.slow
+def test_cuda_driver_library_is_installed(provisioned_root):
+    """libcuda.so.1 is in the linker's cache, where the container toolkit looks for it, and resolves
+    to a real file (Debian installs it through the alternatives system)."""
+    root = provisioned_root.path
+    cache = chroot(root, "/sbin/ldconfig", "-p").stdout
+    paths = [line.split("=>")[-1].strip() for line in cache.splitlines() if "libcuda.so.1 " in line]
+    assert paths, "libcuda.so.1 is not in the linker's cache"
+    target = chroot(root, "readlink", "-e", paths[0], check=False)
+    assert target.returncode == 0 and "nvidia" in target.stdout, target
 
 
 @pytest.mark.slow

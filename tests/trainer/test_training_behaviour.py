@@ -183,7 +183,10 @@ def _weights(folder):
 
 def run_tiny(out, model_dir, csv, flags: str) -> dict:
     """Train the tiny model through the CLI with extra `flags`; return the run's manifest."""
-    base = f"--output-dir {out} --set model.name={model_dir} --set data.path={csv} --set data.max_rows=null"
+    base = (
+        f"--output-dir {out} --set model.name={model_dir} --set model.max_length=32 "
+        f"--set data.path={csv} --set data.max_rows=null"
+    )
     assert main(shlex.split(f"{base} --batch-size 16 --learning-rate 0.005 {flags}")) == 0
     return json.loads((out / "manifest.json").read_text())
 

@@ -495,6 +495,23 @@ def test_terraform_test_runs_every_test_file_and_every_run(initialized):
     assert total >= 30 and f"Success! {total} passed, 0 failed." in done.stdout, done.stdout[-2000:]
 
 
+@pytest.mark.slow
+def test_terraform_test_fails_a_run_whose_assertion_is_wrong(stand_in_google, tmp_path):
+    tf = stand_in_google.terraform(tmp_path)
+    path = tmp_path / "tests" / "scheduling.tftest.hcl"
+    text = path.read_text()
+    assert "max_run_duration[0].seconds == 5400" in text
+    path.write_text(
+        text.replace("max_run_duration[0].seconds == 5400", "max_run_duration[0].seconds == 5401")
+    )
+    tf.init()
+    done = tf.test("-filter=tests/scheduling.tftest.hcl", check=False)
+    assert done.returncode == 1
+    assert 'run "max_run_duration_in_seconds"... fail' in done.stdout
+    assert 'run "spot_switches_provisioning_and_restart"... pass' in done.stdout
+    assert "1.5 h is 5400 s" in done.stderr
+
+
 def _without_block(text: str, header: str) -> str:
     """`text` without the two-space-indented block that starts with `header`."""
     start = text.index(header)

@@ -115,7 +115,9 @@ def test_plan_of_three_nodes_with_two_gpus_each(planner):
 def test_plan_refuses_a_validation_failure_with_its_message(planner):
     with pytest.raises(TerraformError) as failed:
         planner.plan({"ssh_source_ranges": ["0.0.0.0/0"]})
-    assert "ssh_source_ranges must not open SSH to the whole internet" in " ".join(failed.value.output.split())
+    assert "ssh_source_ranges must not open SSH to the whole internet" in " ".join(
+        failed.value.output.split()
+    )
 
 
 # ---- apply -> outputs -> inventory ----------------------------------------------------------------
@@ -146,15 +148,21 @@ def test_apply_gives_the_outputs_the_inventory_and_the_playbook_expect(tf, tmp_p
     assert values["service_account_email"] == "tweet-trainer-vm@stand-in-project.iam.gserviceaccount.com"
     hosts = inventory(tf, tmp_path / "hosts.yml")["trainer"]["hosts"]
     # The same host variables as the inventory made from the recorded outputs of a real deployment.
-    (reference,) = inventory(tf, tmp_path / "reference.yml", "--from", str(FIXTURE_OUTPUTS))["trainer"]["hosts"].values()
+    (reference,) = inventory(tf, tmp_path / "reference.yml", "--from", str(FIXTURE_OUTPUTS))["trainer"][
+        "hosts"
+    ].values()
     assert list(hosts) == ["tweet-trainer"] and set(hosts["tweet-trainer"]) == set(reference)
-    assert hosts["tweet-trainer"] | {
-        "ansible_host": STAND_IN_VM,
-        "ansible_user": "trainer",
-        "trainer_host_data_disk_device": "trainer-data",
-        "trainer_bucket_url": "gs://stand-in-project-tweet-trainer",
-        "trainer_host_gpu_count": 1,
-    } == hosts["tweet-trainer"]
+    assert (
+        hosts["tweet-trainer"]
+        | {
+            "ansible_host": STAND_IN_VM,
+            "ansible_user": "trainer",
+            "trainer_host_data_disk_device": "trainer-data",
+            "trainer_bucket_url": "gs://stand-in-project-tweet-trainer",
+            "trainer_host_gpu_count": 1,
+        }
+        == hosts["tweet-trainer"]
+    )
     # A second plan changes nothing: what apply stored is what the configuration asks for.
     assert tf.run("plan", "-input=false", "-no-color", "-detailed-exitcode",
                   *tf.var_args(BASE_VARS)).returncode == 0  # fmt: skip
@@ -227,7 +235,9 @@ def test_a_zonal_stock_out_fails_the_vm_and_another_zone_gets_it(tf):
         tf.apply()
     message = " ".join(failed.value.output.split())
     assert "ZONE_RESOURCE_POOL_EXHAUSTED" in message
-    assert "The zone 'projects/stand-in-project/zones/us-central1-a' does not have enough resources" in message
+    assert (
+        "The zone 'projects/stand-in-project/zones/us-central1-a' does not have enough resources" in message
+    )
     assert not any(a.startswith(VM) for a in tf.state_list()) and tf.cloud.resources(VM) == []
     tf.apply({"zone": "us-central1-b"})  # the data disk is replaced: a zone cannot change in place
     (vm,) = tf.cloud.resources(VM)

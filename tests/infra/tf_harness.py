@@ -47,8 +47,12 @@ from tests.support import ROOT, TOOLS_BIN
 
 INFRA = ROOT / "infra"
 VERSION = "6.50.0"
-PROVIDER_PATH = f"registry.terraform.io/hashicorp/google/{VERSION}/linux_amd64/terraform-provider-google_v{VERSION}"
-MODULE_IGNORE = shutil.ignore_patterns(".terraform*", "*.tfstate*", "terraform.tfvars", "backend.hcl", "*_override.tf")
+PROVIDER_PATH = (
+    f"registry.terraform.io/hashicorp/google/{VERSION}/linux_amd64/terraform-provider-google_v{VERSION}"
+)
+MODULE_IGNORE = shutil.ignore_patterns(
+    ".terraform*", "*.tfstate*", "terraform.tfvars", "backend.hcl", "*_override.tf"
+)
 # Variables of infra/ that every plan needs; the public key is the module's own test key.
 BASE_VARS: dict[str, Any] = {
     "project_id": "stand-in-project",
@@ -152,7 +156,8 @@ class Terraform:
     def run(self, *args: str, check: bool = True, timeout: int = 300) -> subprocess.CompletedProcess:
         start = time.monotonic()
         done = subprocess.run(
-            [self.binary, *args], cwd=self.workdir, env=self.env, capture_output=True, text=True, timeout=timeout,
+            [self.binary, *args], cwd=self.workdir, env=self.env, capture_output=True, text=True,
+            timeout=timeout,
         )  # fmt: skip
         self.timings.append((args[0], time.monotonic() - start))
         if check and done.returncode != 0:
@@ -171,14 +176,26 @@ class Terraform:
 
     def plan(self, variables: dict[str, Any] | None = None, *extra: str, **kw: Any) -> dict[str, Any]:
         """`terraform plan` then `terraform show -json` of the saved plan, parsed."""
-        self.run("plan", "-input=false", "-no-color", "-out=tfplan", *self.var_args({**BASE_VARS, **(variables or {})}), *extra, **kw)
+        self.run(
+            "plan",
+            "-input=false",
+            "-no-color",
+            "-out=tfplan",
+            *self.var_args({**BASE_VARS, **(variables or {})}),
+            *extra,
+            **kw,
+        )
         return json.loads(self.run("show", "-json", "-no-color", "tfplan").stdout)
 
-    def apply(self, variables: dict[str, Any] | None = None, *extra: str, **kw: Any) -> subprocess.CompletedProcess:
+    def apply(
+        self, variables: dict[str, Any] | None = None, *extra: str, **kw: Any
+    ) -> subprocess.CompletedProcess:
         args = self.var_args({**BASE_VARS, **(variables or {})})
         return self.run("apply", "-input=false", "-no-color", "-auto-approve", *args, *extra, **kw)
 
-    def destroy(self, variables: dict[str, Any] | None = None, *extra: str, **kw: Any) -> subprocess.CompletedProcess:
+    def destroy(
+        self, variables: dict[str, Any] | None = None, *extra: str, **kw: Any
+    ) -> subprocess.CompletedProcess:
         args = self.var_args({**BASE_VARS, **(variables or {})})
         return self.run("destroy", "-input=false", "-no-color", "-auto-approve", *args, *extra, **kw)
 
@@ -203,7 +220,9 @@ def main() -> None:
     root = Path(sys.argv[1])
     schema, python = schema_tarball(), provider_python()
     if schema is None or python is None:
-        raise SystemExit("needs .tools/ with tf (make setup-tools) and the cached schema (30-google-schema.sh)")
+        raise SystemExit(
+            "needs .tools/ with tf (make setup-tools) and the cached schema (30-google-schema.sh)"
+        )
     root.mkdir(parents=True, exist_ok=True)
     installed = StandInGoogle(root, shutil.which("terraform") or "terraform").install(python, schema)
     print(f"export TF_CLI_CONFIG_FILE={installed.cli_config} CHECKPOINT_DISABLE=1")

@@ -99,7 +99,7 @@ class StandInCloud:
     def set_attributes(self, rtype: str, name: str, **attributes: Any) -> None:
         """Change an existing resource behind Terraform's back (seen at the next refresh)."""
         with self._locked() as data:
-            key, state = self._find(data, rtype, name)
+            _, state = self._find(data, rtype, name)
             for dotted, value in attributes.items():
                 _assign(state, dotted.split("."), value)
 
@@ -127,7 +127,11 @@ class StandInCloud:
     # ---- used by the provider --------------------------------------------------------------------
 
     def rules_for(self, rtype: str, value: dict[str, Any], kind: str) -> list[Any]:
-        return [r[kind] for r in self.read()["rules"] if r["type"] == rtype and kind in r and _matches(r["where"], value)]
+        return [
+            r[kind]
+            for r in self.read()["rules"]
+            if r["type"] == rtype and kind in r and _matches(r["where"], value)
+        ]
 
     def put(self, rtype: str, rid: str, state: dict[str, Any]) -> None:
         with self._locked() as data:

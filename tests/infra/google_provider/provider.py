@@ -27,6 +27,7 @@ import json
 import os
 import re
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,7 @@ class StandInServicer(tf.provider.ProviderServicer):
         self.defaults: dict[str, str] = {}
         cloud = os.environ.get(CLOUD_ENV)
         self.cloud = StandInCloud(Path(cloud)) if cloud else None
+        self.allocating = threading.Lock()  # parallel creates must not pick the same free address
 
     def block(self, type_name: str) -> dict[str, Any]:
         return self.schema["resources"][type_name]
@@ -95,7 +97,9 @@ class StandInServicer(tf.provider.ProviderServicer):
         return pb.GetProviderSchema.Response(
             provider=pb.Schema(block=block_pb(self.schema["provider"])),
             resource_schemas={n: pb.Schema(block=block_pb(b)) for n, b in self.schema["resources"].items()},
-            data_source_schemas={n: pb.Schema(block=block_pb(b)) for n, b in self.schema["data_sources"].items()},
+            data_source_schemas={
+                n: pb.Schema(block=block_pb(b)) for n, b in self.schema["data_sources"].items()
+            },
             provider_meta=pb.Schema(block=pb.Schema.Block()),
             server_capabilities=pb.ServerCapabilities(plan_destroy=True, get_provider_schema_optional=False),
         )
@@ -111,7 +115,9 @@ class StandInServicer(tf.provider.ProviderServicer):
 
     def ConfigureProvider(self, request, context):
         config = read_dynamic_value(request.config) or {}
-        self.defaults = {k: config[k] for k in ("project", "region", "zone") if isinstance(config.get(k), str)}
+        self.defaults = {
+            k: config[k] for k in ("project", "region", "zone") if isinstance(config.get(k), str)
+        }
         return pb.ConfigureProvider.Response()
 
     # ---- resources ---------------------------------------------------------------------------------
@@ -125,7 +131,9 @@ class StandInServicer(tf.provider.ProviderServicer):
         planned = self.decode(type_name, request.proposed_new_state)
         replace: list[v.Path] = []
         if planned is None:
-            return pb.PlanResourceChange.Response(planned_state=to_dynamic_value(None), legacy_type_system=True)
+            return pb.PlanResourceChange.Response(
+                planned_state=to_dynamic_value(None), legacy_type_system=True
+            )
         if prior is None:
             v.mark_unknown(planned, block, Unknown)
         else:
@@ -136,7 +144,9 @@ class StandInServicer(tf.provider.ProviderServicer):
             planned["effective_labels"] = planned["terraform_labels"] = labels
         return pb.PlanResourceChange.Response(
             planned_state=to_dynamic_value(planned),
-            requires_replace=[_to_attribute_path([s if isinstance(s, str) else (s,) for s in p]) for p in replace],
+            requires_replace=[
+                _to_attribute_path([s if isinstance(s, str) else (s,) for s in p]) for p in replace
+            ],
             legacy_type_system=True,
         )
 
@@ -151,8 +161,12 @@ class StandInServicer(tf.provider.ProviderServicer):
         planned["current_status"] = Unknown
         if desired != "RUNNING":
             return
-        for nic, nic_config in zip(planned["network_interface"], config.get("network_interface") or [], strict=False):
-            for access, access_config in zip(nic["access_config"], nic_config.get("access_config") or [], strict=False):
+        for nic, nic_config in zip(
+            planned["network_interface"], config.get("network_interface") or [], strict=False
+        ):
+            for access, access_config in zip(
+                nic["access_config"], nic_config.get("access_config") or [], strict=False
+            ):
                 if access_config.get("nat_ip") is None:  # ephemeral: GCE hands out another one
                     access["nat_ip"] = Unknown
 
@@ -176,9 +190,12 @@ class StandInServicer(tf.provider.ProviderServicer):
         fixed = self.fixed_values(type_name, planned)
         if planned.get("current_status") is Unknown and planned.get("desired_status"):
             fixed.setdefault("current_status", planned["desired_status"])
-        v.fill_unknown(planned, block, Unknown, lambda path, obj: fixed.get(v.dotted(path), answers(path, obj)))
-        if self.cloud and planned.get("id"):
-            self.cloud.put(type_name, planned["id"], planned)
+        with self.allocating:
+            v.fill_unknown(
+                planned, block, Unknown, lambda path, obj: fixed.get(v.dotted(path), answers(path, obj))
+            )
+            if self.cloud and planned.get("id"):
+                self.cloud.put(type_name, planned["id"], planned)
         return pb.ApplyResourceChange.Response(new_state=to_dynamic_value(planned), legacy_type_system=True)
 
     def fixed_values(self, type_name: str, value: dict[str, Any]) -> dict[str, Any]:

@@ -38,7 +38,9 @@ from tests.infra.terraform_schema import ProviderSchema, load_assembly
 SCHEMA_ENV = "TRAINER_STANDIN_GOOGLE_SCHEMA"  # the generated schema file the provider process serves
 _SOURCE_MAP = re.compile(r"sourceMappingURL=data:application/json;base64,(\S+)")
 _DECLARATION = re.compile(r"^export (?:abstract )?(class|interface|function) (\w+)", re.M)
-_FLAGS = re.compile(r"^  // (\w+) - computed: (\w+), optional: (\w+), required: (\w+)\n((?:  .*\n){1,3})", re.M)
+_FLAGS = re.compile(
+    r"^  // (\w+) - computed: (\w+), optional: (\w+), required: (\w+)\n((?:  .*\n){1,3})", re.M
+)
 _HCL_ENTRY = re.compile(
     r"^\s+(\w+): \{\n\s+value: (.+),\n\s+isBlock: (true|false),\n\s+type: \"(\w+)\",\n"
     r"\s+storageClassType: \"(\w+)\",",
@@ -182,7 +184,9 @@ class _Builder:
             element = made.group(1)[: -len("OutputReference")]
             nested = self.block(element, False, made.group(1), element)
             return ["list", ["object", {k: v["type"] for k, v in nested["attributes"].items()}]]
-        raise SchemaError(f"{self.where}: {name}: cannot tell the type of a computed attribute from {declaration!r}")
+        raise SchemaError(
+            f"{self.where}: {name}: cannot tell the type of a computed attribute from {declaration!r}"
+        )
 
     def _nested(self, name: str, entry: dict[str, Any], required: bool) -> dict[str, Any]:
         storage = entry["storage"]

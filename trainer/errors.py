@@ -1,6 +1,11 @@
-"""User-facing errors: the CLI prints them as one line and exits with status 2."""
+"""User-facing errors: every command prints them as one line, `trainer: error: ...`, and exits with 2."""
 
 from __future__ import annotations
+
+import argparse
+import sys
+
+USER_ERROR_EXIT = 2
 
 
 class UserError(Exception):
@@ -13,3 +18,16 @@ class ConfigError(UserError):
     def __init__(self, problems: list[str]):
         self.problems = problems
         super().__init__("; ".join(problems))
+
+
+def report(message: str) -> int:
+    """Print the one line of a user error and return the exit status for it."""
+    sys.stderr.write(f"trainer: error: {message}\n")
+    return USER_ERROR_EXIT
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line too (not the usage text plus the message)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise SystemExit(report(f"{message} (see {self.prog} --help)"))

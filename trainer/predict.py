@@ -8,14 +8,13 @@ a broken config) is refused in one line, exit 2.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from trainer.config import choose_mode, config_file, load_config
-from trainer.errors import UserError
+from trainer.errors import OneLineParser, UserError, report
 from trainer.run_folder import RunFolder
 
 BLANK = "blank text: nothing to classify"
@@ -104,7 +103,7 @@ def default_run() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainer.predict", description=__doc__)
+    parser = OneLineParser(prog="python -m trainer.predict", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--run", help="finished run folder (default: the output folder of config/<mode>.yaml)"
     )
@@ -121,8 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         for row in Predictor.load(args.run or default_run()).predict(texts):
             print(json.dumps(row, ensure_ascii=False))
     except UserError as exc:
-        sys.stderr.write(f"trainer: error: {exc}\n")
-        return 2
+        return report(str(exc))
     return 0
 
 

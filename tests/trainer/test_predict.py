@@ -102,3 +102,12 @@ def test_an_unreadable_manifest_or_labels_file_is_refused_in_one_line(damaged, c
     (damaged / "labels.json").write_text("{not json")
     assert main(["--run", str(damaged), "--text", "lovely"]) == 2
     assert "labels.json is unreadable" in one_error_line(capsys)
+
+
+def test_a_wrong_flag_is_one_line_exit_2(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--txt", "hello"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "trainer: error: unrecognized arguments: --txt hello (see python -m trainer.predict --help)"
+    ]

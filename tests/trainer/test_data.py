@@ -91,6 +91,41 @@ def test_empty_and_missing_texts_are_dropped_and_counted(tmp_path, caplog):
     assert "dropped 4 rows with an empty or missing text or label" in caplog.text
 
 
+def test_labels_are_stripped_and_blank_labels_are_dropped_like_missing_ones(tmp_path, caplog):
+    """ "positive " is "positive"; a label of spaces is no label: the row is dropped and counted, and the
+    log names its line (header = line 1)."""
+    frame = make_texts(60)
+    frame.loc[::2, "label"] = frame.loc[::2, "label"] + " "
+    frame.loc[1, "label"] = " neutral"
+    frame.loc[[4, 7], "label"] = ["  ", ""]
+    cfg = load_config(None, "local", {"data.path": str(_write(frame, tmp_path / "d.csv", "csv"))})
+    with caplog.at_level(logging.INFO, logger="trainer"):
+        splits = load_splits(cfg.data, seed=0)
+    assert splits.labels == ["negative", "neutral", "positive"]
+    assert sum(splits.counts().values()) == 58 and splits.sources[0]["dropped"] == 2
+    assert "dropped 2 rows with an empty or missing text or label (lines 6, 9)" in caplog.text
+
+
+def test_integer_labels_from_parquet_and_jsonl_are_class_names(tmp_path):
+    """Whole-number floats (1.0, as a column with a gap becomes) are the class "1"."""
+    frame = make_texts(90).assign(
+        label=lambda f: f["label"].map({"negative": 0, "neutral": 1, "positive": 2})
+    )
+    frame["label"] = frame["label"].astype(float)
+    for kind in ("parquet", "jsonl"):
+        cfg = load_config(None, "local", {"data.path": str(_write(frame, tmp_path / f"d.{kind}", kind))})
+        assert load_splits(cfg.data, seed=0).labels == ["0", "1", "2"]
+
+
+def test_texts_that_look_like_numbers_stay_texts_in_jsonl(tmp_path):
+    """JSON strings stay strings: "2020" is a text (pandas would otherwise read the column as numbers)."""
+    frame = make_texts(60).assign(text=[str(1000 + i) for i in range(60)])
+    cfg = load_config(None, "local", {"data.path": str(_write(frame, tmp_path / "d.jsonl", "jsonl"))})
+    splits = load_splits(cfg.data, seed=0)
+    texts = pd.concat([splits.train, splits.val, splits.test])["text"]
+    assert sorted(texts) == sorted(frame["text"])
+
+
 def test_max_rows_keeps_a_stratified_sample(tmp_path):
     cfg = load_config(
         None,

@@ -174,7 +174,7 @@ def test_apply_of_two_nodes_puts_both_in_the_inventory(tf, tmp_path):
     tf.apply({"node_count": 2, "gpu_count": 2})
     values = {name: o["value"] for name, o in tf.output().items()}
     assert values["external_ips"] == ["127.0.0.2", "127.0.0.3"]
-    assert values["internal_ips"] == ["10.42.0.2", "10.42.0.3"]
+    assert sorted(values["internal_ips"]) == ["10.42.0.2", "10.42.0.3"]  # in the order GCE creates them
     hosts = inventory(tf, tmp_path / "hosts.yml")["trainer"]["hosts"]
     assert {name: h["ansible_host"] for name, h in hosts.items()} == {
         "tweet-trainer-0": "127.0.0.2",

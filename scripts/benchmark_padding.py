@@ -78,7 +78,7 @@ def run_arm(name: str, args: argparse.Namespace, workdir: Path) -> dict:
     folder = RunFolder(cfg.runtime.output_dir)
     device = detect_device()
     encode = tokenize if name == "dynamic" else padded_to_max
-    data = {n: encode(getattr(splits, n), tokenizer, cfg.model.max_length) for n in ("train", "val", "test")}
+    data = prepared.encoded(cfg.model.max_length, encode)
     tokens = sum(len(ids) for ids in data["train"]["input_ids"])
     train_args = build_training_args(
         cfg, decide_precision(cfg.train.precision, device), device, folder.checkpoints_dir

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,14 @@ class Prepared:
     splits: Splits
     tokenizer: Any
     model: Any
+
+    def encoded(self, max_length: int, encode: Callable = tokenize) -> dict[str, Any]:
+        """The three splits as model inputs: `data.tokenize` (truncated at max_length, no padding) unless
+        the caller encodes otherwise (the benchmark's padded arm)."""
+        return {
+            name: encode(getattr(self.splits, name), self.tokenizer, max_length)
+            for name in ("train", "val", "test")
+        }
 
 
 def prepare(cfg: Config) -> Prepared:
@@ -106,10 +115,7 @@ def run(cfg: Config, device: DeviceInfo | None = None) -> RunResult:
         if resume_from:
             log.info("resuming from %s", resume_from)
         splits = prepared.splits
-        datasets_ = {
-            name: tokenize(getattr(splits, name), prepared.tokenizer, cfg.model.max_length)
-            for name in ("train", "val", "test")
-        }
+        datasets_ = prepared.encoded(cfg.model.max_length)
         args = build_training_args(cfg, plan.precision, plan.device, folder.checkpoints_dir)
         extra = []
         if sync:

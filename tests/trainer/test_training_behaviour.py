@@ -15,9 +15,9 @@ from transformers import TrainerCallback
 
 from trainer.cli import main
 from trainer.config import load_config
-from trainer.data import load_splits, tokenize
-from trainer.modeling import load_model, load_tokenizer
 from trainer.precision import DeviceInfo, decide_precision
+from trainer.run import prepare
+from trainer.run_folder import RunFolder
 from trainer.training import build_trainer, build_training_args
 
 CPU = DeviceInfo("cpu")
@@ -35,14 +35,12 @@ def make_trainer(tmp_path, tiny_model_dir, tiny_csv, model=None, **overrides):
             **overrides,
         },
     )
-    splits = load_splits(cfg.data, cfg.train.seed)
-    tokenizer = load_tokenizer(cfg.model.name)
-    model = model or load_model(cfg.model.name, splits.labels)
-    data = {
-        n: tokenize(getattr(splits, n), tokenizer, cfg.model.max_length) for n in ("train", "val", "test")
-    }
-    args = build_training_args(cfg, decide_precision("auto", CPU), CPU, tmp_path / "run" / "checkpoints")
-    return build_trainer(cfg, model, tokenizer, data, args, CPU, tmp_path / "tb")
+    prepared = prepare(cfg)  # the start of a real run: data, tokenizer, seeded model
+    data = prepared.encoded(cfg.model.max_length)
+    args = build_training_args(
+        cfg, decide_precision("auto", CPU), CPU, RunFolder(tmp_path / "run").checkpoints_dir
+    )
+    return build_trainer(cfg, model or prepared.model, prepared.tokenizer, data, args, CPU, tmp_path / "tb")
 
 
 def lr_curve(trainer, steps: int = 100) -> list[float]:

@@ -259,3 +259,21 @@ def test_a_preempted_vm_is_seen_terminated_at_the_next_refresh(tf):
     state = json.loads(tf.run("show", "-json", "-no-color").stdout)
     (vm,) = [r for r in state["values"]["root_module"]["resources"] if r["type"] == VM]
     assert vm["values"]["current_status"] == "TERMINATED"
+
+
+def test_converging_brings_a_preempted_vm_back_with_a_new_address(tf):
+    """The VM's desired status RUNNING (issue 12's recovery) starts it again through plan and apply."""
+    compute = tf.workdir / "compute.tf"
+    anchor = "allow_stopping_for_update = true"
+    compute.write_text(
+        compute.read_text().replace(anchor, f'{anchor}\n  desired_status            = "RUNNING"')
+    )
+    tf.cloud.instance_address("tweet-trainer", STAND_IN_VM)
+    tf.apply()
+    tf.cloud.set_attributes(VM, "tweet-trainer", current_status="TERMINATED")
+    tf.cloud.instance_address("tweet-trainer", "127.0.0.9")  # an ephemeral address changes on restart
+    plan = changes(tf.plan())["google_compute_instance.trainer[0]"]
+    assert plan["actions"] == ["update"]
+    tf.apply()
+    assert tf.output()["external_ip"]["value"] == "127.0.0.9"
+    assert [vm["current_status"] for vm in tf.cloud.resources(VM)] == ["RUNNING"]

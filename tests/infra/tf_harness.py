@@ -8,7 +8,9 @@
         outputs = tf.output()                                     # `terraform output -json`, parsed
         tf.destroy()
 
-`stand_in_google` (session-scoped; tests/infra/conftest.py) installs, once, into a temporary folder:
+`stand_in_google` (a session-scoped fixture defined here; tests/infra/conftest.py imports it, and so
+can any other conftest.py: `from tests.infra.tf_harness import stand_in_google  # noqa: F401`)
+installs, once, into a temporary folder:
 
 - a filesystem mirror holding
   `registry.terraform.io/hashicorp/google/6.50.0/linux_amd64/terraform-provider-google_v6.50.0`, an
@@ -41,9 +43,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.infra.google_provider.cloud import CLOUD_ENV, StandInCloud
 from tests.infra.google_provider.schema import SCHEMA_ENV, generate, module_types
-from tests.support import ROOT, TOOLS_BIN
+from tests.support import ROOT, TOOLS_BIN, require, tool
 
 INFRA = ROOT / "infra"
 VERSION = "6.50.0"
@@ -208,6 +212,23 @@ class Terraform:
 
     def test(self, *extra: str, **kw: Any) -> subprocess.CompletedProcess:
         return self.run("test", "-no-color", *extra, **kw)
+
+
+@pytest.fixture(scope="session")
+def stand_in_google(tmp_path_factory) -> StandInGoogle:
+    """Terraform's google provider for tests, installed once per session (see the module docstring)."""
+    terraform = tool("terraform")
+    schema = schema_tarball()
+    require(
+        schema is not None and schema.is_file(),
+        "the google provider schema (cdktf-cdktf-provider-google 16.12.1) is not cached: "
+        "run `bash -c 'source .ci/services.d/30-google-schema.sh'` or set TRAINER_TEST_GOOGLE_SCHEMA",
+    )
+    python = provider_python()
+    require(python is not None, "the `tf` package is not installed in .tools/: run `make setup-tools`")
+    if schema is None or python is None:  # unreachable: require() skipped or failed; for the type checker
+        raise RuntimeError("stand-in google provider unavailable")
+    return StandInGoogle(tmp_path_factory.mktemp("stand-in-google"), terraform).install(python, schema)
 
 
 def _hcl(value: Any) -> str:

@@ -1,11 +1,11 @@
 """Real Terraform over a module, offline, with the stand-in google provider: the tests' harness.
 
     def test_something(stand_in_google, tmp_path):
-        tf = stand_in_google.terraform(tmp_path / "infra")       # a copy of infra/ (or module=...)
-        tf.cloud.instance_address("tweet-trainer", "10.200.0.2")  # what GCP will answer
+        tf = stand_in_google.terraform(tmp_path / "infra")        # a copy of infra/ (or module=...)
+        tf.cloud.instance_address("tweet-trainer-0", "127.0.0.2")  # what GCP will answer
         tf.init()
-        tf.apply(project_id="p-123456", ssh_source_ranges=["10.200.0.1/32"])
-        outputs = tf.output()                                     # `terraform output -json`, parsed
+        tf.apply({"node_count": 2})                                # BASE_VARS plus these variables
+        outputs = tf.output()                                      # `terraform output -json`, parsed
         tf.destroy()
 
 `stand_in_google` (a session-scoped fixture defined here; tests/infra/conftest.py imports it, and so

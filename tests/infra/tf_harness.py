@@ -55,7 +55,13 @@ PROVIDER_PATH = (
     f"registry.terraform.io/hashicorp/google/{VERSION}/linux_amd64/terraform-provider-google_v{VERSION}"
 )
 MODULE_IGNORE = shutil.ignore_patterns(
-    ".terraform*", "*.tfstate*", "terraform.tfvars", "backend.hcl", "*_override.tf"
+    ".terraform*",
+    "*.tfstate*",
+    "terraform.tfvars",
+    "backend.hcl",
+    "*_override.tf",
+    ".stand-in-cloud*",
+    "tfplan",
 )
 # Variables of infra/ that every plan needs; the public key is the module's own test key.
 BASE_VARS: dict[str, Any] = {

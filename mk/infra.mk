@@ -17,7 +17,7 @@ TF_CLOUD = INFRA_DIR='$(INFRA_DIR)' TFVARS='$(TFVARS)' SSH_KEY='$(SSH_KEY)' INVE
 	DATA='$(DATA)' MODEL='$(MODEL)' SOURCE='$(SOURCE)' KEEP_DATA_DISK='$(KEEP_DATA_DISK)' AUTO_APPROVE='$(AUTO_APPROVE)' \
 	scripts/tf_cloud.sh
 
-.PHONY: infra-init infra-plan infra-up infra-down ssh train-cloud fetch
+.PHONY: infra-init infra-plan infra-apply infra-up infra-down ssh train-cloud fetch
 
 infra-init: ## Terraform init in infra/ (local state; GCS state when infra/backend.hcl exists)
 	@$(TF_CLOUD) preflight
@@ -28,11 +28,14 @@ infra-plan: ## Show what infra-up would change (needs infra/terraform.tfvars and
 	@$(TF_CLOUD) init
 	@$(TF_CLOUD) plan
 
-infra-up: ## Create the T4 VM, data disk, bucket (Terraform), write the inventory, provision (Ansible)
+infra-apply: ## Terraform half of infra-up: create or converge the VM, disk and bucket, then write the inventory
 	@$(TF_CLOUD) preflight tfvars ssh-key creds
 	@$(TF_CLOUD) init
 	@$(TF_CLOUD) apply
-	@$(MAKE) --no-print-directory inventory provision SSH_KEY='$(SSH_KEY)' INVENTORY='$(INVENTORY)'
+	@$(MAKE) --no-print-directory inventory SSH_KEY='$(SSH_KEY)' INVENTORY='$(INVENTORY)'
+
+infra-up: infra-apply ## Create the T4 VM, data disk, bucket (Terraform), write the inventory, provision (Ansible)
+	@$(MAKE) --no-print-directory provision SSH_KEY='$(SSH_KEY)' INVENTORY='$(INVENTORY)'
 
 infra-down: ## Destroy the VM side; keeps the bucket unless force_destroy (KEEP_DATA_DISK=1 keeps the disk)
 	@$(TF_CLOUD) preflight tfvars creds

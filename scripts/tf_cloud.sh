@@ -136,7 +136,9 @@ ssh_opts=()
 # Fills vm[host port user bucket_url project_dir data_mount] and ssh_opts; every value checked.
 read_connection() {
   local shown line
-  shown=$(python3 scripts/make_inventory.py --show --out "$INVENTORY" 2>&1) || die "${shown#make_inventory: }"
+  # (the variables that only `make inventory` reads are left out: SSH_PORT is checked here)
+  shown=$(env -u SSH_PORT -u TRAINER_VM_PROJECT_DIR -u TRAINER_VM_DATA_MOUNT \
+    python3 scripts/make_inventory.py --show --out "$INVENTORY" 2>&1) || die "${shown#make_inventory: }"
   while IFS= read -r line; do vm[${line%%=*}]=${line#*=}; done <<<"$shown"
   [[ -n "${SSH_PORT:-}" ]] && vm[port]=$SSH_PORT
   [[ "${vm[host]:-}" =~ $HOST_RE ]] || die "inventory $INVENTORY: VM address '${vm[host]:-}' is not an IP address or host name: run make inventory again"
@@ -200,9 +202,12 @@ shipped_commit() {
 }
 
 # Copies go over ssh as tar streams: nothing beyond ssh and tar is needed on either side.
+# What lands on the data disk belongs to the login user, whose ids the image's user has (the .env that
+# provisioning writes), so the trainer can read files whatever their mode here (safetensors: 0600).
 push() {  # push LOCAL_DIR NAME REMOTE_DIR: LOCAL_DIR/NAME -> REMOTE_DIR/NAME (replaced)
   local dir=$1 name=$2 dest=$3
-  tar -C "$dir" -cf - "$name" | on_vm "sudo mkdir -p $(quoted "$dest") && sudo rm -rf $(quoted "$dest/$name") && sudo tar -C $(quoted "$dest") -xf - --no-same-owner"
+  tar -C "$dir" -cf - "$name" | on_vm "sudo mkdir -p $(quoted "$dest") && sudo rm -rf $(quoted "$dest/$name") \
+&& sudo tar -C $(quoted "$dest") -xf - --no-same-owner && sudo chown -R $(quoted "${vm[user]}:") $(quoted "$dest/$name")"
 }
 
 # The project as the trainer_host role ships it (git-tracked plus untracked files git does not

@@ -49,9 +49,16 @@ def gcs_emulator():
         proc.wait(timeout=10)
 
 
-def emulator_client():
-    """A client as the project's owner sees the bucket (straight to the emulator: no gate)."""
+def emulator_client(url: str):
+    """A google-cloud-storage client of the GCS API at `url` (the emulator: the project's owner's view;
+    the gate: the VM's account's view)."""
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage
 
-    return storage.Client(project="test", credentials=AnonymousCredentials())
+    return storage.Client(
+        project="test", credentials=AnonymousCredentials(), client_options={"api_endpoint": url}
+    )
+
+
+# The stand-in google provider for real Terraform, the same session fixture the infra tests use.
+from tests.infra.conftest import stand_in_google  # noqa: E402, F401

@@ -122,7 +122,7 @@ def _iam_without(tmp_path: Path, role: str) -> Path:
 def bucket(gcs_emulator, monkeypatch):
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator)
     name = "gate-art"
-    client = emulator_client()
+    client = emulator_client(gcs_emulator)
     if client.lookup_bucket(name) is None:
         client.create_bucket(name)
     return name, int(gcs_emulator.rsplit(":", 1)[1])
@@ -166,10 +166,12 @@ def test_trainer_bucket_check_fails_in_one_line_when_iam_tf_lacks_object_admin(b
 def test_links_handed_out_lead_back_through_the_gate(bucket, monkeypatch):
     """mediaLink and resumable-upload URLs name the gate, never the emulator behind it."""
     name, port = bucket
-    emulator_client().bucket(name).blob("direct/data.csv").upload_from_string(b"text,label\nhi,a\n")
+    emulator_client(f"http://127.0.0.1:{port}").bucket(name).blob("direct/data.csv").upload_from_string(
+        b"text,label\nhi,a\n"
+    )
     with Gate(port, Policy.from_iam_tf(IAM_TF, SA, name)) as gate:
         monkeypatch.setenv("STORAGE_EMULATOR_HOST", gate.url)
-        client = emulator_client()
+        client = emulator_client(gate.url)
         (blob,) = client.list_blobs(name, prefix="direct/")
         assert blob.media_link.startswith(gate.url)
         assert blob.download_as_bytes() == b"text,label\nhi,a\n"

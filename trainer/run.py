@@ -14,12 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from transformers import set_seed
+from transformers import TrainerCallback, set_seed
 
-from trainer import artifacts
+from trainer import artifacts, checkpoints
 from trainer.checks import check_before_training
 from trainer.config import Config
 from trainer.data import Splits, load_splits, tokenize
+from trainer.errors import UserError
+from trainer.interrupt import sigterm_as_interrupt
+from trainer.lock import RunLock, is_local_main
 from trainer.modeling import load_model, load_tokenizer
 from trainer.precision import DeviceInfo, PrecisionDecision, check_gpu, decide_precision, detect_device
 from trainer.run_folder import RunFolder
@@ -96,53 +99,101 @@ def run(cfg: Config, device: DeviceInfo | None = None) -> RunResult:
     started = time.time()
     plan = RunPlan.derive(cfg, device or detect_device())
     folder = plan.folder
-
-    # Every input is checked before the output folder is touched.
-    resume_from = folder.guard(cfg.runtime.overwrite, cfg.runtime.resume)
-    prepared = prepare(cfg)
-    sync = _bucket_sync(plan)
-    if sync:
-        sync.check()
-
-    if cfg.runtime.overwrite:
-        folder.clear()
-    folder.start(cfg)
-    handler = attach_file_log(folder.log_file)
-    try:
-        log.info("precision: %s", plan.precision.reason)
-        if plan.precision.warning:
-            log.warning(plan.precision.warning)
-        if resume_from:
-            log.info("resuming from %s", resume_from)
-        splits = prepared.splits
-        datasets_ = prepared.encoded(cfg.model.max_length)
-        args = build_training_args(cfg, plan.precision, plan.device, folder.checkpoints_dir)
-        extra = []
+    lock = RunLock(folder.path)
+    with sigterm_as_interrupt() as stopper, lock:
+        if folder.path.is_dir():
+            lock.acquire()  # at once: a second run on this folder hears it before doing any work
+        # Every input is checked before the output folder is touched.
+        folder.guard(cfg.runtime.overwrite, cfg.runtime.resume)
+        folder.check_writable()
+        prepared = prepare(cfg)
+        needed = checkpoints.estimated_bytes(prepared.model, prepared.tokenizer)
+        folder.check_room(needed)
+        sync = _bucket_sync(plan)
         if sync:
-            from trainer.storage import CheckpointSyncCallback
+            sync.check()
+        if not lock.held:
+            folder.create()
+            lock.acquire()
+        found = folder.guard(cfg.runtime.overwrite, cfg.runtime.resume)  # again, now that it is ours
+        if cfg.runtime.overwrite:
+            folder.clear()
+        folder.start(cfg)
+        handler = attach_file_log(folder.log_file)
+        try:
+            return _train(cfg, plan, prepared, found, stopper, sync, needed, started)
+        finally:
+            for name in ("trainer", "transformers"):
+                logging.getLogger(name).removeHandler(handler)
+            handler.close()
 
-            extra.append(CheckpointSyncCallback(sync))
-        model, tokenizer = prepared.model, prepared.tokenizer
-        trainer = build_trainer(
-            cfg, model, tokenizer, datasets_, args, plan.device, folder.tensorboard_dir, extra
+
+class AttemptRecorder(TrainerCallback):
+    """Each checkpoint moves the attempt's `last_seen` and `last_checkpoint_step` in attempts.json."""
+
+    def __init__(self, folder: RunFolder):
+        self.folder = folder
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.folder.update_attempt(last_checkpoint_step=state.global_step)
+
+
+def _train(cfg, plan: RunPlan, prepared: Prepared, found, stopper, sync, needed: int, started: float):
+    folder = plan.folder
+    log.info("precision: %s", plan.precision.reason)
+    if plan.precision.warning:
+        log.warning(plan.precision.warning)
+    folder.remove_incomplete(found)
+    resume_from = found.newest
+    if resume_from:
+        log.info("resuming from %s", resume_from)
+    if is_local_main():
+        folder.begin_attempt(resume_from, started)
+    splits = prepared.splits
+    datasets_ = prepared.encoded(cfg.model.max_length)
+    args = build_training_args(cfg, plan.precision, plan.device, folder.checkpoints_dir)
+    extra: list[TrainerCallback] = [AttemptRecorder(folder)]
+    if sync:
+        from trainer.storage import CheckpointSyncCallback
+
+        extra.append(CheckpointSyncCallback(sync))
+    trainer = build_trainer(
+        cfg,
+        prepared.model,
+        prepared.tokenizer,
+        datasets_,
+        args,
+        plan.device,
+        folder.tensorboard_dir,
+        extra,
+        last=[stopper],
+    )
+    try:
+        outcome = train_and_evaluate(
+            trainer, splits.labels, datasets_, str(resume_from) if resume_from else None
         )
-        outcome = train_and_evaluate(trainer, splits.labels, datasets_, resume_from)
         if not trainer.is_world_process_zero():
             return RunResult(folder.path, {}, {})
         metrics, manifest = folder.finish(
             outcome,
             splits.labels,
             cfg.train.early_stopping.metric,
-            lambda: build_manifest(cfg, plan, splits, outcome, started, resume_from),
+            lambda: build_manifest(cfg, plan, splits, outcome, resume_from),
         )
-        if sync:
-            sync.upload_run(folder.path)
-            log.info("artifacts in %s", sync.url)
-        return RunResult(folder.path, metrics, manifest)
-    finally:
-        for name in ("trainer", "transformers"):
-            logging.getLogger(name).removeHandler(handler)
-        handler.close()
+    except KeyboardInterrupt:
+        folder.end_attempt("interrupted")
+        raise
+    except Exception as exc:
+        folder.end_attempt("failed")
+        full = None if isinstance(exc, UserError) else folder.disk_full_error(needed)
+        if full:
+            raise full from None
+        raise
+    if sync:
+        sync.upload_run(folder.path)
+        log.info("artifacts in %s", sync.url)
+    return RunResult(folder.path, metrics, manifest)
 
 
 def _bucket_sync(plan: RunPlan):
@@ -153,14 +204,18 @@ def _bucket_sync(plan: RunPlan):
     return BucketSync(plan.bucket, plan.folder.name)
 
 
-def build_manifest(
-    cfg, plan: RunPlan, splits: Splits, outcome, started: float, resume_from
-) -> dict[str, Any]:
-    wall = time.time() - started
+def build_manifest(cfg, plan: RunPlan, splits: Splits, outcome, resume_from: Path | None) -> dict[str, Any]:
+    """Built last (RunFolder.finish): closes this attempt in attempts.json, so the timings, the cost and
+    the resume points cover the whole run, every attempt of it."""
+    folder = plan.folder
+    folder.end_attempt("finished")
+    attempts = folder.attempts()
+    wall = sum(a["last_seen"] - a["started"] for a in attempts)
+    this = attempts[-1] if attempts else {"started": time.time(), "last_seen": time.time()}
     train_metrics = outcome.train_metrics
     state = outcome.trainer.state
     return {
-        "run_name": plan.folder.name,
+        "run_name": folder.name,
         "mode": cfg.mode,
         "command": sys.argv,
         "model": cfg.model.name,
@@ -176,13 +231,21 @@ def build_manifest(
             "stopped_early": outcome.stopped_early,
             "best_checkpoint": state.best_model_checkpoint,
             "best_metric": {cfg.train.early_stopping.metric: state.best_metric},
-            "resumed_from": resume_from,
+            "resumed_from": str(resume_from) if resume_from else None,
+            "resume_points": [
+                {"checkpoint": a["resumed_from"], "step": a["resumed_at_step"], "at": _iso(a["started"])}
+                for a in attempts
+                if a.get("resumed_from")
+            ],
+            "train_loss": whole_run_train_loss(state.log_history),
             "effective_batch_size": cfg.train.batch_size
             * cfg.train.gradient_accumulation_steps
             * max(1, outcome.trainer.args.world_size),
         },
         "timing": {
             "wall_seconds": round(wall, 2),
+            "attempts": len(attempts),
+            "this_attempt_wall_seconds": round(this["last_seen"] - this["started"], 2),
             "train_seconds": round(train_metrics.get("train_runtime", 0.0), 2),
             "train_samples_per_second": train_metrics.get("train_samples_per_second"),
             "train_steps_per_second": train_metrics.get("train_steps_per_second"),
@@ -191,3 +254,18 @@ def build_manifest(
         "bucket": plan.bucket,
         "test_f1_macro": outcome.test_report["f1_macro"],
     }
+
+
+def whole_run_train_loss(history: list[dict[str, Any]]) -> float | None:
+    """Mean training loss over the run's logged steps, every attempt (the Trainer's own `train_loss`
+    covers the last attempt only): each logged loss weighted by the steps since the previous one."""
+    total, steps, previous = 0.0, 0, 0
+    for record in history:
+        if "loss" in record and "step" in record:
+            n = record["step"] - previous
+            total, steps, previous = total + record["loss"] * n, steps + n, record["step"]
+    return round(total / steps, 6) if steps else None
+
+
+def _iso(unix: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(unix))

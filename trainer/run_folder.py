@@ -6,7 +6,8 @@
       metrics.json           {"validation": report, "test": report}
       config.resolved.yaml   the run's config (file < cloud_overrides < flags), written at the start
       training.log           the run's log
-      checkpoints/           the Trainer's checkpoints (resume)
+      checkpoints/           the Trainer's checkpoints (resume; complete ones hold checkpoint-complete.json)
+      attempts.json          one record per start of the run (first start and every resume): times, steps
       tensorboard/           TensorBoard event files
       confusion_matrix.png   test split
       learning_curve.png     losses and the early-stopping metric
@@ -14,20 +15,28 @@
 
 `trainer.run` writes a run through `RunFolder`, `trainer.predict` reads one back through it, and so do
 the cloud verbs (`make fetch`, `make runs`): `RunFolder(path).is_finished()`, `.manifest()`,
-`.resolved_config()`. No other module spells a file name of the run folder.
+`.resolved_config()`. No other module spells a file name of the run folder (inside a checkpoint,
+`trainer.checkpoints` owns the names). The run holds an OS lock on the folder (`trainer.lock`) while it
+writes there.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
+import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from trainer import checkpoints
 from trainer.config import Config, load_resolved, to_yaml
 from trainer.errors import UserError
+
+log = logging.getLogger(__name__)
 
 MODEL = "model"
 LABELS = "labels.json"
@@ -39,6 +48,7 @@ TENSORBOARD = "tensorboard"
 CONFUSION_MATRIX = "confusion_matrix.png"
 LEARNING_CURVE = "learning_curve.png"
 MANIFEST = "manifest.json"
+ATTEMPTS = "attempts.json"
 # What a run of ours leaves in its folder; anything else means the folder is not ours to touch.
 OWN_ENTRIES = frozenset(
     {
@@ -52,8 +62,10 @@ OWN_ENTRIES = frozenset(
         CONFUSION_MATRIX,
         LEARNING_CURVE,
         MANIFEST,
+        ATTEMPTS,
     }
 )
+MB = 1024 * 1024
 
 
 def write_json(path: Path, payload: Any) -> None:
@@ -97,20 +109,22 @@ class RunFolder:
     # ------------------------------------------------------------------ the guard, before a run writes
 
     def last_checkpoint(self) -> str | None:
-        from transformers.trainer_utils import get_last_checkpoint
+        """The newest complete checkpoint (`trainer.checkpoints`), None when there is none."""
+        newest = checkpoints.scan(self.checkpoints_dir).newest
+        return str(newest) if newest else None
 
-        return get_last_checkpoint(str(self.checkpoints_dir)) if self.checkpoints_dir.is_dir() else None
-
-    def guard(self, overwrite: bool, resume: bool) -> str | None:
-        """Decide what to do with the folder before anything is written: a checkpoint to resume from,
-        or None. Raises UserError rather than touching a finished or foreign folder."""
+    def guard(self, overwrite: bool, resume: bool) -> checkpoints.Scan:
+        """Decide what to do with the folder before anything is written: the checkpoint to resume from
+        (`.newest`, None to start afresh) and the incomplete ones to remove (`.skipped`). Raises UserError
+        rather than touching a finished or foreign folder."""
+        fresh = checkpoints.Scan()
         if not self.path.exists():
-            return None
+            return fresh
         if not self.path.is_dir():
             raise UserError(f"output folder {self.path} is a file: choose another --output-dir")
         entries = {p.name for p in self.path.iterdir()}
         if not entries:
-            return None
+            return fresh
         foreign = sorted(entries - OWN_ENTRIES)
         if foreign:
             raise UserError(
@@ -118,21 +132,72 @@ class RunFolder:
                 f"({foreign[0]}, ...): choose an empty or new --output-dir"
             )
         if overwrite:
-            return None
+            return fresh
         if MANIFEST in entries:
             raise UserError(
                 f"output folder {self.path} already holds a finished run: pass --overwrite to replace it, "
                 "or choose another --output-dir"
             )
-        checkpoint = self.last_checkpoint()
-        if checkpoint and resume:
-            return checkpoint
-        if checkpoint:
+        found = checkpoints.scan(self.checkpoints_dir)
+        if found.newest and not resume:
             raise UserError(
                 f"output folder {self.path} holds an unfinished run and runtime.resume is false: "
                 "pass --overwrite to start again"
             )
-        return None
+        return found
+
+    def check_writable(self) -> None:
+        """Before anything is written: the folder (or, before it exists, the folder that will hold it)
+        takes new files. A probe file in an existing folder, removed at once, asks the file system itself
+        (permissions, a read-only mount, root included)."""
+        if self.path.is_dir():
+            try:
+                fd, probe = tempfile.mkstemp(dir=self.path, prefix=".write-check-")
+                os.close(fd)
+                os.unlink(probe)
+            except OSError as exc:
+                raise UserError(
+                    f"output folder {self.path} is not writable ({exc.strerror}): make it writable "
+                    "or choose another --output-dir"
+                ) from None
+            return
+        parent = _existing_ancestor(self.path)
+        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK, effective_ids=True):
+            raise UserError(
+                f"cannot create output folder {self.path}: {parent} is not a writable folder; "
+                "choose another --output-dir"
+            )
+
+    def check_room(self, needed: int) -> None:
+        """Before the first step: the disk holding the folder has room for one checkpoint of `needed`
+        bytes (`checkpoints.estimated_bytes`), not discovered at the first save after an epoch."""
+        where = _existing_ancestor(self.path)
+        free = shutil.disk_usage(where).free
+        if free < needed:
+            raise UserError(
+                f"not enough free space for a checkpoint in {self.path}: one needs about "
+                f"{needed / MB:.1f} MB, the disk holding {where} has {free / MB:.1f} MB free; "
+                "free some space or choose another --output-dir"
+            )
+
+    def disk_full_error(self, needed: int) -> UserError | None:
+        """After a failed write: a UserError saying the disk is full, when it is (under the room for one
+        more checkpoint), else None."""
+        free = shutil.disk_usage(_existing_ancestor(self.path)).free
+        if free >= needed:
+            return None
+        return UserError(
+            f"the disk holding {self.path} ran out of space while the run wrote there ({free / MB:.1f} MB "
+            f"free, a checkpoint needs about {needed / MB:.1f} MB): free some space, then rerun the same "
+            "command to resume from the last complete checkpoint"
+        )
+
+    def remove_incomplete(self, found: checkpoints.Scan) -> None:
+        """Under the run's lock, before training: incomplete checkpoints go (the Trainer's rotation would
+        count them), each with one line saying which and why."""
+        for folder, why in found.skipped:
+            log.warning("skipping %s: %s; removed it", folder.name, why)
+            shutil.rmtree(folder)
 
     def clear(self) -> None:
         """With --overwrite, after every input was validated: remove only what a run writes."""
@@ -145,10 +210,66 @@ class RunFolder:
 
     # ------------------------------------------------------------------ writing
 
+    def create(self) -> None:
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(
+                f"cannot create output folder {self.path} ({exc.strerror}): choose another --output-dir"
+            ) from None
+
     def start(self, cfg: Config) -> None:
         """Create the folder and record the config the run uses."""
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.create()
         (self.path / RESOLVED_CONFIG).write_text(to_yaml(cfg), encoding="utf-8")
+
+    # ------------------------------------------------------------------ the attempts record
+
+    def attempts(self) -> list[dict[str, Any]]:
+        """One record per start of this run: started/last_seen/ended (Unix time), resumed_from (a
+        checkpoint name) and resumed_at_step, last_checkpoint_step, outcome. `last_seen` moves at each
+        checkpoint, so an attempt killed without a word still counts up to its last checkpoint."""
+        path = self.path / ATTEMPTS
+        if not path.is_file():
+            return []
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            log.warning("%s is unreadable: the manifest counts this attempt only", path)
+            return []
+        return list(data.get("attempts", [])) if isinstance(data, dict) else []
+
+    def _write_attempts(self, attempts: list[dict[str, Any]]) -> None:
+        write_json(self.path / ATTEMPTS, {"attempts": attempts})
+
+    def begin_attempt(self, resume_from: Path | None, started: float) -> None:
+        record = {
+            "started": started,
+            "last_seen": time.time(),
+            "ended": None,
+            "resumed_from": resume_from.name if resume_from else None,
+            "resumed_at_step": checkpoints.step_of(resume_from) if resume_from else None,
+            "last_checkpoint_step": None,
+            "outcome": "running",
+        }
+        self._write_attempts([*self.attempts(), record])
+
+    def update_attempt(self, **fields: Any) -> None:
+        """Update the current (last) attempt: `last_seen` is now; `fields` as given."""
+        attempts = self.attempts()
+        if not attempts:
+            return
+        attempts[-1].update({"last_seen": time.time(), **fields})
+        self._write_attempts(attempts)
+
+    def end_attempt(self, outcome: str) -> None:
+        """Close the current attempt: finished, interrupted or failed. On a failing disk the record may
+        not be writable: that is logged, and the attempt keeps its last checkpoint's time."""
+        try:
+            now = time.time()
+            self.update_attempt(ended=now, last_seen=now, outcome=outcome)
+        except OSError as exc:
+            log.warning("could not record the end of this attempt in %s (%s)", self.path / ATTEMPTS, exc)
 
     def finish(
         self, outcome, labels: list[str], metric: str, build_manifest: Callable[[], dict[str, Any]]
@@ -220,3 +341,11 @@ class RunFolder:
         if not path.is_file():
             raise UserError(f"run folder {self.path} has no {RESOLVED_CONFIG}: it is incomplete, train again")
         return load_resolved(path)
+
+
+def _existing_ancestor(path: Path) -> Path:
+    """`path` itself when it exists, else its nearest existing parent."""
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path

@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from transformers import TrainerCallback
+from transformers import Trainer, TrainerCallback
 
+from trainer.checkpoints import CompletionMarkerCallback
 from trainer.config import Config, TrainConfig
 from trainer.metrics import compute_metrics, full_report
 from trainer.precision import DeviceInfo, PrecisionDecision
+from trainer.sampling import SeededLengthGroupedSampler, example_lengths
 
 log = logging.getLogger(__name__)
 # Per-step records go to training.log only; the progress bar already shows them on the console.
@@ -97,20 +99,40 @@ class TrainOutcome:
     stopped_early: bool
 
 
-def build_trainer(cfg: Config, model, tokenizer, datasets_, args, device: DeviceInfo, tb_dir: Path, extra=()):
+class RunTrainer(Trainer):
+    """HF's Trainer with one change: length-grouped batches come from `trainer.sampling`, in an order set
+    by the run's seed and the epoch (so a resumed run sees the batches an uninterrupted one does)."""
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = self.train_dataset if train_dataset is None else train_dataset
+        if self.args.train_sampling_strategy != "group_by_length" or dataset is None:
+            return super()._get_train_sampler(train_dataset)
+        return SeededLengthGroupedSampler(
+            example_lengths(dataset, self.args.length_column_name),
+            self.args.train_batch_size * self.args.gradient_accumulation_steps,
+            self.args.data_seed if self.args.data_seed is not None else self.args.seed,
+        )
+
+
+def build_trainer(
+    cfg: Config, model, tokenizer, datasets_, args, device: DeviceInfo, tb_dir: Path, extra=(), last=()
+):
+    """`extra` callbacks run after the checkpoint's completion marker is written (the bucket sync);
+    `last` ones after all others (the SIGTERM stop, which ends the run from its `on_save`)."""
     from torch.utils.tensorboard import SummaryWriter
-    from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer
+    from transformers import DataCollatorWithPadding, EarlyStoppingCallback
     from transformers.integrations import TensorBoardCallback
 
     es = cfg.train.early_stopping
-    callbacks = [LogFileCallback(), *extra]
+    callbacks = [CompletionMarkerCallback(), LogFileCallback(), *extra]
     if args.process_index == 0:
         callbacks.append(TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(tb_dir))))
     if es.enabled:
         callbacks.append(
             EarlyStoppingCallback(early_stopping_patience=es.patience, early_stopping_threshold=es.min_delta)
         )
-    return Trainer(
+    callbacks.extend(last)
+    return RunTrainer(
         model=model,
         args=args,
         train_dataset=datasets_["train"],

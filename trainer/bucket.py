@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -82,7 +83,12 @@ def load_credentials() -> tuple[str, str | None]:
 
 
 def first_line(exc: Exception) -> str:
-    lines = str(getattr(exc, "message", None) or exc).strip().splitlines()
+    """A Google API error in one line: GCS's own message when the text carries its JSON body."""
+    text = str(getattr(exc, "message", None) or exc).strip()
+    found = re.search(r'"message": "((?:[^"\\]|\\.)*)"', text)
+    if found:
+        return found.group(1)
+    lines = text.splitlines()
     return lines[0] if lines else type(exc).__name__
 
 

@@ -33,6 +33,11 @@ resource "google_compute_instance" "trainer" {
   allow_stopping_for_update = true
   deletion_protection       = false
 
+  # RUNNING by default: a VM stopped by a preemption, its maximum run duration or a maintenance event
+  # is started again by the next `terraform apply` (make watch); the refresh before it reads the new
+  # ephemeral address, so the outputs never keep a stale one.
+  desired_status = var.desired_status
+
   boot_disk {
     auto_delete = true
     initialize_params {
@@ -99,6 +104,13 @@ resource "google_compute_instance" "trainer" {
     block-project-ssh-keys = "true"
     enable-oslogin         = "FALSE"
     serial-port-enable     = "FALSE"
+  }
+
+  lifecycle {
+    precondition {
+      condition     = alltrue([for z in local.zone_order : startswith(z, "${local.region}-")])
+      error_message = "fallback_zones must be zones of ${local.region} (the region of zone): the subnet and the bucket are regional."
+    }
   }
 
   depends_on = [

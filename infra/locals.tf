@@ -26,6 +26,22 @@ locals {
   needs_termination_action    = var.spot || local.max_run_seconds > 0
   instance_termination_action = local.needs_termination_action ? var.termination_action : null
 
+  # Zones that offer each GPU type, per region, from Google's "GPU regions and zones availability"
+  # (https://cloud.google.com/compute/docs/gpus/gpu-regions-zones, read 2026-11). Only regions
+  # listed here get a default fallback list; elsewhere set fallback_zones.
+  gpu_zones = {
+    us-central1 = {
+      nvidia-tesla-t4   = ["us-central1-a", "us-central1-b", "us-central1-c", "us-central1-f"]
+      nvidia-tesla-v100 = ["us-central1-a", "us-central1-b", "us-central1-c", "us-central1-f"]
+      nvidia-tesla-p100 = ["us-central1-c", "us-central1-f"]
+      nvidia-tesla-p4   = ["us-central1-a", "us-central1-c"]
+    }
+  }
+  # The zones `make watch` tries, in order: zone first, then the fallbacks (zones are replaced whole:
+  # the data disk is zonal and is made anew in the next zone; checkpoints live in the bucket).
+  default_fallback_zones = lookup(lookup(local.gpu_zones, local.region, {}), var.gpu_type, [])
+  zone_order             = distinct(concat([var.zone], var.fallback_zones != null ? var.fallback_zones : local.default_fallback_zones))
+
   apis = var.enable_apis ? toset([
     "cloudresourcemanager.googleapis.com",
     "compute.googleapis.com",

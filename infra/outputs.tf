@@ -10,6 +10,16 @@ output "zone" {
   value       = var.zone
 }
 
+output "zones" {
+  description = "Zones make watch tries in order when the VM's zone has no GPU left (zone first)."
+  value       = local.zone_order
+}
+
+output "instance_status" {
+  description = "Status of the VM (node 0) as GCE reported it at the last refresh: RUNNING, TERMINATED, ..."
+  value       = google_compute_instance.trainer[0].current_status
+}
+
 output "project_id" {
   description = "GCP project holding every resource."
   value       = var.project_id

@@ -51,6 +51,28 @@ variable "enable_apis" {
   default     = true
 }
 
+variable "fallback_zones" {
+  type        = list(string)
+  description = "Zones of zone's region that `make watch` moves the VM to, in this order, when zone has no GPU left (ZONE_RESOURCE_POOL_EXHAUSTED); null = the region's zones that offer gpu_type (locals.tf), [] = never move."
+  default     = null
+
+  validation {
+    condition     = alltrue([for z in var.fallback_zones == null ? [] : var.fallback_zones : can(regex("^[a-z]+-[a-z]+[0-9]+-[a-z]$", z))])
+    error_message = "fallback_zones must list zones such as us-central1-b (region plus a one-letter zone suffix)."
+  }
+}
+
+variable "desired_status" {
+  type        = string
+  description = "What the VM should be: RUNNING (a converge starts a stopped or preempted VM again) or TERMINATED (stopped: only the disks are billed)."
+  default     = "RUNNING"
+
+  validation {
+    condition     = contains(["RUNNING", "TERMINATED"], var.desired_status)
+    error_message = "desired_status must be RUNNING or TERMINATED (a VM with GPUs cannot be SUSPENDED)."
+  }
+}
+
 # ---- Machine and GPU ----------------------------------------------------------------------------
 
 variable "machine_type" {

@@ -140,12 +140,18 @@ def test_apply_gives_the_outputs_the_inventory_and_the_playbook_expect(tf, tmp_p
     tf.apply()
     outputs = tf.output()
     expected = json.loads(FIXTURE_OUTPUTS.read_text())
-    assert {n: o["type"] for n, o in outputs.items()} == {n: o["type"] for n, o in expected.items()}
+    # The recorded deployment's outputs, in the same types, plus those added since (make watch's).
+    assert {n: o["type"] for n, o in outputs.items() if n in expected} == {
+        n: o["type"] for n, o in expected.items()
+    }
+    assert set(outputs) - set(expected) == {"zones", "instance_status"}
     values = {name: o["value"] for name, o in outputs.items()}
     assert values["external_ip"] == STAND_IN_VM and values["external_ips"] == [STAND_IN_VM]
     assert values["internal_ips"] == ["10.42.0.2"]  # the first address of subnet_cidr's hosts
     assert values["bucket_url"] == "gs://stand-in-project-tweet-trainer"
     assert values["service_account_email"] == "tweet-trainer-vm@stand-in-project.iam.gserviceaccount.com"
+    assert values["zones"] == ["us-central1-a", "us-central1-b", "us-central1-c", "us-central1-f"]
+    assert values["instance_status"] == "RUNNING"
     hosts = inventory(tf, tmp_path / "hosts.yml")["trainer"]["hosts"]
     # The same host variables as the inventory made from the recorded outputs of a real deployment.
     (reference,) = inventory(tf, tmp_path / "reference.yml", "--from", str(FIXTURE_OUTPUTS))["trainer"][
@@ -262,18 +268,26 @@ def test_a_preempted_vm_is_seen_terminated_at_the_next_refresh(tf):
 
 
 def test_converging_brings_a_preempted_vm_back_with_a_new_address(tf):
-    """The VM's desired status RUNNING (issue 12's recovery) starts it again through plan and apply."""
-    compute = tf.workdir / "compute.tf"
-    anchor = "allow_stopping_for_update = true"
-    compute.write_text(
-        compute.read_text().replace(anchor, f'{anchor}\n  desired_status            = "RUNNING"')
-    )
+    """The module's desired_status (RUNNING by default) starts a preempted VM again through plan and
+    apply, and the outputs carry the address it has now, not the one it had."""
     tf.cloud.instance_address("tweet-trainer", STAND_IN_VM)
     tf.apply()
     tf.cloud.set_attributes(VM, "tweet-trainer", current_status="TERMINATED")
     tf.cloud.instance_address("tweet-trainer", "127.0.0.9")  # an ephemeral address changes on restart
     plan = changes(tf.plan())["google_compute_instance.trainer[0]"]
-    assert plan["actions"] == ["update"]
+    assert plan["actions"] == ["update"]  # started in place: the disks and the VM stay
     tf.apply()
-    assert tf.output()["external_ip"]["value"] == "127.0.0.9"
+    outputs = tf.output()
+    assert outputs["external_ip"]["value"] == "127.0.0.9" and outputs["instance_status"]["value"] == "RUNNING"
+    assert [vm["current_status"] for vm in tf.cloud.resources(VM)] == ["RUNNING"]
+
+
+def test_a_refresh_shows_a_preempted_vm_and_desired_status_stops_one(tf):
+    tf.apply()
+    tf.cloud.set_attributes(VM, "tweet-trainer", current_status="TERMINATED")
+    tf.apply(None, "-refresh-only")
+    assert tf.output()["instance_status"]["value"] == "TERMINATED"
+    tf.apply({"desired_status": "TERMINATED"})  # stopped on purpose: nothing to change
+    assert [vm["current_status"] for vm in tf.cloud.resources(VM)] == ["TERMINATED"]
+    tf.apply()
     assert [vm["current_status"] for vm in tf.cloud.resources(VM)] == ["RUNNING"]

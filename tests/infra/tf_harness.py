@@ -61,6 +61,7 @@ MODULE_IGNORE = shutil.ignore_patterns(
     "backend.hcl",
     "*_override.tf",
     ".stand-in-cloud*",
+    "*.auto.tfvars.json",
     "tfplan",
 )
 # Variables of infra/ that every plan needs; the public key is the module's own test key.

@@ -1,0 +1,156 @@
+"""The price table (trainer/prices.py) and the hourly price of a real Terraform plan of infra/.
+
+The plans come from real Terraform over the module with the stand-in google provider
+(tests/infra/tf_harness.py); the figures are checked against the table by hand-written sums, so a
+changed price, a lost disk or a GPU counted once instead of per VM changes the total.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from datetime import date
+
+import pytest
+
+from tests.infra.tf_harness import BASE_VARS, INFRA
+from tests.support import ROOT
+from trainer import prices
+
+KEY = str(INFRA / "tests" / "fixtures" / "id_test.pub")
+DISKS_GB = 50 + 100  # boot (pd-balanced, boot_disk_size_gb) + data (data_disk_type, data_disk_size_gb)
+DISK_HOURLY = DISKS_GB * 0.10 / 730
+
+
+# ---- the table ----------------------------------------------------------------------------------
+
+
+def test_the_table_is_dated_sourced_and_covers_what_the_module_allows():
+    assert date.fromisoformat(prices.PRICE_DATE) <= date.today()
+    variables = (INFRA / "variables.tf").read_text()
+    gpu_types = set(re.findall(r'"(nvidia-tesla-\w+)"', variables))
+    disk_types = set(re.findall(r'"(pd-\w+)"', variables))
+    assert gpu_types == set(prices.GPUS) and disk_types == set(prices.DISKS)
+    assert {"n1-standard-4", "n1-standard-8", "n1-standard-16"} <= set(prices.MACHINES)
+    for table in (prices.MACHINES, prices.GPUS, prices.DISKS):
+        for name, price in table.items():
+            assert price.source and 0 < price.spot <= price.on_demand, name
+    # DESIGN.md's figures, as the design states them.
+    machine, gpu = prices.MACHINES["n1-standard-4"], prices.GPUS["nvidia-tesla-t4"]
+    assert (machine.on_demand, machine.spot, gpu.on_demand, gpu.spot) == (0.19, 0.052, 0.35, 0.175)
+
+
+def test_the_printed_table_marks_every_estimate():
+    lines = prices.table_lines()
+    assert prices.PRICE_DATE in lines[0]
+    flagged = [line for line in lines[1:] if "[estimate:" in line]
+    estimated = [p for t in (prices.MACHINES, prices.GPUS, prices.DISKS) for p in t.values() if p.estimate]
+    assert len(flagged) == len(estimated) + 1  # + the external address
+
+
+def test_a_t4_vm_costs_what_design_says_on_demand_and_as_spot():
+    on_demand = prices.hourly_price("n1-standard-4", "nvidia-tesla-t4", 1, spot=False)
+    spot = prices.hourly_price("n1-standard-4", "nvidia-tesla-t4", 1, spot=True)
+    assert on_demand["machine"] + on_demand["gpus"] == pytest.approx(0.54)  # DESIGN: "≈ $0.54/h"
+    assert spot["machine"] + spot["gpus"] == pytest.approx(0.227)  # DESIGN: "≈ $0.23/h as spot"
+
+
+def test_estimate_cost_sums_machine_gpus_address_and_disk_over_the_hours():
+    cost = prices.estimate_cost("n1-standard-8", "nvidia-tesla-v100", 2, spot=True, disk_gb=150, hours=2.5)
+    hourly = 0.104 + 2 * 0.992 + 0.0025 + DISK_HOURLY
+    assert cost["hourly_usd"] == pytest.approx(hourly, abs=1e-6)
+    assert cost["estimated_cost_usd"] == pytest.approx(round(hourly * 2.5, 4))
+    assert cost["provisioning"] == "spot" and cost["gpu"] == {"type": "nvidia-tesla-v100", "count": 2}
+    assert prices.PRICE_DATE in cost["prices"]
+    two_nodes = prices.estimate_cost("n1-standard-4", "nvidia-tesla-t4", 1, False, 150, 1.0, nodes=2)
+    assert two_nodes["hourly_usd"] == pytest.approx(2 * (0.19 + 0.35 + 0.005 + DISK_HOURLY))
+    assert prices.estimate_cost("n1-standard-4", None, 0, False, 0, 0.0)["estimated_cost_usd"] == 0
+
+
+def test_a_type_without_a_price_is_named_with_the_known_ones():
+    with pytest.raises(prices.PriceUnknown, match=r"'n1-highmem-8'.*known: n1-standard-16, n1-standard-4"):
+        prices.hourly_price("n1-highmem-8", "nvidia-tesla-t4", 1, spot=False)
+    with pytest.raises(ValueError, match="hours"):
+        prices.estimate_cost("n1-standard-4", "nvidia-tesla-t4", 1, False, 150, -1)
+
+
+# ---- a real plan's price ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def planner(stand_in_google, tmp_path_factory):
+    tf = stand_in_google.terraform(tmp_path_factory.mktemp("price"))
+    tf.init()
+    return tf
+
+
+@pytest.mark.terraform
+@pytest.mark.parametrize(
+    ("variables", "vms", "hourly"),
+    [
+        ({}, ["n1-standard-4 + 1 x nvidia-tesla-t4, on demand"], 0.19 + 0.35 + 0.005),
+        ({"spot": True}, ["n1-standard-4 + 1 x nvidia-tesla-t4, spot"], 0.052 + 0.175 + 0.0025),
+        (
+            {"gpu_count": 4, "machine_type": "n1-standard-16"},
+            ["n1-standard-16 + 4 x nvidia-tesla-t4, on demand"],
+            0.76 + 4 * 0.35 + 0.005,
+        ),
+        (
+            {"node_count": 3, "gpu_count": 2, "spot": True},
+            ["n1-standard-4 + 2 x nvidia-tesla-t4, spot"] * 3,
+            3 * (0.052 + 2 * 0.175 + 0.0025),
+        ),
+    ],
+    ids=["example-tfvars", "spot", "four-gpus", "three-nodes"],
+)
+def test_the_plan_of_the_example_tfvars_and_its_variants_is_priced_from_the_table(
+    planner, variables, vms, hourly
+):
+    plan = planner.plan({"ssh_public_key_path": KEY, **variables}, "-var-file=terraform.tfvars.example")
+    price = prices.plan_price(plan)
+    nodes = len(vms)
+    assert price["disk_gb"] == {"pd-balanced": DISKS_GB * nodes}
+    assert price["running_hourly_usd"] == pytest.approx(hourly + nodes * DISK_HOURLY, abs=1e-6)
+    assert price["stopped_hourly_usd"] == pytest.approx(nodes * DISK_HOURLY, abs=1e-6)
+    lines = prices.plan_lines(plan)
+    assert [line.split(": ", 1)[1].rsplit(":", 1)[0] for line in lines if "tweet-trainer" in line] == vms
+    assert f"total: ${hourly + nodes * DISK_HOURLY:.4f}/h while running" in lines[-2]
+    assert "Cloud Billing reports" in lines[-1]
+
+
+@pytest.mark.terraform
+def test_python_m_trainer_prices_reads_a_saved_plan_and_refuses_anything_else(planner, tmp_path):
+    plan = planner.plan({"ssh_public_key_path": KEY}, "-var-file=terraform.tfvars.example")
+    saved = tmp_path / "plan.json"
+    saved.write_text(json.dumps(plan))
+    done = subprocess.run(
+        [sys.executable, "-m", "trainer.prices", "plan", str(saved)], capture_output=True, text=True, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr
+    assert "tweet-trainer: n1-standard-4 + 1 x nvidia-tesla-t4, on demand: $0.5450/h" in done.stdout
+    assert "total: $0.5655/h while running, $0.0205/h stopped" in done.stdout
+    saved.write_text("Error: no plan")
+    done = subprocess.run(
+        [sys.executable, "-m", "trainer.prices", "plan", str(saved)], capture_output=True, text=True, cwd=ROOT
+    )
+    assert done.returncode == 2 and done.stderr.startswith("error: ") and len(done.stderr.splitlines()) == 1
+
+
+@pytest.mark.terraform
+def test_cloud_watch_price_plans_the_users_tfvars_and_prints_the_price(stand_in_google, tmp_path):
+    """`make infra-price`'s command, with terraform in a copy of infra/."""
+    tf = stand_in_google.terraform(tmp_path / "infra")
+    tf.init()
+    tfvars = tmp_path / "terraform.tfvars"
+    tfvars.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in {**BASE_VARS, "spot": True}.items()))
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "cloud_watch.py"), "--infra-dir", str(tf.workdir),
+         "--tfvars", str(tfvars), "price"],
+        capture_output=True, text=True, env=tf.env, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "tweet-trainer: n1-standard-4 + 1 x nvidia-tesla-t4, spot: $0.2295/h" in done.stdout
+    assert "total: $0.2500/h while running" in done.stdout
+    assert tf.cloud.resources() == []  # a plan creates nothing

@@ -1,0 +1,271 @@
+"""GCP list prices (us-central1, dated) and the cost estimates made from them: one owner for prices.
+
+    estimate_cost("n1-standard-4", "nvidia-tesla-t4", 1, spot=True, disk_gb=150, hours=2.5)
+    python -m trainer.prices plan tfplan.json      # `terraform show -json tfplan`: its hourly price
+    python -m trainer.prices table                 # the table, with each figure's source
+
+Every figure is an estimate of the bill, never the bill: spot prices move (up to once a day), the
+catalogue changes, sustained-use and committed-use discounts, taxes, network egress and the bucket's
+storage are left out. The real cost is in Cloud Billing reports (console: Billing > Reports, grouped
+by SKU or by the `app` label that infra/ puts on every resource).
+
+Each figure names its source; `estimate` says why a figure is not a listed price read on PRICE_DATE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+PRICE_DATE = "2026-11-27"
+REGION = "us-central1"
+HOURS_PER_MONTH = 730  # Google's own conversion for per-month prices (disks, addresses)
+
+DESIGN = "DESIGN.md, 'Facts about GCP': the 2026-11 catalogue snapshot of Google's prices, us-central1"
+VM_PRICING = "https://cloud.google.com/compute/vm-instance-pricing (N1 predefined, us-central1)"
+GPU_PRICING = "https://cloud.google.com/compute/gpus-pricing (us-central1)"
+DISK_PRICING = "https://cloud.google.com/compute/disks-image-pricing (zonal persistent disk, us-central1)"
+CATALOGUE = (
+    "https://github.com/skypilot-org/skypilot-catalog/blob/017e2502fb63c7a28757acd94002b2d6099d3e3d/"
+    "catalogs/v7/gcp/vms.csv (GCP's catalogue as SkyPilot records it; rows for us-central1; "
+    f"on-demand as {GPU_PRICING})"
+)
+IP_PRICING = "https://cloud.google.com/vpc/network-pricing#ipaddress (external IPv4 in use)"
+NOT_RECHECKED = (
+    "Google's list price as published before this table was written; not re-read on PRICE_DATE "
+    "(the pricing pages were out of reach)"
+)
+
+
+@dataclass(frozen=True)
+class Price:
+    """USD per hour (machines, GPUs, addresses) or per GB-month (disks)."""
+
+    on_demand: float
+    spot: float
+    source: str
+    estimate: str = ""  # why this figure is not a listed price read on PRICE_DATE; "" when it is
+
+    def rate(self, spot: bool) -> float:
+        return self.spot if spot else self.on_demand
+
+
+# N1 machine types: on-demand = 4/8/16 vCPUs x $0.031611 + 15/30/60 GiB x $0.004237 (the N1 per-vCPU
+# and per-GiB list prices; n1-standard-4 = $0.19 as in DESIGN.md).
+MACHINES: dict[str, Price] = {
+    "n1-standard-4": Price(0.19, 0.052, DESIGN),
+    "n1-standard-8": Price(
+        0.38, 0.104, VM_PRICING, "on-demand: per-vCPU/GiB list price; spot: 2 x n1-standard-4's spot figure"
+    ),
+    "n1-standard-16": Price(
+        0.76, 0.208, VM_PRICING, "on-demand: per-vCPU/GiB list price; spot: 4 x n1-standard-4's spot figure"
+    ),
+}
+
+# Per GPU. T4: DESIGN.md's figures (the catalogue snapshot below has T4 spot at $0.14 that day: spot
+# prices move). P4, V100, P100: SkyPilot's catalogue of GCP prices (made from Google's Cloud Billing
+# catalogue), the rows for one GPU in us-central1 zones.
+GPUS: dict[str, Price] = {
+    "nvidia-tesla-t4": Price(0.35, 0.175, DESIGN),
+    "nvidia-tesla-p4": Price(0.60, 0.24, CATALOGUE),
+    "nvidia-tesla-v100": Price(2.48, 0.992, CATALOGUE),
+    "nvidia-tesla-p100": Price(1.46, 0.584, CATALOGUE),
+}
+
+# Per GB-month of provisioned size, billed while the disk exists (a stopped VM's disks too).
+DISKS: dict[str, Price] = {
+    "pd-standard": Price(0.04, 0.04, DISK_PRICING, NOT_RECHECKED),
+    "pd-balanced": Price(0.10, 0.10, DISK_PRICING, NOT_RECHECKED),
+    "pd-ssd": Price(0.17, 0.17, DISK_PRICING, NOT_RECHECKED),
+}
+
+# An external IPv4 address in use (the VM's ephemeral address), per hour; spot VMs pay half.
+EXTERNAL_IP = Price(0.005, 0.0025, IP_PRICING, NOT_RECHECKED)
+
+
+class PriceUnknown(ValueError):
+    """A machine, GPU or disk type the table has no price for."""
+
+
+def _lookup(table: dict[str, Price], key: str, what: str) -> Price:
+    if key not in table:
+        raise PriceUnknown(
+            f"no {what} price for {key!r} in trainer/prices.py (known: {', '.join(sorted(table))}): "
+            "add it with its source"
+        )
+    return table[key]
+
+
+def hourly_price(
+    machine_type: str,
+    gpu_type: str | None,
+    gpu_count: int,
+    spot: bool,
+    disks: dict[str, float] | None = None,
+    nodes: int = 1,
+) -> dict[str, Any]:
+    """USD per hour of `nodes` VMs, each with `gpu_count` GPUs and the disks `{type: GB}` (per VM).
+
+    Returns the parts (`machine`, `gpus`, `external_ip`, `disks`), `running` (their sum: an hour of
+    the VMs running) and `stopped` (the disks alone: an hour of the VMs stopped)."""
+    machine = _lookup(MACHINES, machine_type, "machine").rate(spot)
+    gpus = _lookup(GPUS, gpu_type, "GPU").rate(spot) * gpu_count if gpu_type and gpu_count else 0.0
+    address = EXTERNAL_IP.rate(spot)
+    disk = sum(_lookup(DISKS, kind, "disk").on_demand * gb for kind, gb in (disks or {}).items())
+    parts = {
+        "machine": machine * nodes,
+        "gpus": gpus * nodes,
+        "external_ip": address * nodes,
+        "disks": disk / HOURS_PER_MONTH * nodes,
+    }
+    return {
+        **{k: round(v, 6) for k, v in parts.items()},
+        "running": round(sum(parts.values()), 6),
+        "stopped": round(parts["disks"], 6),
+    }
+
+
+def estimate_cost(
+    machine_type: str,
+    gpu_type: str | None,
+    gpu_count: int,
+    spot: bool,
+    disk_gb: float,
+    hours: float,
+    disk_type: str = "pd-balanced",
+    nodes: int = 1,
+) -> dict[str, Any]:
+    """The estimated cost of `hours` of running VMs (summed over every attempt of a run) with
+    `disk_gb` of `disk_type` disk per VM (boot + data): what a run's manifest records."""
+    if hours < 0 or disk_gb < 0 or gpu_count < 0 or nodes < 1:
+        raise ValueError("hours, disk_gb and gpu_count must be >= 0 and nodes >= 1")
+    price = hourly_price(machine_type, gpu_type, gpu_count, spot, {disk_type: disk_gb}, nodes)
+    return {
+        "estimated_cost_usd": round(price["running"] * hours, 4),
+        "hours": round(hours, 4),
+        "hourly_usd": price["running"],
+        "parts_hourly_usd": {k: price[k] for k in ("machine", "gpus", "external_ip", "disks")},
+        "machine_type": machine_type,
+        "gpu": {"type": gpu_type, "count": gpu_count},
+        "provisioning": "spot" if spot else "on-demand",
+        "nodes": nodes,
+        "prices": f"{REGION} list prices of {PRICE_DATE} (trainer/prices.py): an estimate; "
+        "the bill is in Cloud Billing reports",
+    }
+
+
+# ---- a Terraform plan's price -------------------------------------------------------------------
+
+
+def _resources(module: dict[str, Any]) -> list[dict[str, Any]]:
+    found = list(module.get("resources", []))
+    for child in module.get("child_modules", []):
+        found += _resources(child)
+    return found
+
+
+def plan_price(plan: dict[str, Any]) -> dict[str, Any]:
+    """The hourly price of what a `terraform show -json` plan leaves in place (its planned values):
+    every google_compute_instance and google_compute_disk of it."""
+    resources = _resources(plan.get("planned_values", {}).get("root_module", {}))
+    vms, disk_gb, zones = [], {}, set()
+    for r in resources:
+        values = r.get("values") or {}
+        if r.get("type") == "google_compute_instance":
+            accelerators = values.get("guest_accelerator") or [{}]
+            scheduling = (values.get("scheduling") or [{}])[0]
+            boot = ((values.get("boot_disk") or [{}])[0].get("initialize_params") or [{}])[0]
+            vms.append({
+                "name": values.get("name"), "machine_type": values.get("machine_type"),
+                "gpu_type": accelerators[0].get("type"), "gpu_count": accelerators[0].get("count") or 0,
+                "spot": scheduling.get("provisioning_model") == "SPOT",
+            })  # fmt: skip
+            kind = boot.get("type") or "pd-standard"
+            disk_gb[kind] = disk_gb.get(kind, 0) + (boot.get("size") or 10)
+            zones.add(values.get("zone"))
+        elif r.get("type") == "google_compute_disk":
+            kind = values.get("type") or "pd-standard"
+            disk_gb[kind] = disk_gb.get(kind, 0) + (values.get("size") or 0)
+            zones.add(values.get("zone"))
+    total = {"machine": 0.0, "gpus": 0.0, "external_ip": 0.0}
+    for vm in vms:
+        price = hourly_price(vm["machine_type"], vm["gpu_type"], vm["gpu_count"], vm["spot"])
+        vm["hourly_usd"] = price["running"]
+        for key in total:
+            total[key] += price[key]
+    disks = sum(_lookup(DISKS, kind, "disk").on_demand * gb for kind, gb in disk_gb.items()) / HOURS_PER_MONTH
+    running = sum(total.values()) + disks
+    return {
+        "vms": vms,
+        "disk_gb": disk_gb,
+        "disks_hourly_usd": round(disks, 6),
+        "running_hourly_usd": round(running, 6),
+        "stopped_hourly_usd": round(disks, 6),
+        "other_regions": sorted(z for z in zones if isinstance(z, str) and not z.startswith(REGION + "-")),
+    }
+
+
+def plan_lines(plan: dict[str, Any]) -> list[str]:
+    """What `make infra-plan` prints under the plan."""
+    try:
+        price = plan_price(plan)
+    except PriceUnknown as exc:
+        return [f"price: unknown ({exc})"]
+    lines = [f"price: an estimate from {REGION} list prices of {PRICE_DATE} (trainer/prices.py)"]
+    for vm in price["vms"]:
+        gpu = f" + {vm['gpu_count']} x {vm['gpu_type']}" if vm["gpu_count"] else ""
+        kind = "spot" if vm["spot"] else "on demand"
+        lines.append(f"  {vm['name']}: {vm['machine_type']}{gpu}, {kind}: ${vm['hourly_usd']:.4f}/h")
+    disks = ", ".join(f"{gb:g} GB {kind}" for kind, gb in sorted(price["disk_gb"].items()))
+    monthly = price["disks_hourly_usd"] * HOURS_PER_MONTH
+    hourly, running, stopped = (
+        price[k] for k in ("disks_hourly_usd", "running_hourly_usd", "stopped_hourly_usd")
+    )
+    lines.append(f"  disks: {disks or 'none'}: ${hourly:.4f}/h (${monthly:.2f}/month, stopped too)")
+    lines.append(f"  total: ${running:.4f}/h while running, ${stopped:.4f}/h stopped")
+    if price["other_regions"]:
+        lines.append(f"  note: {', '.join(price['other_regions'])} may be priced unlike {REGION}")
+    lines.append("  the bill itself: Cloud Billing reports (console > Billing > Reports)")
+    return lines
+
+
+def table_lines() -> list[str]:
+    lines = [f"GCP list prices, {REGION}, {PRICE_DATE} (USD; disks per GB-month, the rest per hour)"]
+    tables = {"machine": MACHINES, "GPU": GPUS, "disk": DISKS, "address": {"external IPv4": EXTERNAL_IP}}
+    for title, table in tables.items():
+        for name, p in table.items():
+            note = f" [estimate: {p.estimate}]" if p.estimate else ""
+            lines.append(
+                f"  {title:8} {name:18} on demand {p.on_demand:<7g} spot {p.spot:<7g} {p.source}{note}"
+            )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trainer.prices", description=__doc__.splitlines()[0])
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    plan = verbs.add_parser("plan", help="the hourly price of a `terraform show -json` plan (FILE or -)")
+    plan.add_argument("file")
+    verbs.add_parser("table", help="print the price table with its sources")
+    args = parser.parse_args(argv)
+    if args.verb == "table":
+        print("\n".join(table_lines()))
+        return 0
+    try:
+        if args.file == "-":
+            parsed = json.load(sys.stdin)
+        else:
+            with open(args.file, encoding="utf-8") as f:
+                parsed = json.load(f)
+    except (OSError, json.JSONDecodeError) as exc:
+        print(f"error: {args.file}: not a `terraform show -json` plan ({exc})", file=sys.stderr)
+        return 2
+    print("\n".join(plan_lines(parsed)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

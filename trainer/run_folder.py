@@ -66,13 +66,23 @@ OWN_ENTRIES = frozenset(
     }
 )
 MB = 1024 * 1024
+TMP = ".tmp"
 
 
 def write_json(path: Path, payload: Any) -> None:
     """Whole or not at all: written beside the target, then renamed over it."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    tmp = path.with_suffix(path.suffix + TMP)
+    try:
+        tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def is_own(name: str) -> bool:
+    """An entry a run of ours leaves, a half-written `write_json` file of a killed run included."""
+    return name in OWN_ENTRIES or (name.endswith(TMP) and name[: -len(TMP)] in OWN_ENTRIES)
 
 
 class RunFolder:
@@ -125,7 +135,7 @@ class RunFolder:
         entries = {p.name for p in self.path.iterdir()}
         if not entries:
             return fresh
-        foreign = sorted(entries - OWN_ENTRIES)
+        foreign = sorted(name for name in entries if not is_own(name))
         if foreign:
             raise UserError(
                 f"output folder {self.path} holds files that are not from a training run "
@@ -201,11 +211,12 @@ class RunFolder:
 
     def clear(self) -> None:
         """With --overwrite, after every input was validated: remove only what a run writes."""
-        for name in OWN_ENTRIES:
-            target = self.path / name
+        for target in self.path.iterdir():
+            if not is_own(target.name):
+                continue
             if target.is_dir():
                 shutil.rmtree(target)
-            elif target.exists():
+            else:
                 target.unlink()
 
     # ------------------------------------------------------------------ writing

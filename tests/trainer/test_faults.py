@@ -1,0 +1,278 @@
+"""Faults a run meets, for real: damaged checkpoints, SIGTERM, two runs on one folder, a full disk, a
+read-only folder. Each ends in exit 2 (130 for a signal) and one line, or in a run that carries on.
+
+The real-process tests start `python -m trainer` on the tiny model and signal or kill it as docker stop,
+a spot VM's soft-off or the OOM killer would. The disk tests mount a small tmpfs (root only: they skip
+outside CI and fail under TRAINER_TESTS_STRICT=1 when not root).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.support import require
+from trainer import checkpoints
+from trainer.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+INTERRUPTED = "trainer: interrupted; rerun the same command to resume from the last checkpoint"
+
+
+def trainer_cmd(config: Path, out: Path, *flags: str) -> list[str]:
+    return [sys.executable, "-m", "trainer", "--config", str(config), "--output-dir", str(out), *flags]
+
+
+def start(config: Path, out: Path, *flags: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        trainer_cmd(config, out, *flags),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)},
+    )
+
+
+def run_trainer(config: Path, out: Path, *flags: str) -> subprocess.CompletedProcess:
+    proc = start(config, out, *flags)
+    stdout, stderr = proc.communicate(timeout=300)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+def error_line(stderr: str) -> str:
+    """The one `trainer: error:` line of a failed run (and no traceback)."""
+    lines = stderr.strip().splitlines()
+    errors = [line for line in lines if line.startswith("trainer: error:")]
+    assert len(errors) == 1 and not any("Traceback" in line for line in lines), stderr[-3000:]
+    return errors[0]
+
+
+def wait_for(predicate, timeout: float = 120, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def logged_step(out: Path, step: int) -> bool:
+    log = out / "training.log"
+    return log.is_file() and f"step {step}: " in log.read_text(encoding="utf-8", errors="replace")
+
+
+def manifest(out: Path) -> dict:
+    return json.loads((out / "manifest.json").read_text())
+
+
+# ---------------------------------------------------------------------- damaged checkpoints (in process)
+
+
+@pytest.fixture(scope="module")
+def two_epoch_run(tmp_path_factory, tiny_model_dir, tiny_csv) -> tuple[Path, list[str]]:
+    """A finished 2-epoch run (checkpoints 15 and 30) and the flags that made it."""
+    out = tmp_path_factory.mktemp("damaged") / "base"
+    flags = [
+        "--output-dir", str(out), "--epochs", "2", "--batch-size", "16",
+        "--set", f"model.name={tiny_model_dir}", "--set", "model.max_length=32",
+        "--set", f"data.path={tiny_csv}", "--set", "train.save_total_limit=3",
+    ]  # fmt: skip
+    assert main(flags) == 0
+    return out, flags
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+DAMAGE = {
+    # what a kill -9 (or an OOM, a preemption) during the save leaves: every file but the marker
+    "killed-during-save": (lambda c: (c / checkpoints.MARKER).unlink(), "no completion marker"),
+    "optimizer-missing": (lambda c: (c / "optimizer.pt").unlink(), "optimizer.pt is missing"),
+    "weights-truncated": (lambda c: _truncate(c / "model.safetensors"), "model.safetensors has"),
+    "state-truncated": (lambda c: _truncate(c / "trainer_state.json"), "trainer_state.json has"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DAMAGE))
+def test_a_damaged_last_checkpoint_is_skipped_and_the_one_before_resumed(tmp_path, two_epoch_run, case):
+    base, flags = two_epoch_run
+    out = tmp_path / "run"
+    shutil.copytree(base, out)
+    (out / "manifest.json").unlink()  # an unfinished run
+    damage, why = DAMAGE[case]
+    damage(out / "checkpoints" / "checkpoint-30")
+    assert not checkpoints.is_complete(out / "checkpoints" / "checkpoint-30")
+    flags = [str(out) if f == str(base) else f for f in flags]
+    assert main(flags) == 0
+    assert manifest(out)["training"]["resumed_from"].endswith("checkpoint-15")
+    assert manifest(out)["training"]["global_steps"] == 30
+    skipped = [line for line in (out / "training.log").read_text().splitlines() if "skipping" in line]
+    assert len(skipped) == 1 and "skipping checkpoint-30: " in skipped[0] and why in skipped[0], skipped
+    assert checkpoints.is_complete(out / "checkpoints" / "checkpoint-30")  # saved again, whole
+
+
+def test_only_incomplete_checkpoints_start_the_run_afresh(tmp_path, two_epoch_run):
+    base, flags = two_epoch_run
+    out = tmp_path / "run"
+    shutil.copytree(base, out)
+    (out / "manifest.json").unlink()
+    for step in (15, 30):
+        (out / "checkpoints" / f"checkpoint-{step}" / checkpoints.MARKER).unlink()
+    assert main([str(out) if f == str(base) else f for f in flags]) == 0
+    assert manifest(out)["training"]["resumed_from"] is None
+    assert manifest(out)["training"]["global_steps"] == 30
+
+
+# ---------------------------------------------------------------------- SIGTERM (real processes)
+
+
+@pytest.fixture
+def long_config(tmp_path, tiny_config_file) -> Path:
+    """The tiny config with 4-row batches (60 steps an epoch), a log line every step, 3 epochs."""
+    text = tiny_config_file.read_text()
+    text = text.replace("batch_size: 16", "batch_size: 4").replace("logging_steps: 5", "logging_steps: 1")
+    path = tmp_path / "long.yaml"
+    path.write_text(text.replace("epochs: 2", "epochs: 3"))
+    return path
+
+
+STEPS_PER_EPOCH = 240 // 4
+
+
+@pytest.mark.slow
+def test_sigterm_mid_epoch_saves_a_checkpoint_and_exits_130(tmp_path, long_config):
+    out = tmp_path / "run"
+    proc = start(long_config, out)
+    wait_for(lambda: logged_step(out, STEPS_PER_EPOCH + 10), what="step 70")
+    proc.send_signal(signal.SIGTERM)
+    sent = time.time()
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr[-3000:]
+    assert [line for line in stderr.splitlines() if line.startswith("trainer:")] == [INTERRUPTED]
+    assert "Traceback" not in stderr
+    found = checkpoints.scan(out / "checkpoints")
+    assert not found.skipped
+    step = checkpoints.step_of(found.newest)
+    assert STEPS_PER_EPOCH + 10 <= step < 2 * STEPS_PER_EPOCH, (
+        "a checkpoint at the step it stopped, mid-epoch"
+    )
+    assert f"checkpoint-{step} saved" in (out / "training.log").read_text()
+    seconds = (found.newest / checkpoints.MARKER).stat().st_mtime - sent
+    print(f"SIGTERM to complete checkpoint-{step}: {seconds:.2f} s")
+    assert seconds < 30
+
+    # The rerun resumes from it and ends where an uninterrupted run ends.
+    res = run_trainer(long_config, out)
+    assert res.returncode == 0, res.stderr[-3000:]
+    resumed = manifest(out)
+    assert resumed["training"]["resumed_from"].endswith(f"checkpoint-{step}")
+    assert resumed["training"]["global_steps"] == 3 * STEPS_PER_EPOCH
+    assert resumed["timing"]["attempts"] == 2
+    assert [p["step"] for p in resumed["training"]["resume_points"]] == [step]
+
+
+# ---------------------------------------------------------------------- one folder, one run
+
+
+@pytest.mark.slow
+def test_a_second_run_on_a_busy_folder_is_refused_and_a_killed_run_leaves_no_lock(tmp_path, long_config):
+    out = tmp_path / "run"
+    out.mkdir()  # an existing folder is locked at once
+    first = start(long_config, out, "--epochs", "40", "--no-early-stopping")
+    try:
+        wait_for(lambda: logged_step(out, 5), what="the first run's step 5")
+        second = run_trainer(long_config, out)
+        assert second.returncode == 2
+        assert error_line(second.stderr) == (
+            f"trainer: error: output folder {out} is in use by another training run: wait for it to end "
+            "(or stop it), or choose another --output-dir"
+        )
+        assert first.poll() is None, "the first run goes on"
+    finally:
+        first.kill()  # kill -9: the kernel drops its lock
+        first.communicate(timeout=60)
+    third = run_trainer(long_config, out, "--epochs", "1", "--overwrite")
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert manifest(out)["training"]["global_steps"] == STEPS_PER_EPOCH
+
+
+# ---------------------------------------------------------------------- full disk, read-only folder
+
+
+@contextmanager
+def tmpfs(where: Path, options: str):
+    require(os.geteuid() == 0, "mounting a tmpfs needs root")
+    where.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], check=True)
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", str(where)], check=True)
+
+
+def entries(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*"))
+
+
+@pytest.mark.slow
+def test_no_room_for_a_checkpoint_is_found_before_the_first_step(tmp_path, tiny_config_file):
+    with tmpfs(tmp_path / "disk", "size=2m") as disk:
+        (disk / "filler").write_bytes(b"\0" * (2 * 1024 * 1024 - 128 * 1024))  # 128 KB left
+        res = run_trainer(tiny_config_file, disk / "run")
+        assert res.returncode == 2
+        line = error_line(res.stderr)
+        assert line.startswith(f"trainer: error: not enough free space for a checkpoint in {disk / 'run'}: ")
+        assert "one needs about 0.3 MB" in line and "has 0.1 MB free" in line, line
+        assert entries(disk) == ["filler"], "nothing written"
+
+
+@pytest.mark.slow
+def test_a_disk_that_fills_during_training_stops_in_one_line_and_the_rerun_resumes(
+    tmp_path, tiny_config_file
+):
+    """Room for the first checkpoint (the preflight passes), not for the second: the save of
+    checkpoint-30 fails half-way. After space is freed, the rerun skips it and resumes from 15."""
+    with tmpfs(tmp_path / "disk", "size=640k") as disk:
+        out = disk / "run"
+        res = run_trainer(tiny_config_file, out, "--no-early-stopping")
+        assert res.returncode == 2, res.stderr[-3000:]
+        line = error_line(res.stderr)
+        assert line.startswith(
+            f"trainer: error: the disk holding {out} ran out of space while the run wrote"
+        ), line
+        assert "rerun the same command to resume" in line
+        found = checkpoints.scan(out / "checkpoints")
+        assert found.newest.name == "checkpoint-15" and [f.name for f, _ in found.skipped] == [
+            "checkpoint-30"
+        ]
+        subprocess.run(["mount", "-o", "remount,size=4m", str(disk)], check=True)
+        res = run_trainer(tiny_config_file, out, "--no-early-stopping")
+        assert res.returncode == 0, res.stderr[-3000:]
+        assert manifest(out)["training"]["resumed_from"].endswith("checkpoint-15")
+        assert "skipping checkpoint-30: no completion marker" in (out / "training.log").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["the-folder-itself", "a-folder-inside"])
+def test_a_read_only_output_folder_is_one_line_and_nothing_is_written(tmp_path, tiny_config_file, where):
+    with tmpfs(tmp_path / "ro", "ro,size=1m") as ro:
+        out = ro if where == "the-folder-itself" else ro / "run"
+        res = run_trainer(tiny_config_file, out)
+        assert res.returncode == 2
+        line = error_line(res.stderr)
+        if out == ro:
+            expected = f"trainer: error: output folder {out} is not writable (Read-only file system): "
+        else:
+            expected = f"trainer: error: cannot create output folder {out}: {ro} is not a writable folder; "
+        assert line.startswith(expected), line
+        assert entries(ro) == []

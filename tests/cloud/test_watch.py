@@ -1,0 +1,218 @@
+"""`make watch`'s script (scripts/cloud_watch.py): converging through preemptions and GPU stock-outs.
+
+What stands in for GCP: the stand-in google provider and its cloud file (tests/infra/tf_harness.py),
+which answers a create in a stocked-out zone with GCE's real ZONE_RESOURCE_POOL_EXHAUSTED message,
+reports a "preempted" VM as TERMINATED at the next refresh and gives a restarted VM a new ephemeral
+address; the bucket is the GCS emulator on loopback. Real: Terraform over infra/, the script, the
+inventory it refreshes (scripts/make_inventory.py), the manifest check through the project's
+google-cloud-storage client. The run itself is a stand-in command given after `--` (the real one is
+scripts/tf_cloud.sh's, tested by the cloud verbs' tests): it writes the manifest, or nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.cloud.conftest import emulator_client
+from tests.infra.tf_harness import BASE_VARS, Terraform
+from tests.support import ROOT
+
+pytestmark = pytest.mark.terraform
+
+SCRIPT = ROOT / "scripts" / "cloud_watch.py"
+VM = "google_compute_instance"
+BUCKET = "stand-in-project-tweet-trainer"
+RUN = "r1"
+
+
+@pytest.fixture
+def tf(stand_in_google, tmp_path) -> Terraform:
+    tf = stand_in_google.terraform(tmp_path / "infra")
+    tf.init()
+    return tf
+
+
+@pytest.fixture
+def bucket(gcs_emulator):
+    gcs = emulator_client(gcs_emulator)
+    gcs.create_bucket(BUCKET)
+    yield gcs.bucket(BUCKET)
+    for blob in gcs.list_blobs(BUCKET):
+        blob.delete()
+    gcs.bucket(BUCKET).delete()
+
+
+def tfvars(tmp_path: Path, **variables) -> Path:
+    path = tmp_path / "terraform.tfvars"
+    path.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in {**BASE_VARS, **variables}.items()))
+    return path
+
+
+def finish_run() -> list[str]:
+    """A stand-in for the run on the VM that finishes: the trainer's manifest lands in the bucket."""
+    code = (
+        "from trainer.bucket import client; "
+        f"client().bucket('{BUCKET}').blob('runs/{RUN}/manifest.json').upload_from_string('{{}}')"
+    )
+    return [sys.executable, "-c", code]
+
+
+def cloud_watch(tf: Terraform, tmp_path: Path, gcs_url: str, *args: str, variables=None):
+    env = {**tf.env, "STORAGE_EMULATOR_HOST": gcs_url, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), "--infra-dir", str(tf.workdir),
+         "--tfvars", str(tfvars(tmp_path, **(variables or {}))), *args],
+        capture_output=True, text=True, env=env, timeout=600, cwd=ROOT,
+    )  # fmt: skip
+
+
+def watch(tf, tmp_path, gcs_url, *start: str, attempts: int = 3):
+    inventory = tmp_path / "hosts.yml"
+    make_inventory = (
+        f"{sys.executable} {ROOT / 'scripts' / 'make_inventory.py'} --infra-dir {tf.workdir} "
+        f"--out {inventory} --ssh-key /keys/id_ed25519"
+    )
+    provision = f"touch {tmp_path / 'provisioned'}"
+    return cloud_watch(
+        tf, tmp_path, gcs_url, "watch", RUN, "--attempts", str(attempts), "--sleep", "0",
+        "--inventory", make_inventory, "--provision", provision, "--", *start,
+    )  # fmt: skip
+
+
+def lines(done: subprocess.CompletedProcess, prefix: str = "watch: ") -> list[str]:
+    return [line for line in done.stdout.splitlines() if line.startswith(prefix)]
+
+
+def test_a_stock_out_in_the_first_zone_moves_the_vm_to_the_second(tf, tmp_path, gcs_emulator, bucket):
+    tf.cloud.stock_out("us-central1-a")
+    tf.cloud.instance_address("tweet-trainer", "127.0.0.2")
+    done = watch(tf, tmp_path, gcs_emulator, *finish_run())
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr
+    said = lines(done)
+    assert said[1] == (
+        "watch: terraform apply in us-central1-a (zone 1 of 4: us-central1-a, us-central1-b, us-central1-c, "
+        "us-central1-f)"
+    )
+    assert said[2].startswith("watch: us-central1-a has no capacity (Error: Error waiting for instance to "
+                              "create: ZONE_RESOURCE_POOL_EXHAUSTED")  # fmt: skip
+    assert said[2].endswith("moving to us-central1-b (a new data disk there; the bucket keeps checkpoints)")
+    assert said[3].startswith("watch: terraform apply in us-central1-b (zone 2 of 4")
+    assert "watch: tweet-trainer is RUNNING in us-central1-b at 127.0.0.2" in said
+    assert said[-1] == f"watch: run {RUN} is finished: gs://{BUCKET}/runs/{RUN}/manifest.json"
+    (vm,) = tf.cloud.resources(VM)
+    assert vm["zone"] == "us-central1-b"
+    assert [d["zone"] for d in tf.cloud.resources("google_compute_disk")] == ["us-central1-b"]
+    # A new VM is provisioned before the run starts; the inventory has its address.
+    assert (tmp_path / "provisioned").exists()
+    (host,) = yaml.safe_load((tmp_path / "hosts.yml").read_text())["trainer"]["hosts"].values()
+    assert host["ansible_host"] == "127.0.0.2"
+    # The zone is remembered: a later plain apply keeps the VM where it is.
+    assert json.loads((tf.workdir / "zone.auto.tfvars.json").read_text()) == {"zone": "us-central1-b"}
+    plan = tf.run(
+        "plan", "-input=false", "-no-color", "-detailed-exitcode", *tf.var_args(BASE_VARS), check=False
+    )
+    assert plan.returncode == 0, plan.stdout[-2000:]
+
+
+def test_a_preempted_vm_is_started_again_and_the_run_restarted_at_its_new_address(
+    tf, tmp_path, gcs_emulator, bucket
+):
+    tf.cloud.instance_address("tweet-trainer", "127.0.0.2")
+    tf.apply()
+    tf.cloud.set_attributes(VM, "tweet-trainer", current_status="TERMINATED")  # preempted
+    tf.cloud.instance_address("tweet-trainer", "127.0.0.9")  # a restarted VM gets another address
+    done = watch(tf, tmp_path, gcs_emulator, *finish_run())
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr
+    said = lines(done)
+    assert "watch: tweet-trainer is RUNNING in us-central1-a at 127.0.0.9" in said
+    assert [vm["current_status"] for vm in tf.cloud.resources(VM)] == ["RUNNING"]
+    assert tf.output()["external_ip"]["value"] == "127.0.0.9"
+    (host,) = yaml.safe_load((tmp_path / "hosts.yml").read_text())["trainer"]["hosts"].values()
+    assert host["ansible_host"] == "127.0.0.9"  # SSH goes to the new address, never the stale one
+    assert not (tmp_path / "provisioned").exists()  # the same VM and disks: nothing to provision
+    assert not (tf.workdir / "zone.auto.tfvars.json").exists()
+    assert said[-1] == f"watch: run {RUN} is finished: gs://{BUCKET}/runs/{RUN}/manifest.json"
+
+
+def test_a_finished_run_is_left_alone(tf, tmp_path, gcs_emulator, bucket):
+    bucket.blob(f"runs/{RUN}/manifest.json").upload_from_string("{}")
+    done = watch(tf, tmp_path, gcs_emulator, "false")
+    assert done.returncode == 0, done.stderr
+    assert not any(line.startswith(f"watch: run {RUN}: ") for line in lines(done))  # never started
+
+
+def test_attempts_are_bounded_and_end_in_one_error_line(tf, tmp_path, gcs_emulator, bucket):
+    done = watch(tf, tmp_path, gcs_emulator, "true", attempts=2)
+    assert done.returncode == 1
+    said = lines(done)
+    assert [line for line in said if line.startswith("watch: attempt ")] == [
+        f"watch: attempt 1 of 2 for run {RUN}",
+        f"watch: attempt 2 of 2 for run {RUN}",
+    ]
+    assert said.count("watch: the run command exited 0") == 2
+    assert done.stderr == (
+        f"error: run {RUN} is not finished after 2 attempts (no gs://{BUCKET}/runs/{RUN}/manifest.json): "
+        f"see its log (make logs RUN={RUN}), then make watch RUN={RUN} again\n"
+    )
+
+
+def test_every_zone_out_of_stock_ends_the_converge(tf, tmp_path, gcs_emulator):
+    for zone in ("us-central1-c", "us-central1-f"):
+        tf.cloud.stock_out(zone)
+    done = cloud_watch(
+        tf, tmp_path, gcs_emulator, "converge", "--auto-approve",
+        variables={"zone": "us-central1-c", "fallback_zones": ["us-central1-f"]},
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr == (
+        "error: every zone is out of capacity (us-central1-c, us-central1-f): try again later, or set zone "
+        f"and fallback_zones in {tmp_path / 'terraform.tfvars'} to another region's zones\n"
+    )
+    assert "watch: us-central1-f has no capacity (" in done.stdout and "no zone left" in done.stdout
+    assert tf.cloud.resources(VM) == []
+
+
+def test_a_quota_error_is_not_a_stock_out(tf, tmp_path, gcs_emulator):
+    tf.cloud.quota_exceeded("us-central1")
+    done = cloud_watch(tf, tmp_path, gcs_emulator, "converge", "--auto-approve")
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: terraform apply failed in us-central1-a: ")
+    assert "Quota 'NVIDIA_T4_GPUS' exceeded." in done.stderr and len(done.stderr.splitlines()) == 1
+    assert "terraform apply in us-central1-b" not in done.stdout  # the region's other zones share the quota
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["watch", "", "--", "true"], "error: which run? make watch RUN=<run name>"),
+        (["watch", "a b", "--", "true"], "error: RUN='a b': use letters, digits"),
+        (["watch", "r1", "--attempts", "0", "--", "true"], "error: WATCH_ATTEMPTS must be at least 1"),
+        (["watch", "r1"], "error: no command to (re)start the run after --"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
+    (tmp_path / "terraform.tfvars").write_text("")
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--infra-dir", str(tmp_path), *args],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith(message) and len(done.stderr.splitlines()) == 1
+
+
+def test_missing_tfvars_says_how_to_make_them(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--infra-dir", str(tmp_path), "converge"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr == (
+        f"error: {tmp_path}/terraform.tfvars not found: cp {tmp_path}/terraform.tfvars.example "
+        f"{tmp_path}/terraform.tfvars and fill it in\n"
+    )

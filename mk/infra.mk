@@ -13,9 +13,10 @@ SOURCE ?= bucket
 KEEP_DATA_DISK ?=
 AUTO_APPROVE ?=
 
-TF_CLOUD = INFRA_DIR='$(INFRA_DIR)' TFVARS='$(TFVARS)' SSH_KEY='$(SSH_KEY)' INVENTORY='$(INVENTORY)' PY='$(PY)' \
-	DATA='$(DATA)' MODEL='$(MODEL)' SOURCE='$(SOURCE)' KEEP_DATA_DISK='$(KEEP_DATA_DISK)' AUTO_APPROVE='$(AUTO_APPROVE)' \
-	scripts/tf_cloud.sh
+# Settings reach scripts/tf_cloud.sh through its environment (never spliced into a shell line, so a
+# value with quotes or spaces arrives as typed, and the script's own checks answer it).
+export INFRA_DIR TFVARS SSH_KEY INVENTORY PY DATA MODEL SOURCE KEEP_DATA_DISK AUTO_APPROVE
+TF_CLOUD = scripts/tf_cloud.sh
 
 .PHONY: infra-init infra-plan infra-apply infra-up infra-down ssh train-cloud fetch
 
@@ -32,23 +33,25 @@ infra-apply: ## Terraform half of infra-up: create or converge the VM, disk and 
 	@$(TF_CLOUD) preflight tfvars ssh-key creds
 	@$(TF_CLOUD) init
 	@$(TF_CLOUD) apply
-	@$(MAKE) --no-print-directory inventory SSH_KEY='$(SSH_KEY)' INVENTORY='$(INVENTORY)'
+	@$(MAKE) --no-print-directory inventory
 
 infra-up: infra-apply ## Create the T4 VM, data disk, bucket (Terraform), write the inventory, provision (Ansible)
-	@$(MAKE) --no-print-directory provision SSH_KEY='$(SSH_KEY)' INVENTORY='$(INVENTORY)'
+	@$(MAKE) --no-print-directory provision
 
 infra-down: ## Destroy the VM side; keeps the bucket unless force_destroy (KEEP_DATA_DISK=1 keeps the disk)
 	@$(TF_CLOUD) preflight tfvars creds
 	@$(TF_CLOUD) init >/dev/null
 	@$(TF_CLOUD) down
-	@rm -f '$(INVENTORY)'
+	@rm -f "$$INVENTORY"
 
 ssh: ## Open a shell on the training VM (node 0) as ssh_user (SSH_PORT overrides the inventory's port)
 	@$(TF_CLOUD) ssh
 
+train-cloud fetch: export TRAINER_RUN = $(if $(filter fetch,$@),$(RUN),$(or $(RUN),cloud-$(shell date +%Y%m%d-%H%M%S)))
+
 train-cloud: ## Train on the VM: ship code, config/ and DATA= (MODEL= folder), rebuild the image, run the trainer
 	@$(TF_CLOUD) preflight-local ssh-key creds
-	@$(TF_CLOUD) train '$(or $(RUN),cloud-$(shell date +%Y%m%d-%H%M%S))' $(ARGS)
+	@$(TF_CLOUD) train "$$TRAINER_RUN" $(ARGS)
 
 fetch: ## Copy a run's artifacts home: RUN=<name> from gs://<bucket>/runs/ (SOURCE=vm: from the VM)
-	@$(TF_CLOUD) fetch '$(RUN)'
+	@$(TF_CLOUD) fetch "$$TRAINER_RUN"

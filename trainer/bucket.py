@@ -47,12 +47,18 @@ def client():
         from google.auth.credentials import AnonymousCredentials
 
         return storage.Client(project="emulator", credentials=AnonymousCredentials())
+    import google.auth
     from google.auth.exceptions import DefaultCredentialsError
 
     try:
-        return storage.Client()
+        credentials, project = google.auth.default()
     except DefaultCredentialsError as exc:
         raise UserError(f"no usable Google credentials ({first_line(exc)}): {LOGIN_HINT}") from None
+    # A user's login names no project (only a quota project); calls on one bucket need none.
+    project = (
+        project or getattr(credentials, "quota_project_id", None) or os.environ.get("GOOGLE_CLOUD_PROJECT")
+    )
+    return storage.Client(project=project or "no-project-needed", credentials=credentials)
 
 
 def load_credentials() -> tuple[str, str | None]:

@@ -167,6 +167,7 @@ def cloud(tmp_path_factory, gcs_emulator, stand_in_google):
     step = time.monotonic()
     done = cloud.make("infra-apply", "AUTO_APPROVE=1", timeout=600)
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    assert "Apply complete! Resources:" in done.stdout and f"make_inventory: wrote {inventory}" in done.stdout
     timings["terraform_apply_and_inventory_s"] = time.monotonic() - step
     commit(repo, "Terraform's lock file, as `terraform init` advises")  # the tree is clean again
     shown = subprocess.run(["python3", "scripts/make_inventory.py", "--show", "--out", str(inventory)],
@@ -372,3 +373,14 @@ def test_a_code_change_reaches_the_vm_and_its_commit_is_in_the_manifest(cloud, t
     probe = docker("run", "--rm", "--network", "host", "--entrypoint", "python", after, "-c",
                    "import trainer.standin_probe as p; print(p.__doc__)", check=False)  # fmt: skip
     assert "proof the new code ran" in probe.stdout, probe.stderr[-2000:]
+
+    done = cloud.make("fetch", "RUN=e2e-2", "SOURCE=vm")  # from the VM's data disk instead of the bucket
+    assert done.returncode == 0, done.stdout + done.stderr
+    on_vm = cloud.vm.data_mount / "runs" / "e2e-2"
+    home = cloud.repo / "runs" / "e2e-2"
+    assert sorted(p.relative_to(home) for p in home.rglob("*")) == sorted(
+        p.relative_to(on_vm) for p in on_vm.rglob("*")
+    )
+    assert (home / "model" / "model.safetensors").read_bytes() == (
+        on_vm / "model" / "model.safetensors"
+    ).read_bytes()

@@ -11,6 +11,7 @@ scripts/tf_cloud.sh's, tested by the cloud verbs' tests): it writes the manifest
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -216,3 +217,76 @@ def test_missing_tfvars_says_how_to_make_them(tmp_path):
         f"error: {tmp_path}/terraform.tfvars not found: cp {tmp_path}/terraform.tfvars.example "
         f"{tmp_path}/terraform.tfvars and fill it in\n"
     )
+
+
+def test_make_watch_brings_a_preempted_vm_back_and_restarts_the_run(tf, tmp_path, gcs_emulator, bucket):
+    """The make target as a user runs it: preflight, init, then the script with the inventory rewritten
+    by `make inventory` and the run (re)started by WATCH_START (here: a stand-in that finishes)."""
+    tf.cloud.instance_address("tweet-trainer", "127.0.0.2")
+    tf.apply()
+    tf.cloud.set_attributes(VM, "tweet-trainer", current_status="TERMINATED")
+    tf.cloud.instance_address("tweet-trainer", "127.0.0.9")
+    key, adc, inventory, finish = (tmp_path / n for n in ("id_ed25519", "adc.json", "hosts.yml", "finish.py"))
+    key.write_text("a key file\n")
+    adc.write_text(json.dumps({"type": "authorized_user", "client_id": "c", "client_secret": "s",
+                               "refresh_token": "r", "quota_project_id": "stand-in-project"}))  # fmt: skip
+    finish.write_text("\n".join(finish_run()[2].split("; ")) + "\n")
+    env = {k: v for k, v in tf.env.items() if k not in ("SSH_PORT", "INFRA_DIR", "TFVARS")}
+    env.update({"GOOGLE_APPLICATION_CREDENTIALS": str(adc), "NO_GCE_CHECK": "true",
+                "STORAGE_EMULATOR_HOST": gcs_emulator})  # fmt: skip
+    done = subprocess.run(
+        ["make", "--no-print-directory", "watch", f"RUN={RUN}", f"INFRA_DIR={tf.workdir}",
+         f"TFVARS={tfvars(tmp_path)}", f"SSH_KEY={key}", f"INVENTORY={inventory}", "WATCH_SLEEP=0",
+         f"WATCH_START={sys.executable} {finish}"],
+        capture_output=True, text=True, env=env, timeout=600, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    said = lines(done)
+    assert "watch: tweet-trainer is RUNNING in us-central1-a at 127.0.0.9" in said
+    assert said[-1] == f"watch: run {RUN} is finished: gs://{BUCKET}/runs/{RUN}/manifest.json"
+    (host,) = yaml.safe_load(inventory.read_text())["trainer"]["hosts"].values()
+    assert host["ansible_host"] == "127.0.0.9" and host["ansible_ssh_private_key_file"] == str(key)
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("cloud_watch", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("message", "stocked_out"),
+    [
+        ("Error: Error waiting for instance to create: ZONE_RESOURCE_POOL_EXHAUSTED: The zone "
+         "'projects/p/zones/us-central1-a' does not have enough resources available to fulfill the request.", True),
+        ("Error: ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS: The zone 'projects/p/zones/us-central1-b' does not "
+         "have enough resources available to fulfill the request. '(resource type:compute)'.", True),
+        ("│ Error: Error creating instance: googleapi: Error 503: The zone 'projects/p/zones/us-central1-c' does "
+         "not have enough resources available to fulfill the request.  Try a different zone, or try again later.",
+         True),
+        ("Error: Error waiting for instance to create: QUOTA_EXCEEDED: Quota 'NVIDIA_T4_GPUS' exceeded.", False),
+        ("Error: googleapi: Error 403: Required 'compute.instances.create' permission", False),
+    ],
+    ids=["exhausted", "with-details", "googleapi-503", "quota", "permission"],
+)  # fmt: skip
+def test_what_counts_as_a_stock_out(message, stocked_out):
+    found = load_script().stock_out(f"Plan: 1 to add\n{message}\n")
+    assert (found is not None) == stocked_out
+    if stocked_out:
+        assert found.startswith("Error") and "│" not in found
+
+
+def test_a_stock_out_with_details_moves_the_vm_too(tf, tmp_path, gcs_emulator):
+    tf.cloud.add_rule(
+        VM, {"zone": "us-central1-a"},
+        create_error="ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS: The zone 'projects/{project}/zones/{zone}' does "
+        "not have enough resources available to fulfill the request. '(resource type:compute)'.",
+    )  # fmt: skip
+    done = cloud_watch(tf, tmp_path, gcs_emulator, "converge", "--auto-approve")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr
+    assert (
+        "watch: us-central1-a has no capacity (Error: ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS"
+        in done.stdout
+    )
+    assert lines(done)[-1].startswith("watch: tweet-trainer is RUNNING in us-central1-b at ")

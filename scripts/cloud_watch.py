@@ -270,12 +270,22 @@ def price(tf: Terraform) -> int:
 
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="cloud_watch.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--infra-dir", type=Path, default=Path(os.environ.get("INFRA_DIR", "infra")))
-    parser.add_argument("--tfvars", type=Path, default=None, help="default: INFRA_DIR/terraform.tfvars")
+    parser.add_argument("--infra-dir", type=Path, default=Path(os.environ.get("INFRA_DIR") or "infra"))
+    parser.add_argument(
+        "--tfvars",
+        type=Path,
+        default=os.environ.get("TFVARS") or None,
+        help="default: $TFVARS, else INFRA_DIR/terraform.tfvars",
+    )
     parser.add_argument("--terraform", default=os.environ.get("TERRAFORM", "terraform"))
     verbs = parser.add_subparsers(dest="verb", required=True)
     conv = verbs.add_parser("converge", help="terraform apply, moving zones on a stock-out")
-    conv.add_argument("--auto-approve", action="store_true", help="no prompt (else terraform asks)")
+    conv.add_argument(
+        "--auto-approve",
+        action="store_true",
+        default=os.environ.get("AUTO_APPROVE") == "1",
+        help="no prompt (default: AUTO_APPROVE=1 in the environment; else terraform asks)",
+    )
     verbs.add_parser("price", help="the hourly price of what terraform apply would leave running")
     run = verbs.add_parser("watch", help="keep RUN going until its manifest is in the bucket")
     run.add_argument("run")
@@ -287,7 +297,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     split = argv.index("--") if "--" in argv else len(argv)
     args = parser.parse_args(argv[:split])
     args.start = argv[split + 1 :]
-    args.tfvars = args.tfvars or args.infra_dir / "terraform.tfvars"
+    args.tfvars = Path(args.tfvars) if args.tfvars else args.infra_dir / "terraform.tfvars"
     if args.verb == "watch":
         problems = []
         if not args.run:

@@ -167,7 +167,7 @@ probe_vm() {
   local where="${vm[user]}@${vm[host]} port ${vm[port]}" out rc=0
   out=$(on_vm "sudo -n docker info --format ok >/dev/null && test -f $(quoted "${vm[project_dir]}/.env")" 2>&1 </dev/null) || rc=$?
   if ((rc == 255)); then
-    die "cannot reach the VM over SSH at $where ($(tail -n1 <<<"$out" | tr -d '\r')): is it running? (a stopped VM: make infra-up starts it and refreshes the address)"
+    die "cannot reach the VM over SSH at $where ($(tail -n1 <<<"$out" | tr -d '\r')): is it running? (make infra-apply starts a stopped VM and writes its new address)"
   elif ((rc != 0)); then
     die "the VM at $where is not ready (no sudo, Docker or ${vm[project_dir]}/.env): run make provision"
   fi

@@ -6,8 +6,9 @@
     cloud_watch.py price                              terraform plan, priced by trainer/prices.py
 
 Converging is Terraform's own work: the module wants the VM RUNNING (`desired_status`), so `terraform
-apply` starts a VM that a preemption, its maximum run duration or a maintenance event stopped, and the
-refresh before it reads the VM's new ephemeral address; the outputs are read after it, never before.
+apply` refreshes the state (a preempted VM shows TERMINATED), starts a VM that a preemption, its maximum
+run duration or a maintenance event stopped, and reads it back with its new ephemeral address; the
+outputs are read after the apply, never before, so SSH never goes to a stale address.
 
 A create that GCP refuses for lack of GPUs in the zone (ZONE_RESOURCE_POOL_EXHAUSTED and friends, see
 STOCK_OUT) is applied again with `-var zone=<next>`, through the module's `zones` order (zone, then

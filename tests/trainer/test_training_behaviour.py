@@ -1,5 +1,5 @@
 """Training behaviour through the real Trainer on the tiny model: LR schedules, early stopping,
-gradient accumulation equivalence."""
+gradient accumulation equivalence, the order of the training batches."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from trainer.config import load_config
 from trainer.precision import DeviceInfo, decide_precision
 from trainer.run import prepare
 from trainer.run_folder import RunFolder
+from trainer.sampling import SeededLengthGroupedSampler
 from trainer.training import build_trainer, build_training_args
 
 CPU = DeviceInfo("cpu")
@@ -251,14 +252,12 @@ def test_best_model_restored_when_it_is_not_the_last(tmp_path, tiny_model_dir, t
 
 
 def test_gpu_batches_pad_to_a_multiple_of_8_and_cpu_batches_do_not(tmp_path, tiny_model_dir, tiny_csv):
-    from transformers.trainer_pt_utils import LengthGroupedSampler
-
     trainer = make_trainer(tmp_path, tiny_model_dir, tiny_csv)
     assert trainer.data_collator.pad_to_multiple_of is None
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
     longest = max(len(trainer.train_dataset[i]["input_ids"]) for i in range(4))
     assert batch["input_ids"].shape[1] == longest  # dynamic padding: never max_length (32)
-    assert isinstance(trainer._get_train_sampler(), LengthGroupedSampler)  # length-aware batches
+    assert isinstance(trainer._get_train_sampler(), SeededLengthGroupedSampler)  # length-aware batches
     t4 = DeviceInfo("cuda", "Tesla T4", (7, 5), 1)
     cfg = load_config(None, "local", {"model.name": str(tiny_model_dir), "data.path": str(tiny_csv)})
     gpu_trainer = build_trainer(
@@ -274,3 +273,21 @@ def test_gpu_batches_pad_to_a_multiple_of_8_and_cpu_batches_do_not(tmp_path, tin
     assert (
         gpu_trainer.data_collator([trainer.train_dataset[i] for i in range(4)])["input_ids"].shape[1] % 8 == 0
     )
+
+
+def test_batch_order_comes_from_the_seed_and_the_epoch_only(tmp_path, tiny_model_dir, tiny_csv):
+    """A resumed run makes its sampler at another point of the global RNG stream than an uninterrupted
+        one: the order must not depend on it. Each epoch is a permutation. (How batches are grouped by length
+    is `trainer.sampling`'s policy, tested with it.)"""
+    sampler = make_trainer(tmp_path, tiny_model_dir, tiny_csv)._get_train_sampler()
+    orders = {}
+    for epoch, noise in [(0, 1), (1, 2), (0, 3), (1, 4)]:
+        torch.manual_seed(noise)  # whatever the global RNG holds
+        torch.rand(noise)
+        sampler.set_epoch(epoch)
+        orders.setdefault(epoch, []).append(list(sampler))
+    assert orders[0][0] == orders[0][1] and orders[1][0] == orders[1][1]
+    assert orders[0][0] != orders[1][0], "each epoch its own order"
+    assert sorted(orders[0][0]) == list(range(len(sampler)))
+    other_seed = SeededLengthGroupedSampler(sampler.lengths, sampler.batch_size, seed=sampler.seed + 1)
+    assert list(other_seed) != orders[0][0]

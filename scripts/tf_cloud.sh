@@ -8,8 +8,23 @@
 #   tf_cloud.sh down-targets                            print what `down` destroys, one address a line
 #   tf_cloud.sh down                                    destroy the VM side, keep the bucket (see below)
 #   tf_cloud.sh ssh [command...]                        ssh to node 0
-#   tf_cloud.sh train RUN [ARGS...]                     ship code, config and data; run the trainer on the VM
+#   tf_cloud.sh train RUN [ARGS...]                     ship code, config and data, start run RUN detached on
+#                                                       the VM, follow its log (a running RUN: just follow)
+#   tf_cloud.sh start RUN [ARGS...]                     the same, without following: returns once started
+#   tf_cloud.sh logs RUN [--follow]                     the run's console output so far (every attempt);
+#                                                       --follow until it ends (exit 0: finished, 1: not)
+#   tf_cloud.sh state RUN                               one word: running|finished|failed|interrupted|unknown
+#   tf_cloud.sh runs                                    every run on the VM and in the bucket: state, cost
+#   tf_cloud.sh stop RUN                                stop it cleanly (SIGTERM: checkpoint to the bucket)
 #   tf_cloud.sh fetch RUN                               copy gs://<bucket>/runs/RUN to runs/RUN
+#
+# Detached runs: on the VM a run is the systemd unit trainer-run@RUN (the trainer_host role installs it
+# with /usr/local/sbin/trainer-run, whose header says why a unit rather than a detached container): it
+# does not depend on this SSH session, resumes by itself at boot after a preemption, and keeps its
+# console output on the data disk. Ctrl-C or a dropped connection while following only stops following.
+# A run whose VM disk has no checkpoint resumes from the newest complete one in the bucket (the trainer
+# does it). For `make watch` (scripts/cloud_watch.py): `train RUN ARGS...` restarts an unfinished run and
+# returns when it ends (0: finished), `start` returns at once, `state` says where a run is.
 #
 # The VM's address, SSH port, login user, bucket and folders come from the Ansible inventory that
 # `make inventory` writes from Terraform's outputs (scripts/make_inventory.py --show), so the
@@ -36,6 +51,8 @@ HOST_RE='^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$'
 USER_RE='^[a-z_][a-z0-9_-]*$'
 PATH_RE='^(/[A-Za-z0-9_][A-Za-z0-9._-]*)+$'
 BUCKET_RE='^gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$'
+# The run manager that the trainer_host role installs on the VM (ansible/roles/trainer_host/files).
+RUN_MANAGER=/usr/local/sbin/trainer-run
 GS_DATA_RE='^gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9](/[A-Za-z0-9._=-]+)+/?$'
 
 die() { echo "error: $*" >&2; exit 1; }
@@ -165,11 +182,12 @@ on_vm() { ssh "${ssh_opts[@]}" "${vm[user]}@${vm[host]}" "$@"; }
 # provisioning has run (the compose settings it writes exist).
 probe_vm() {
   local where="${vm[user]}@${vm[host]} port ${vm[port]}" out rc=0
-  out=$(on_vm "sudo -n docker info --format ok >/dev/null && test -f $(quoted "${vm[project_dir]}/.env")" 2>&1 </dev/null) || rc=$?
+  out=$(on_vm "sudo -n docker info --format ok >/dev/null && test -f $(quoted "${vm[project_dir]}/.env") \
+&& test -x $RUN_MANAGER" 2>&1 </dev/null) || rc=$?
   if ((rc == 255)); then
     die "cannot reach the VM over SSH at $where ($(tail -n1 <<<"$out" | tr -d '\r')): is it running? (make infra-apply starts a stopped VM and writes its new address)"
   elif ((rc != 0)); then
-    die "the VM at $where is not ready (no sudo, Docker or ${vm[project_dir]}/.env): run make provision"
+    die "the VM at $where is not ready (no sudo, Docker, ${vm[project_dir]}/.env or $RUN_MANAGER): run make provision"
   fi
 }
 
@@ -223,8 +241,10 @@ sudo cp -p $q_dir/.env $q_new/.env; sudo chown -R $(quoted "${vm[user]}:") $q_ne
 sudo mv $q_dir $q_old; sudo mv $q_new $q_dir; sudo rm -rf $q_old"
 }
 
+# train RUN ARGS... (FOLLOW=0: start only). A run already running on the VM is followed, never shipped
+# over or started twice.
 train() {
-  local run=${1:-}
+  local run=${1:-} follow=${FOLLOW:-1}
   [[ $# -gt 0 ]] && shift
   check_run_name "$run"
   local args=("$@") extra=() commit
@@ -249,33 +269,107 @@ train() {
   "$PY" -m trainer.bucket check "${vm[bucket_url]}" || exit 1
   probe_vm
 
-  local target="${vm[user]}@${vm[host]}:${vm[port]}" data_dir="${vm[data_mount]}/data"
-  echo "train-cloud: shipping the project ($commit) to $target:${vm[project_dir]}"
-  push_code
-  if [[ -z "${DATA:-}" ]]; then
-    echo "train-cloud: copying data/demo/ to $target:$data_dir/"  # config/cloud.yaml reads /data/demo/tweets.csv
-    push data demo "$data_dir"
-  elif [[ "$DATA" == gs://* ]]; then
-    extra+=(--set "data.path=$DATA")
+  if [[ "$(run_state "$run")" == running ]]; then
+    echo "train-cloud: run $run is already running on the VM: nothing shipped"
   else
-    echo "train-cloud: copying $DATA to $target:$data_dir/"
-    push "$(dirname "$DATA")" "$(basename "$DATA")" "$data_dir"
-    extra+=(--set "data.path=/data/$(basename "$DATA")")
+    local target="${vm[user]}@${vm[host]}:${vm[port]}" data_dir="${vm[data_mount]}/data"
+    echo "train-cloud: shipping the project ($commit) to $target:${vm[project_dir]}"
+    push_code
+    if [[ -z "${DATA:-}" ]]; then
+      echo "train-cloud: copying data/demo/ to $target:$data_dir/"  # config/cloud.yaml reads /data/demo/tweets.csv
+      push data demo "$data_dir"
+    elif [[ "$DATA" == gs://* ]]; then
+      extra+=(--set "data.path=$DATA")
+    else
+      echo "train-cloud: copying $DATA to $target:$data_dir/"
+      push "$(dirname "$DATA")" "$(basename "$DATA")" "$data_dir"
+      extra+=(--set "data.path=/data/$(basename "$DATA")")
+    fi
+    if [[ -n "${MODEL:-}" ]]; then
+      echo "train-cloud: copying $MODEL to $target:${vm[data_mount]}/models/"
+      push "$(dirname "$MODEL")" "$(basename "$MODEL")" "${vm[data_mount]}/models"
+      extra+=(--set "model.name=/models/$(basename "$MODEL")")
+    fi
+    echo "train-cloud: building the image on the VM (only what changed is rebuilt)"
+    on_vm "cd $(quoted "${vm[project_dir]}") && sudo env DOCKER_BUILDKIT=0 COMPOSE_BAKE=false docker compose build --quiet trainer" </dev/null
+    echo "train-cloud: run $run; artifacts in /runs/$run on the data disk and under ${vm[bucket_url]}/runs/$run"
+    on_vm "sudo $RUN_MANAGER start $(quoted "$run" --env "TRAINER_GIT_COMMIT=$commit" -- --mode cloud "${extra[@]}" "${args[@]}")" </dev/null
   fi
-  if [[ -n "${MODEL:-}" ]]; then
-    echo "train-cloud: copying $MODEL to $target:${vm[data_mount]}/models/"
-    push "$(dirname "$MODEL")" "$(basename "$MODEL")" "${vm[data_mount]}/models"
-    extra+=(--set "model.name=/models/$(basename "$MODEL")")
+  if [[ "$follow" == 0 ]]; then
+    echo "train-cloud: follow it with: make logs RUN=$run"
+    return 0
   fi
-  local in_dir
-  in_dir="cd $(quoted "${vm[project_dir]}")"
-  echo "train-cloud: building the image on the VM (only what changed is rebuilt)"
-  on_vm "$in_dir && sudo env DOCKER_BUILDKIT=0 COMPOSE_BAKE=false docker compose build --quiet trainer" </dev/null
-  echo "train-cloud: run $run; artifacts in /runs/$run on the data disk and under ${vm[bucket_url]}/runs/$run"
-  if [[ -t 0 && -t 1 ]]; then ssh_opts+=(-t); fi  # Ctrl-C reaches the run
-  on_vm "$in_dir && sudo docker compose run --rm \
--e $(quoted "TRAINER_GIT_COMMIT=$commit") trainer $(quoted --mode cloud --output-dir "/runs/$run" "${extra[@]}" "${args[@]}")"
+  follow "$run"
   echo "train-cloud: done; bring it home with: make fetch RUN=$run"
+}
+
+run_state() {
+  on_vm "sudo $RUN_MANAGER state $(quoted "$1")" </dev/null
+}
+
+# Follows the run's log until it ends. Ctrl-C or a lost connection ends only the following.
+follow() {
+  local run=$1 rc=0
+  trap 'echo; echo "train-cloud: stopped following; run $run goes on on the VM (make logs RUN=$run)"; exit 130' INT
+  echo "train-cloud: following run $run (Ctrl-C stops following, not the run)"
+  on_vm "sudo $RUN_MANAGER logs $(quoted "$run") --follow" </dev/null || rc=$?
+  trap - INT
+  if ((rc == 255)); then
+    die "lost the connection to the VM; run $run goes on there: make logs RUN=$run reattaches"
+  elif ((rc != 0)); then
+    die "run $run did not finish ($(run_state "$run" 2>/dev/null || echo unknown)): make logs RUN=$run shows why; make train MODE=cloud RUN=$run resumes it"
+  fi
+}
+
+vm_verb() {  # logs | state | stop, on run RUN
+  local verb=$1 run=${2:-}
+  shift 2 || true
+  [[ -n "$run" ]] || die "which run? make $verb RUN=<run name> (make runs lists them)"
+  check_run_name "$run"
+  read_connection
+  case $verb in
+    logs)
+      if [[ "${1:-}" == --follow ]]; then follow "$run"; else on_vm "sudo $RUN_MANAGER logs $(quoted "$run")" </dev/null; fi ;;
+    state) run_state "$run" ;;
+    stop)
+      echo "stop: stopping run $run (the trainer saves a checkpoint to the bucket first)"
+      on_vm "sudo $RUN_MANAGER stop $(quoted "$run")" </dev/null ;;
+  esac
+}
+
+# Every run the VM knows (its data disk) and the bucket knows (finished ones and checkpoints), merged:
+# the VM's state wins (it knows what is running), the bucket fills in the rest.
+runs() {
+  read_connection
+  local -A state=() cost=() where=()
+  local name st co vm_out bucket_out
+  if vm_out=$(on_vm "sudo $RUN_MANAGER list" 2>/dev/null </dev/null); then
+    while IFS=$'\t' read -r name st co; do
+      [[ -n "$name" ]] || continue
+      state[$name]=$st cost[$name]=$co where[$name]=vm
+    done <<<"$vm_out"
+  else
+    echo "runs: the VM does not answer over SSH (stopped?): runs from the bucket only" >&2
+  fi
+  check_python
+  bucket_out=$("$PY" -m trainer.bucket runs "${vm[bucket_url]}") || exit 1
+  while IFS=$'\t' read -r name st co; do
+    [[ -n "$name" ]] || continue
+    if [[ -n "${where[$name]:-}" ]]; then
+      where[$name]+=",bucket"
+      [[ "${cost[$name]}" != - ]] || cost[$name]=$co
+      [[ "${state[$name]}" != unknown ]] || state[$name]=$st
+    else
+      state[$name]=$st cost[$name]=$co where[$name]=bucket
+    fi
+  done <<<"$bucket_out"
+  printf '%-32s %-12s %-10s %s\n' RUN STATE COST_USD WHERE
+  local names=()
+  mapfile -t names < <(printf '%s\n' "${!state[@]}" | sort)
+  for name in "${names[@]}"; do
+    printf '%-32s %-12s %-10s %s\n' "$name" "${state[$name]}" "${cost[$name]}" "${where[$name]}"
+  done
+  echo "(cost: the manifest's estimate of finished runs; the bill is in Cloud Billing)"
 }
 
 fetch() {
@@ -309,6 +403,9 @@ case $cmd in
   down) down ;;
   ssh) check_ssh_key; do_ssh "$@" ;;
   train) check_ssh_key; train "$@" ;;
+  start) check_ssh_key; FOLLOW=0 train "$@" ;;
+  logs | state | stop) check_ssh_key; vm_verb "$cmd" "$@" ;;
+  runs) check_ssh_key; runs ;;
   fetch) fetch "$@" ;;
-  *) die "usage: $0 preflight|init|plan|apply|down-targets|down|ssh|train|fetch ..." ;;
+  *) die "usage: $0 preflight|init|plan|apply|down-targets|down|ssh|train|start|logs|state|runs|stop|fetch ..." ;;
 esac

@@ -7,6 +7,7 @@ gcloud CLI. STORAGE_EMULATOR_HOST (the client library's own variable) points it 
     python -m trainer.bucket creds                 # load the credentials, name their project
     python -m trainer.bucket check gs://bucket     # the bucket exists and this identity may list it
     python -m trainer.bucket fetch gs://bucket/runs/NAME runs/NAME
+    python -m trainer.bucket runs gs://bucket      # every run there: NAME<TAB>STATE<TAB>COST-USD
 
 Every mistake ends in one `error: ...` line and exit status 2. Only the objects' own permissions
 are used (storage.objects.list/get), never bucket metadata (storage.buckets.get), so a person with
@@ -25,6 +26,10 @@ from pathlib import Path
 
 from trainer.errors import UserError
 
+# The bucket's layout (trainer.storage.BucketSync writes it, the Terraform lifecycle rule and these verbs
+# read it): finished runs' artifacts under runs/<run>/ (kept), checkpoints under checkpoints/<run>/.
+RUNS = "runs"
+CHECKPOINTS = "checkpoints"
 LOGIN_HINT = "run `gcloud auth application-default login` or set GOOGLE_APPLICATION_CREDENTIALS to a key file"
 
 
@@ -158,6 +163,46 @@ def fetch(url: str, dest: Path, gcs=None) -> int:
     return len(blobs)
 
 
+def _folders(gcs, bucket: str, prefix: str) -> list[str]:
+    """The names of the "folders" directly under prefix/ (objects.list with a delimiter)."""
+    found = gcs.list_blobs(bucket, prefix=f"{prefix}/", delimiter="/")
+    for _ in found:  # the prefixes are known once the pages are read
+        pass
+    return sorted(p[len(prefix) + 1 :].rstrip("/") for p in found.prefixes)
+
+
+def list_runs(url: str, gcs=None) -> list[tuple[str, str, str]]:
+    """(run, state, estimated cost in USD or '-') of every run in the bucket: finished when its manifest
+    is there (the cost is the manifest's), interrupted when only checkpoints are (make watch, or make train
+    MODE=cloud RUN=<run> again, resumes it)."""
+    import json
+
+    from google.api_core import exceptions
+
+    from trainer.run_folder import MANIFEST  # written last: the "finished" marker
+
+    name, prefix = split_bucket_url(url)
+    base = f"{prefix}/" if prefix else ""
+    gcs = gcs or client()
+    rows: dict[str, tuple[str, str, str]] = {}
+    try:
+        for run in _folders(gcs, name, base + CHECKPOINTS):
+            rows[run] = (run, "interrupted", "-")
+        for run in _folders(gcs, name, base + RUNS):
+            blob = gcs.bucket(name).blob(f"{base}{RUNS}/{run}/{MANIFEST}")
+            try:
+                manifest = json.loads(blob.download_as_bytes())
+            except exceptions.NotFound:
+                continue  # artifacts without a manifest: not finished
+            except ValueError:
+                manifest = {}
+            cost = manifest.get("estimated_cost_usd") if isinstance(manifest, dict) else None
+            rows[run] = (run, "finished", "-" if cost is None else str(cost))
+    except exceptions.GoogleAPIError as exc:
+        raise _api_error(exc, name, "list its objects") from None
+    return [rows[run] for run in sorted(rows)]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainer.bucket", description=__doc__.splitlines()[0])
     verbs = parser.add_subparsers(dest="verb", required=True)
@@ -167,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     get = verbs.add_parser("fetch", help="copy gs://bucket/prefix/ to a new local folder")
     get.add_argument("url")
     get.add_argument("dest", type=Path)
+    runs = verbs.add_parser("runs", help="every run in the bucket: name, state, cost (tab-separated)")
+    runs.add_argument("url")
     args = parser.parse_args(argv)
     try:
         if args.verb == "creds":
@@ -177,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"credentials: {kind}, project {project or '(none set: gcloud config set project ...)'}")
         elif args.verb == "check":
             check_bucket(args.url)
+        elif args.verb == "runs":
+            for row in list_runs(args.url):
+                print("\t".join(row))
         else:
             count = fetch(args.url.rstrip("/"), args.dest)
             print(f"fetch: {args.dest} ({count} files from {args.url.rstrip('/')}/)")

@@ -22,4 +22,9 @@ launch=(--quiet --config_file "$config")
 [[ -z "${TRAINER_MACHINE_RANK:-}" ]] || launch+=(--machine_rank "$TRAINER_MACHINE_RANK")
 [[ -z "${TRAINER_MAIN_PROCESS_IP:-}" ]] || launch+=(--main_process_ip "$TRAINER_MAIN_PROCESS_IP")
 
+# SIGTERM (docker stop, a spot VM's soft-off) must reach the trainer, which checkpoints and exits: accelerate's
+# launcher neither forwards it nor survives it (its death would end the container, the trainer with it). So
+# it is ignored here, which accelerate inherits, and compose's init (tini, TINI_KILL_PROCESS_GROUP=1) sends
+# it to the whole process group; the trainer installs its own handler.
+trap '' TERM
 exec accelerate launch "${launch[@]}" -m trainer "$@"

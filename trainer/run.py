@@ -25,7 +25,7 @@ from trainer.interrupt import sigterm_as_interrupt
 from trainer.lock import RunLock, is_local_main
 from trainer.modeling import load_model, load_tokenizer
 from trainer.precision import DeviceInfo, PrecisionDecision, check_gpu, decide_precision, detect_device
-from trainer.run_folder import RunFolder
+from trainer.run_folder import ATTEMPTS, RunFolder
 from trainer.training import build_trainer, build_training_args, train_and_evaluate
 
 log = logging.getLogger(__name__)
@@ -115,6 +115,8 @@ def run(cfg: Config, device: DeviceInfo | None = None) -> RunResult:
         if not lock.held:
             folder.create()
             lock.acquire()
+        if sync and is_local_main() and not cfg.runtime.overwrite and cfg.runtime.resume:
+            _restore_from_bucket(folder, sync)
         found = folder.guard(cfg.runtime.overwrite, cfg.runtime.resume)  # again, now that it is ours
         if cfg.runtime.overwrite:
             folder.clear()
@@ -157,7 +159,7 @@ def _train(cfg, plan: RunPlan, prepared: Prepared, found, stopper, sync, needed:
     if sync:
         from trainer.storage import CheckpointSyncCallback
 
-        extra.append(CheckpointSyncCallback(sync))
+        extra.append(CheckpointSyncCallback(sync, folder.path / ATTEMPTS))
     trainer = build_trainer(
         cfg,
         prepared.model,
@@ -194,6 +196,14 @@ def _train(cfg, plan: RunPlan, prepared: Prepared, found, stopper, sync, needed:
         sync.upload_run(folder.path)
         log.info("artifacts in %s", sync.url)
     return RunResult(folder.path, metrics, manifest)
+
+
+def _restore_from_bucket(folder: RunFolder, sync) -> None:
+    """A run with no checkpoint on this disk (a new disk, another zone) and no finished artifacts resumes
+    from the newest complete checkpoint in the bucket (trainer.storage), before the resume lookup."""
+    if folder.is_finished() or folder.last_checkpoint():
+        return
+    sync.restore(folder.checkpoints_dir, folder.path / ATTEMPTS)
 
 
 def _bucket_sync(plan: RunPlan):

@@ -74,6 +74,8 @@ def build_training_args(cfg: Config, decision: PrecisionDecision, device: Device
         dataloader_num_workers=cfg.runtime.num_workers,
         dataloader_pin_memory=device.is_cuda,
         save_only_model=False,
+        # The early-stopping patience counter survives a resume (transformers 5 leaves it at 0 by default).
+        restore_callback_states_from_checkpoint=True,
     )
 
 

@@ -48,7 +48,10 @@ class SigtermCheckpoint(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.requested_at is not None:
-            control.should_training_stop = True
+            # Ends the epoch's loop; the save that follows (on_epoch_end) stops the run from on_save.
+            # Not should_training_stop: the checkpoint records the control flags, and a resume restores
+            # them (restore_callback_states_from_checkpoint), so the resumed run would stop at once.
+            control.should_epoch_stop = True
 
     def on_epoch_end(self, args, state, control, **kwargs):
         if self.requested_at is not None and not float(state.epoch).is_integer():

@@ -55,7 +55,10 @@ def configs(tmp_path_factory, tiny_model_dir, tiny_csv) -> dict[str, Path]:
     return {
         "epoch": write_config(base / "epoch.yaml", tiny_model_dir, tiny_csv),
         "steps": write_config(
-            base / "steps.yaml", tiny_model_dir, tiny_csv, "  eval_strategy: steps\n  eval_steps: 25\n"
+            base / "steps.yaml",
+            tiny_model_dir,
+            tiny_csv,
+            "  eval_strategy: steps\n  eval_steps: 25\n  early_stopping: {patience: 2}\n",
         ),
     }
 
@@ -146,7 +149,8 @@ def uninterrupted(tmp_path_factory, configs) -> dict[str, dict]:
 
 def test_kill_9_after_a_mid_epoch_checkpoint_resumes_exactly(tmp_path, configs, uninterrupted):
     """Checkpoints every 25 steps; killed at step 85, the run resumes from checkpoint-75, 15 steps into
-    its second epoch (the resume that used to drift with length-grouped batches)."""
+    its second epoch (the resume that used to drift with length-grouped batches). Patience 2: the
+    uninterrupted run stops early at step 100, so must the resumed one (the patience counter goes on)."""
     out = tmp_path / "run"
     proc = start(configs["steps"], out)
     wait_for(lambda: logged_step(out, 85), "step 85")

@@ -146,11 +146,13 @@ def _train(cfg, plan: RunPlan, prepared: Prepared, found, stopper, sync, needed:
     log.info("precision: %s", plan.precision.reason)
     if plan.precision.warning:
         log.warning(plan.precision.warning)
-    folder.remove_incomplete(found)
+    main = is_local_main()  # in a multi-process run, one process per machine writes the folder
+    if main:
+        folder.remove_incomplete(found)
     resume_from = found.newest
     if resume_from:
         log.info("resuming from %s", resume_from)
-    if is_local_main():
+    if main:
         folder.begin_attempt(resume_from, started)
     splits = prepared.splits
     datasets_ = prepared.encoded(cfg.model.max_length)
@@ -184,10 +186,12 @@ def _train(cfg, plan: RunPlan, prepared: Prepared, found, stopper, sync, needed:
             lambda: build_manifest(cfg, plan, splits, outcome, resume_from),
         )
     except KeyboardInterrupt:
-        folder.end_attempt("interrupted")
+        if main:
+            folder.end_attempt("interrupted")
         raise
     except Exception as exc:
-        folder.end_attempt("failed")
+        if main:
+            folder.end_attempt("failed")
         full = None if isinstance(exc, UserError) else folder.disk_full_error(needed)
         if full:
             raise full from None

@@ -67,6 +67,7 @@ OWN_ENTRIES = frozenset(
 )
 MB = 1024 * 1024
 TMP = ".tmp"
+WRITE_PROBE = ".write-check-"
 
 
 def write_json(path: Path, payload: Any) -> None:
@@ -81,8 +82,13 @@ def write_json(path: Path, payload: Any) -> None:
 
 
 def is_own(name: str) -> bool:
-    """An entry a run of ours leaves, a half-written `write_json` file of a killed run included."""
-    return name in OWN_ENTRIES or (name.endswith(TMP) and name[: -len(TMP)] in OWN_ENTRIES)
+    """An entry a run of ours leaves, with what a run killed at the wrong moment may leave: a half-written
+    `write_json` file, the write check's probe."""
+    return (
+        name in OWN_ENTRIES
+        or (name.endswith(TMP) and name[: -len(TMP)] in OWN_ENTRIES)
+        or name.startswith(WRITE_PROBE)
+    )
 
 
 class RunFolder:
@@ -162,7 +168,7 @@ class RunFolder:
         (permissions, a read-only mount, root included)."""
         if self.path.is_dir():
             try:
-                fd, probe = tempfile.mkstemp(dir=self.path, prefix=".write-check-")
+                fd, probe = tempfile.mkstemp(dir=self.path, prefix=WRITE_PROBE)
                 os.close(fd)
                 os.unlink(probe)
             except OSError as exc:

@@ -240,3 +240,33 @@ def test_a_read_only_output_folder_is_one_line_and_nothing_is_written(tmp_path, 
             expected = f"trainer: error: cannot create output folder {out}: {ro} is not a writable folder; "
         assert line.startswith(expected), line
         assert entries(ro) == []
+
+
+# ---------------------------------------------------------------------- kill -9 in the middle of a save
+
+
+@pytest.mark.slow
+def test_kill_9_during_a_save_leaves_an_invisible_checkpoint(tmp_path, tiny_csv):
+    """For real: MiniLM-L6 (the local default, 22M parameters: a 270 MB checkpoint that takes a while to
+    write and flush) is killed as soon as its first checkpoint's folder appears. The rerun skips that
+    folder in one line and trains from the start."""
+    out = tmp_path / "run"
+    flags = [
+        "--set", f"data.path={tiny_csv}", "--set", "data.max_rows=null", "--epochs", "1",
+        "--batch-size", "16", "--set", "train.eval_batch_size=64",
+    ]  # fmt: skip
+    config = ROOT / "config" / "local.yaml"
+    proc = start(config, out, *flags)
+    checkpoint = out / "checkpoints" / "checkpoint-15"
+    wait_for(checkpoint.is_dir, what="the first save")
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert checkpoint.is_dir() and not (checkpoint / checkpoints.MARKER).exists(), "killed mid-save"
+    assert checkpoints.scan(out / "checkpoints").newest is None
+
+    res = run_trainer(config, out, *flags)
+    assert res.returncode == 0, res.stderr[-3000:]
+    skipped = [line for line in res.stderr.splitlines() if "skipping" in line]
+    assert len(skipped) == 1 and "skipping checkpoint-15: no completion marker" in skipped[0], skipped
+    assert manifest(out)["training"]["resumed_from"] is None
+    assert checkpoints.is_complete(checkpoint)

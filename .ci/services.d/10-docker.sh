@@ -5,9 +5,11 @@
 # .tools/); then the local base image that stands in for pytorch/pytorch (no registry is reachable).
 # Exports DOCKER_HOST and TRAINER_TEST_BASE_IMAGE; registers the daemon's stop in `on_exit`.
 
-docker_ci_sock=/run/trainer-ci-docker.sock
-docker_ci_pidfile=/run/trainer-ci-docker.pid
-docker_ci_root=${TRAINER_DOCKER_DATA_ROOT:-/var/lib/trainer-ci-docker}
+# TRAINER_DOCKER_NAME lets a second CI run (a fresh clone beside a working tree) have its own engine.
+docker_ci_name=${TRAINER_DOCKER_NAME:-trainer-ci-docker}
+docker_ci_sock=/run/$docker_ci_name.sock
+docker_ci_pidfile=/run/$docker_ci_name.pid
+docker_ci_root=${TRAINER_DOCKER_DATA_ROOT:-/var/lib/$docker_ci_name}
 docker_ci_log=$PWD/.ci-cache/dockerd.log
 
 command -v dockerd >/dev/null || { echo "10-docker: dockerd is missing (apt-get install docker.io)" >&2; exit 1; }
@@ -17,7 +19,7 @@ compose_bin=$(compgen -G "$PWD/.tools/lib/python3*/site-packages/compose/docker-
 mkdir -p "$HOME/.docker/cli-plugins" "$docker_ci_root"
 install -m 0755 "$compose_bin" "$HOME/.docker/cli-plugins/docker-compose"
 
-dockerd --data-root "$docker_ci_root" --exec-root /run/trainer-ci-docker \
+dockerd --data-root "$docker_ci_root" --exec-root "/run/$docker_ci_name" \
   --pidfile "$docker_ci_pidfile" --host "unix://$docker_ci_sock" \
   --bridge=none --iptables=false --ip6tables=false >"$docker_ci_log" 2>&1 &
 docker_ci_pid=$!

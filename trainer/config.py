@@ -37,6 +37,8 @@ SCHEDULERS = (
 )
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 STRATEGIES = ("epoch", "steps")
+BATCHINGS = ("bucketed", "megabatch")  # train.batching: see trainer.sampling
+CLASS_WEIGHTS = ("none", "balanced")
 EVAL_METRICS = (
     "eval_f1_macro",
     "eval_f1_weighted",
@@ -131,7 +133,11 @@ class TrainConfig:
     save_total_limit: int = 2
     "checkpoints kept on disk (the best one is always kept)"
     group_by_length: bool = True
-    "length-aware batching: batches of similar lengths, less padding"
+    "length-aware batching: batches of similar lengths, less padding (false: random batches)"
+    batching: str = "bucketed"
+    "length-aware scheme: bucketed (shuffled batches from 8-batch buckets) or megabatch (HF's)"
+    class_weights: str = "none"
+    "none, or balanced: loss weighted by inverse class frequency in the training split"
     logging_steps: int = 20
     "steps between training-loss log lines"
     seed: int = 42
@@ -462,6 +468,8 @@ def validate(c: Config) -> list[str]:
     choice("train.lr_scheduler", t.lr_scheduler, SCHEDULERS)
     choice("train.precision", t.precision, PRECISIONS)
     choice("train.eval_strategy", t.eval_strategy, STRATEGIES)
+    choice("train.batching", t.batching, BATCHINGS)
+    choice("train.class_weights", t.class_weights, CLASS_WEIGHTS)
     choice("train.early_stopping.mode", es.mode, ("max", "min"))
     for key, value in [
         ("train.batch_size", t.batch_size),

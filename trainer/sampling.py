@@ -1,12 +1,20 @@
-"""The order of the training examples: length-grouped batches whose order depends on the run's seed and
+"""The order of the training examples: length-aware batches whose order depends on the run's seed and
 the epoch only.
 
 HF's `LengthGroupedSampler` draws its permutation from the global torch RNG when an epoch's iterator is
 made; a resumed run makes it at another point of the RNG stream than an uninterrupted one, so the two
 drift apart after the resume point. Here every epoch's order comes from its own generator seeded with
 (seed, epoch), and the Trainer's `set_epoch` tells the sampler which epoch it is in (also after a resume
-that starts mid-epoch). The grouping itself is HF's, unchanged: a seeded permutation cut into
-megabatches of up to 50 batches, each sorted by length, the longest batch first.
+that starts mid-epoch).
+
+Two groupings (`train.batching`):
+- `bucketed` (the default): a seeded permutation cut into buckets of `BUCKET_BATCHES` batches, each bucket
+  sorted by length and cut into batches, then the batches of the whole epoch shuffled. Batches hold
+  texts of similar length (little padding), but the epoch is not in length order.
+- `megabatch`: HF's grouping unchanged: megabatches of up to 50 batches, each sorted by length, the
+  longest batch first, the batches left in that order. On a small data set a megabatch is nearly the
+  whole epoch, so the epoch runs from long texts to short ones (one seed in three collapsed in the
+  benchmark, README "Speed").
 """
 
 from __future__ import annotations
@@ -17,17 +25,47 @@ import torch
 from torch.utils.data import Sampler
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
+from trainer.config import BATCHINGS
+
+BUCKET_BATCHES = 8
+"batches per length-sorted bucket in `bucketed` batching"
+
 
 def epoch_seed(seed: int, epoch: int) -> int:
     """One generator seed per (run seed, epoch); distinct for the seeds and epochs a run uses."""
     return seed * 1_000_003 + epoch
 
 
+def bucketed_indices(
+    lengths: Sequence[int], batch_size: int, generator: torch.Generator, bucket_batches: int = BUCKET_BATCHES
+) -> list[int]:
+    """A permutation of range(len(lengths)) whose consecutive `batch_size` slices are the batches: each
+    from one bucket of `bucket_batches * batch_size` random texts sorted by length, in shuffled order.
+    The last (short) batch stays last; the batch holding the longest text comes first (an out-of-memory
+    error shows at the first step, as with HF's grouping)."""
+    n = len(lengths)
+    perm = torch.randperm(n, generator=generator).tolist()
+    size = bucket_batches * batch_size
+    flat: list[int] = []
+    for start in range(0, n, size):
+        flat.extend(sorted(perm[start : start + size], key=lambda i: lengths[i], reverse=True))
+    batches = [flat[i : i + batch_size] for i in range(0, n, batch_size)]
+    tail = [batches.pop()] if batches and len(batches[-1]) < batch_size else []
+    batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+    if batches:
+        longest = max(range(len(batches)), key=lambda b: max(lengths[i] for i in batches[b]))
+        batches[0], batches[longest] = batches[longest], batches[0]
+    return [i for batch in batches + tail for i in batch]
+
+
 class SeededLengthGroupedSampler(Sampler[int]):
-    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int):
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int, batching: str = "bucketed"):
+        if batching not in BATCHINGS:
+            raise ValueError(f"batching must be one of {', '.join(BATCHINGS)}, got {batching!r}")
         self.lengths = list(lengths)
         self.batch_size = batch_size
         self.seed = seed
+        self.batching = batching
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -38,6 +76,8 @@ class SeededLengthGroupedSampler(Sampler[int]):
 
     def order(self, epoch: int) -> list[int]:
         generator = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
+        if self.batching == "bucketed":
+            return bucketed_indices(self.lengths, self.batch_size, generator)
         return get_length_grouped_indices(self.lengths, self.batch_size, generator=generator)
 
     def __iter__(self) -> Iterator[int]:

@@ -102,8 +102,15 @@ class TrainOutcome:
 
 
 class RunTrainer(Trainer):
-    """HF's Trainer with one change: length-grouped batches come from `trainer.sampling`, in an order set
-    by the run's seed and the epoch (so a resumed run sees the batches an uninterrupted one does)."""
+    """HF's Trainer with two changes: length-aware batches come from `trainer.sampling`, in an order set
+    by the run's seed and the epoch (so a resumed run sees the batches an uninterrupted one does), grouped
+    as `batching` says; and, with `class_weights`, a class-weighted cross-entropy loss."""
+
+    def __init__(self, *args, batching: str = "bucketed", class_weights=None, **kwargs):
+        if class_weights is not None:
+            kwargs["compute_loss_func"] = WeightedLoss(class_weights)
+        super().__init__(*args, **kwargs)
+        self.batching = batching
 
     def _get_train_sampler(self, train_dataset=None):
         dataset = self.train_dataset if train_dataset is None else train_dataset
@@ -113,7 +120,35 @@ class RunTrainer(Trainer):
             example_lengths(dataset, self.args.length_column_name),
             self.args.train_batch_size * self.args.gradient_accumulation_steps,
             self.args.data_seed if self.args.data_seed is not None else self.args.seed,
+            self.batching,
         )
+
+
+def balanced_class_weights(labels, num_classes: int) -> list[float]:
+    """Inverse class frequency in the training split, normalised so the examples' mean weight is 1
+    (scikit-learn's `balanced`: n / (classes x count)); a class absent from the split gets weight 0."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)
+    n = counts.sum()
+    return [float(n / (num_classes * c)) if c else 0.0 for c in counts]
+
+
+class WeightedLoss:
+    """Class-weighted cross-entropy for the Trainer's `compute_loss_func`: summed over the batch and
+    divided by the examples in the whole (accumulated) batch when the Trainer says how many, else a mean."""
+
+    def __init__(self, weights: list[float]):
+        self.weights = weights
+
+    def __call__(self, outputs, labels, num_items_in_batch=None):
+        import torch
+        from torch.nn import functional
+
+        logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+        weight = torch.tensor(self.weights, dtype=torch.float32, device=logits.device)
+        if num_items_in_batch is None:
+            return functional.cross_entropy(logits.float(), labels, weight=weight)
+        total = functional.cross_entropy(logits.float(), labels, weight=weight, reduction="sum")
+        return total / num_items_in_batch
 
 
 def build_trainer(
@@ -134,6 +169,10 @@ def build_trainer(
             EarlyStoppingCallback(early_stopping_patience=es.patience, early_stopping_threshold=es.min_delta)
         )
     callbacks.extend(last)
+    weights = None
+    if cfg.train.class_weights == "balanced":
+        weights = balanced_class_weights(datasets_["train"]["labels"], model.config.num_labels)
+        log.info("class weights (balanced): %s", [round(w, 4) for w in weights])
     return RunTrainer(
         model=model,
         args=args,
@@ -145,6 +184,8 @@ def build_trainer(
         data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if device.is_cuda else None),
         compute_metrics=compute_metrics,
         callbacks=callbacks,
+        batching=cfg.train.batching,
+        class_weights=weights,
     )
 
 

@@ -1,5 +1,5 @@
 """The start of every pipeline, `trainer.run.prepare`: config -> data -> tokenizer -> seeded model.
-The padding benchmark's two arms start from it, so they train the same initial weights."""
+The batching benchmark's arms start from it, so the arms of a seed train the same initial weights."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ from trainer.run import prepare
 
 
 def load_benchmark():
-    spec = importlib.util.spec_from_file_location("benchmark_padding", ROOT / "scripts/benchmark_padding.py")
+    spec = importlib.util.spec_from_file_location(
+        "benchmark_batching", ROOT / "scripts/benchmark_batching.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -27,14 +29,15 @@ def head(model) -> dict[str, torch.Tensor]:
 
 def test_benchmark_arms_start_from_identical_heads(tmp_path, tiny_model_dir, tiny_csv):
     bench = load_benchmark()
-    args = bench.parse_args(["--data", str(tiny_csv), "--model", str(tiny_model_dir), "--max-length", "32"])
+    args = bench.parse_args(["--model", str(tiny_model_dir), "--max-length", "32", "--rows", "20"])
     cfgs, heads = {}, {}
-    for arm in bench.ARMS:
-        cfgs[arm], prepared = bench.prepare_arm(arm, args, tmp_path)
+    for arm in ("padded", "megabatch", "bucketed"):
+        cfgs[arm], prepared = bench.prepare_arm(arm, tiny_csv, 42, args, tmp_path)
         heads[arm] = head(prepared.model)
         torch.rand(1000)  # whatever the first arm's training would do to the global RNG
-    assert cfgs["padded"].train.group_by_length is False and cfgs["dynamic"].train.group_by_length is True
-    assert cfgs["padded"].model.name == cfgs["dynamic"].model.name == str(tiny_model_dir)
+    assert cfgs["padded"].train.group_by_length is False and cfgs["bucketed"].train.group_by_length is True
+    assert (cfgs["megabatch"].train.batching, cfgs["bucketed"].train.batching) == ("megabatch", "bucketed")
+    assert cfgs["padded"].model.name == cfgs["bucketed"].model.name == str(tiny_model_dir)
     assert set(heads["padded"]) == {
         "pre_classifier.weight",
         "pre_classifier.bias",
@@ -42,7 +45,8 @@ def test_benchmark_arms_start_from_identical_heads(tmp_path, tiny_model_dir, tin
         "classifier.bias",
     }
     for name, tensor in heads["padded"].items():
-        torch.testing.assert_close(heads["dynamic"][name], tensor, rtol=0, atol=0)
+        torch.testing.assert_close(heads["bucketed"][name], tensor, rtol=0, atol=0)
+        torch.testing.assert_close(heads["megabatch"][name], tensor, rtol=0, atol=0)
 
 
 def test_prepare_seeds_the_head_and_the_seed_matters(tiny_model_dir, tiny_csv):

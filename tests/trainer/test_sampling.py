@@ -1,0 +1,74 @@
+"""The training order (trainer.sampling): every epoch a permutation, a pure function of (seed, epoch),
+batches of similar lengths drawn from one bucket each, and the epoch not in length order."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import pytest
+import torch
+
+from trainer.sampling import BUCKET_BATCHES, SeededLengthGroupedSampler, bucketed_indices, epoch_seed
+
+BATCH = 8
+
+
+@pytest.fixture
+def lengths() -> list[int]:
+    rng = random.Random(0)
+    return [rng.randint(3, 120) for _ in range(1003)]  # not a multiple of the batch size
+
+
+@pytest.mark.parametrize("batching", ["bucketed", "megabatch"])
+def test_each_epoch_is_a_permutation_and_a_function_of_seed_and_epoch(lengths, batching):
+    sampler = SeededLengthGroupedSampler(lengths, BATCH, seed=42, batching=batching)
+    first = sampler.order(0)
+    assert sorted(first) == list(range(len(lengths)))
+    torch.manual_seed(123)  # the global RNG plays no part
+    assert SeededLengthGroupedSampler(lengths, BATCH, seed=42, batching=batching).order(0) == first
+    sampler.set_epoch(1)
+    assert list(iter(sampler)) == sampler.order(1) != first
+    assert SeededLengthGroupedSampler(lengths, BATCH, seed=7, batching=batching).order(0) != first
+
+
+def test_bucketed_batches_come_from_one_bucket_each_sorted_by_length(lengths):
+    order = SeededLengthGroupedSampler(lengths, BATCH, seed=3).order(0)
+    perm = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(epoch_seed(3, 0))).tolist()
+    bucket_of = {index: position // (BUCKET_BATCHES * BATCH) for position, index in enumerate(perm)}
+    batches = [order[i : i + BATCH] for i in range(0, len(order), BATCH)]
+    assert len(batches[-1]) == len(lengths) % BATCH  # the short batch is the last one
+    for batch in batches:
+        assert len({bucket_of[i] for i in batch}) == 1
+        assert [lengths[i] for i in batch] == sorted((lengths[i] for i in batch), reverse=True)
+    assert max(lengths[i] for i in batches[0]) == max(lengths)  # out of memory shows at the first step
+
+
+def padding(order: list[int], lengths: list[int]) -> int:
+    batches = [order[i : i + BATCH] for i in range(0, len(order), BATCH)]
+    return sum(len(b) * max(lengths[i] for i in b) - sum(lengths[i] for i in b) for b in batches)
+
+
+def test_bucketed_pads_little_and_leaves_the_batches_in_random_order(lengths):
+    bucketed = SeededLengthGroupedSampler(lengths, BATCH, seed=1).order(0)
+    megabatch = SeededLengthGroupedSampler(lengths, BATCH, seed=1, batching="megabatch").order(0)
+    shuffled = random.Random(1).sample(range(len(lengths)), len(lengths))
+    assert padding(bucketed, lengths) < padding(shuffled, lengths) / 3
+
+    def descending(order: list[int]) -> float:
+        """Share of batches no longer than the batch before them (about 0.5: batches in random order)."""
+        tops = [max(lengths[i] for i in order[j : j + BATCH]) for j in range(0, len(order), BATCH)]
+        return sum(b <= a for a, b in itertools.pairwise(tops)) / (len(tops) - 1)
+
+    assert descending(megabatch) > 0.9  # HF's megabatches: long to short, megabatch after megabatch
+    assert 0.35 < descending(bucketed) < 0.65
+
+
+def test_a_tiny_epoch_still_works():
+    assert sorted(bucketed_indices([5, 1, 3], 8, torch.Generator().manual_seed(0))) == [0, 1, 2]
+    assert bucketed_indices([], 8, torch.Generator().manual_seed(0)) == []
+
+
+def test_an_unknown_batching_is_refused():
+    with pytest.raises(ValueError, match="bucketed, megabatch"):
+        SeededLengthGroupedSampler([1, 2], 2, seed=0, batching="sorted")

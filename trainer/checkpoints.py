@@ -80,6 +80,12 @@ class CompletionMarkerCallback(TrainerCallback):
     checkpoint elsewhere (the bucket sync), so that the marker exists when they run."""
 
     def on_save(self, args, state, control, **kwargs):
+        if args.world_size > 1:
+            # Every process saves its own RNG state into the checkpoint, with no barrier after it:
+            # the marker waits for all of them.
+            from accelerate import PartialState
+
+            PartialState().wait_for_everyone()
         if state.is_world_process_zero:
             folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
             mark_complete(folder)

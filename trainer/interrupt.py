@@ -10,6 +10,10 @@ Why not transformers' `enable_jit_checkpoint`: it waits 3 s before acting, saves
 mid-epoch stop the epoch-end evaluation and save still run, so the checkpoint records an evaluation an
 uninterrupted run never makes (and the run then "finishes" normally).
 
+In a distributed run every process hears SIGTERM on its own (tini signals the whole process group), maybe
+in different steps; the stop is agreed at each step end (an all-reduce of the flag, MAX over the ranks),
+so all of them stop after the same step and save one complete checkpoint together.
+
 A stop mid-epoch saves without evaluating, so the resumed run evaluates exactly where an uninterrupted
 one does; a stop at the last step of an epoch lets that epoch's evaluation and save happen first.
 """
@@ -33,20 +37,36 @@ class SigtermCheckpoint(TrainerCallback):
 
     def __init__(self) -> None:
         self.in_loop = False
+        self.heard_at: float | None = None
+        "time.monotonic() of the first SIGTERM this process heard while training"
         self.requested_at: float | None = None
-        "time.monotonic() of the first SIGTERM while training"
+        "when the stop was agreed (by every process of the run): from then on the run stops"
 
     def handle(self, signum, frame) -> None:
         if not self.in_loop:
             raise KeyboardInterrupt
-        if self.requested_at is None:
-            self.requested_at = time.monotonic()
+        if self.heard_at is None:
+            self.heard_at = time.monotonic()
             log.info("SIGTERM: saving a checkpoint after this step, then stopping")
+
+    def _agree(self, args) -> None:
+        """At a step end: the stop holds for every rank when any rank heard SIGTERM."""
+        heard = self.heard_at is not None
+        if args.world_size > 1:
+            import torch
+            import torch.distributed as dist
+
+            flag = torch.tensor([int(heard)], device=args.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            heard = bool(flag.item())
+        if heard and self.requested_at is None:
+            self.requested_at = self.heard_at or time.monotonic()
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.in_loop = True
 
     def on_step_end(self, args, state, control, **kwargs):
+        self._agree(args)
         if self.requested_at is not None:
             # Ends the epoch's loop; the save that follows (on_epoch_end) stops the run from on_save.
             # Not should_training_stop: the checkpoint records the control flags, and a resume restores
@@ -70,6 +90,7 @@ class SigtermCheckpoint(TrainerCallback):
             raise KeyboardInterrupt
 
     def on_train_end(self, args, state, control, **kwargs):
+        self._agree(args)  # a SIGTERM heard after the last step end
         self.in_loop = False
         if self.requested_at is not None:
             raise KeyboardInterrupt

@@ -22,9 +22,10 @@ from trainer.config import Config
 from trainer.data import Splits, load_splits, tokenize
 from trainer.errors import UserError
 from trainer.interrupt import sigterm_as_interrupt
-from trainer.lock import RunLock, is_local_main
+from trainer.lock import RunLock
 from trainer.modeling import load_model, load_tokenizer
 from trainer.precision import DeviceInfo, PrecisionDecision, check_gpu, decide_precision, detect_device
+from trainer.ranks import Ranks
 from trainer.run_folder import ATTEMPTS, RunFolder
 from trainer.training import build_trainer, build_training_args, train_and_evaluate
 
@@ -98,36 +99,57 @@ def attach_file_log(path: Path) -> logging.Handler:
 def run(cfg: Config, device: DeviceInfo | None = None) -> RunResult:
     started = time.time()
     plan = RunPlan.derive(cfg, device or detect_device())
+    ranks = Ranks.start(plan.device)
+    if not ranks.main:
+        logging.getLogger("trainer").setLevel(logging.WARNING)  # progress is said once, by the main process
     folder = plan.folder
     lock = RunLock(folder.path)
     with sigterm_as_interrupt() as stopper, lock:
         if folder.path.is_dir():
             lock.acquire()  # at once: a second run on this folder hears it before doing any work
-        # Every input is checked before the output folder is touched.
+        # Every input is checked, on every process alike, before the output folder is touched.
         folder.guard(cfg.runtime.overwrite, cfg.runtime.resume)
-        folder.check_writable()
+        if ranks.local_main:
+            folder.check_writable()
         prepared = prepare(cfg)
         needed = checkpoints.estimated_bytes(prepared.model, prepared.tokenizer)
         folder.check_room(needed)
-        sync = _bucket_sync(plan)
+        sync = _bucket_sync(plan) if ranks.main else None
         if sync:
             sync.check()
-        if not lock.held:
-            folder.create()
-            lock.acquire()
-        if sync and is_local_main() and not cfg.runtime.overwrite and cfg.runtime.resume:
-            _restore_from_bucket(folder, sync)
-        found = folder.guard(cfg.runtime.overwrite, cfg.runtime.resume)  # again, now that it is ours
-        if cfg.runtime.overwrite:
-            folder.clear()
-        folder.start(cfg)
-        handler = attach_file_log(folder.log_file)
+        ranks.wait()  # every process has checked the folder before one of them writes there
+        handler = None
+        with ranks.local_main_first():  # the others wait at accelerate's barrier, then read the folder
+            if ranks.local_main:
+                found = _claim(cfg, folder, lock, sync, ranks)
+                handler = attach_file_log(folder.log_file) if ranks.main else None
+                folder.remove_incomplete(found)  # said in training.log
+            else:
+                found = checkpoints.scan(folder.checkpoints_dir)
         try:
-            return _train(cfg, plan, prepared, found, stopper, sync, needed, started)
+            return _train(cfg, plan, prepared, found, stopper, sync, needed, started, ranks)
         finally:
-            for name in ("trainer", "transformers"):
-                logging.getLogger(name).removeHandler(handler)
-            handler.close()
+            if handler:
+                for name in ("trainer", "transformers"):
+                    logging.getLogger(name).removeHandler(handler)
+                handler.close()
+
+
+def _claim(cfg: Config, folder: RunFolder, lock: RunLock, sync, ranks: Ranks) -> checkpoints.Scan:
+    """Each machine's main process makes the folder its own: created and locked, restored from the
+    bucket, cleared by --overwrite; the resolved config is written by the main process alone."""
+    if not lock.held:
+        folder.create()
+        lock.acquire()
+    if sync and not cfg.runtime.overwrite and cfg.runtime.resume:
+        _restore_from_bucket(folder, sync)
+    found = folder.guard(cfg.runtime.overwrite, cfg.runtime.resume)  # again, now that it is ours
+    if cfg.runtime.overwrite:
+        folder.clear()
+    folder.create()
+    if ranks.main:
+        folder.start(cfg)
+    return found
 
 
 class AttemptRecorder(TrainerCallback):
@@ -141,14 +163,12 @@ class AttemptRecorder(TrainerCallback):
             self.folder.update_attempt(last_checkpoint_step=state.global_step)
 
 
-def _train(cfg, plan: RunPlan, prepared: Prepared, found, stopper, sync, needed: int, started: float):
+def _train(cfg, plan: RunPlan, prepared: Prepared, found, stopper, sync, needed, started, ranks: Ranks):
     folder = plan.folder
     log.info("precision: %s", plan.precision.reason)
     if plan.precision.warning:
         log.warning(plan.precision.warning)
-    main = is_local_main()  # in a multi-process run, one process per machine writes the folder
-    if main:
-        folder.remove_incomplete(found)
+    main = ranks.main  # in a multi-process run, one process writes the run's records
     resume_from = found.newest
     if resume_from:
         log.info("resuming from %s", resume_from)
@@ -183,7 +203,7 @@ def _train(cfg, plan: RunPlan, prepared: Prepared, found, stopper, sync, needed:
             outcome,
             splits.labels,
             cfg.train.early_stopping.metric,
-            lambda: build_manifest(cfg, plan, splits, outcome, resume_from),
+            lambda: build_manifest(cfg, plan, splits, outcome, resume_from, ranks),
         )
     except KeyboardInterrupt:
         if main:
@@ -218,7 +238,9 @@ def _bucket_sync(plan: RunPlan):
     return BucketSync(plan.bucket, plan.folder.name)
 
 
-def build_manifest(cfg, plan: RunPlan, splits: Splits, outcome, resume_from: Path | None) -> dict[str, Any]:
+def build_manifest(
+    cfg, plan: RunPlan, splits: Splits, outcome, resume_from: Path | None, ranks: Ranks | None = None
+) -> dict[str, Any]:
     """Built last (RunFolder.finish): closes this attempt in attempts.json, so the timings, the cost and
     the resume points cover the whole run, every attempt of it."""
     folder = plan.folder
@@ -256,6 +278,7 @@ def build_manifest(cfg, plan: RunPlan, splits: Splits, outcome, resume_from: Pat
             * cfg.train.gradient_accumulation_steps
             * max(1, outcome.trainer.args.world_size),
         },
+        "distributed": _distributed(outcome.trainer.args.world_size, ranks),
         "timing": {
             "wall_seconds": round(wall, 2),
             "attempts": len(attempts),
@@ -268,6 +291,13 @@ def build_manifest(cfg, plan: RunPlan, splits: Splits, outcome, resume_from: Pat
         "bucket": plan.bucket,
         "test_f1_macro": outcome.test_report["f1_macro"],
     }
+
+
+def _distributed(world_size: int, ranks: Ranks | None) -> dict[str, int]:
+    """How many processes trained (one per GPU), how many per machine and on how many machines."""
+    world = max(1, world_size)
+    per_machine = ranks.per_machine if ranks else 1
+    return {"world_size": world, "processes_per_machine": per_machine, "machines": world // per_machine}
 
 
 def whole_run_train_loss(history: list[dict[str, Any]]) -> float | None:

@@ -3,28 +3,64 @@
 # ARGS (those of `docker compose run trainer ARGS...`) reach the trainer untouched: which mode and which
 # run config is the trainer's own rule (--mode, else TRAINER_MODE, else local; --config, else
 # config/<mode>.yaml, which is /config/<mode>.yaml here since WORKDIR is /).
-#   TRAINER_ACCELERATE_CONFIG  accelerate config (default /config/accelerate/single_gpu.yaml;
-#                              the CPU override selects /config/accelerate/cpu.yaml)
-#   TRAINER_NUM_PROCESSES      total processes (e.g. the GPU count with multi_gpu.yaml)
-#   TRAINER_NUM_MACHINES, TRAINER_MACHINE_RANK, TRAINER_MAIN_PROCESS_IP   several VMs (multi_node.yaml)
+#
+# How many processes, on how many machines, with which accelerate config is derived here, once, from
+# counts the VM's .env holds (Ansible writes them from Terraform's outputs):
+#   TRAINER_GPU_COUNT          processes on this machine, one per GPU (compose passes GPU_COUNT; default 1)
+#   TRAINER_NUM_MACHINES       machines in the run (Terraform's node_count; default 1)
+#   TRAINER_MACHINE_RANK       this machine's rank, 0 on the main node (default 0)
+#   TRAINER_MAIN_PROCESS_IP    the main node's internal address (needed with several machines)
+#   TRAINER_MAIN_PROCESS_PORT  the rendezvous port on it (default 29500; the firewall opens it between nodes)
+#   TRAINER_NUM_PROCESSES      total processes, when not GPU count x machines (rarely needed)
+#   TRAINER_ACCELERATE_CONFIG  the one-process config (default /config/accelerate/single_gpu.yaml; the
+#                              CPU override selects /config/accelerate/cpu.yaml)
+# One process: TRAINER_ACCELERATE_CONFIG. Several on one machine: multi_gpu.yaml. Several machines:
+# multi_node.yaml. (On a machine without a GPU the trainer runs each process on the CPU, over gloo.)
 set -euo pipefail
 
 die() { echo "trainer-entrypoint: $*" >&2; exit 2; }
+count() { # NAME VALUE: a whole number from 1
+  [[ "$2" =~ ^[1-9][0-9]*$ ]] || die "$1 must be a whole number from 1, got '$2'"
+}
 
-config=${TRAINER_ACCELERATE_CONFIG:-/config/accelerate/single_gpu.yaml}
+per_machine=${TRAINER_GPU_COUNT:-1}
+machines=${TRAINER_NUM_MACHINES:-1}
+rank=${TRAINER_MACHINE_RANK:-0}
+port=${TRAINER_MAIN_PROCESS_PORT:-29500}
+count TRAINER_GPU_COUNT "$per_machine"
+count TRAINER_NUM_MACHINES "$machines"
+count TRAINER_MAIN_PROCESS_PORT "$port"
+((port < 65536)) || die "TRAINER_MAIN_PROCESS_PORT must be a port number (1-65535), got '$port'"
+if ! [[ "$rank" =~ ^[0-9]+$ ]] || ((rank >= machines)); then
+  die "TRAINER_MACHINE_RANK must be a whole number from 0 to $((machines - 1)) (TRAINER_NUM_MACHINES - 1), got '$rank'"
+fi
+processes=${TRAINER_NUM_PROCESSES:-$((per_machine * machines))}
+count TRAINER_NUM_PROCESSES "$processes"
+
+launch=(--quiet)
+if ((machines > 1)); then
+  ip=${TRAINER_MAIN_PROCESS_IP:-}
+  [[ "$ip" =~ ^([0-9]{1,3}\.){3}[0-9]{1,3}$ ]] \
+    || die "TRAINER_MAIN_PROCESS_IP must be the main node's IPv4 address with TRAINER_NUM_MACHINES=$machines, got '$ip'"
+  config=/config/accelerate/multi_node.yaml
+  launch+=(--num_machines "$machines" --machine_rank "$rank" --main_process_ip "$ip" --main_process_port "$port")
+elif ((processes > 1)); then
+  config=/config/accelerate/multi_gpu.yaml
+  launch+=(--main_process_port "$port")
+else
+  config=${TRAINER_ACCELERATE_CONFIG:-/config/accelerate/single_gpu.yaml}
+fi
 [[ -r "$config" ]] || die "accelerate config '$config' is not readable (TRAINER_ACCELERATE_CONFIG names a file under /config/accelerate/)"
 [[ -w /runs ]] || die "/runs is not writable by uid $(id -u): give the host folder mounted there (TRAINER_RUNS_DIR, default ./runs) to uid $(id -u), or build the image with TRAINER_UID=<its owner>"
-
-# --quiet: a failing trainer shows its own one-line error, not accelerate's traceback (exit 1).
-launch=(--quiet --config_file "$config")
-[[ -z "${TRAINER_NUM_PROCESSES:-}" ]] || launch+=(--num_processes "$TRAINER_NUM_PROCESSES")
-[[ -z "${TRAINER_NUM_MACHINES:-}" ]] || launch+=(--num_machines "$TRAINER_NUM_MACHINES")
-[[ -z "${TRAINER_MACHINE_RANK:-}" ]] || launch+=(--machine_rank "$TRAINER_MACHINE_RANK")
-[[ -z "${TRAINER_MAIN_PROCESS_IP:-}" ]] || launch+=(--main_process_ip "$TRAINER_MAIN_PROCESS_IP")
+launch+=(--config_file "$config" --num_processes "$processes")
 
 # SIGTERM (docker stop, a spot VM's soft-off) must reach the trainer, which checkpoints and exits: accelerate's
 # launcher neither forwards it nor survives it (its death would end the container, the trainer with it). So
 # it is ignored here, which accelerate inherits, and compose's init (tini, TINI_KILL_PROCESS_GROUP=1) sends
-# it to the whole process group; the trainer installs its own handler.
+# it to the whole process group; the trainer installs its own handler (with several processes they agree
+# on the step to stop at).
+# torchrun's agent (several processes) would catch SIGTERM again and kill the workers after 30 s: it keeps
+# ignoring it, and stops its workers only when one of them ends.
 trap '' TERM
+export TORCHELASTIC_SIGNALS_TO_HANDLE=SIGINT,SIGHUP,SIGQUIT
 exec accelerate launch "${launch[@]}" -m trainer "$@"

@@ -10,7 +10,9 @@ The inventory has one group, `trainer`, with the VM as its host: `ansible_host` 
 `ansible_port` (--ssh-port, else $SSH_PORT, else 22), `ansible_user` (ssh_user),
 `ansible_ssh_private_key_file` (--ssh-key, else $SSH_KEY, else ~/.ssh/id_ed25519), and the host
 variables the roles read: `trainer_host_data_disk_device`, `trainer_bucket_url`,
-`trainer_host_gpu_count`, and where the project and the data disk live on the VM,
+`trainer_host_gpu_count`, for distributed training `trainer_host_node_rank` (the host's place in
+`instance_names`), `trainer_host_node_count`, `trainer_host_main_address` (node 0's internal address)
+and `trainer_host_rendezvous_port`, and where the project and the data disk live on the VM,
 `trainer_host_project_dir` and `trainer_host_data_mount` (--project-dir / --data-mount, else
 $TRAINER_VM_PROJECT_DIR / $TRAINER_VM_DATA_MOUNT, else VM_LAYOUT below). The inventory is the one
 place the cloud verbs (scripts/tf_cloud.sh, through --show) and the playbook both read them from.
@@ -54,7 +56,10 @@ OUTPUTS: dict[str, tuple[tuple[type, ...], bool]] = {
     # Several nodes (node_count > 1): every VM joins the group, node 0 first.
     "instance_names": ((list,), False),
     "external_ips": ((list,), False),
+    "main_process_address": ((str,), False),
+    "rendezvous_port": ((int,), False),
 }
+DEFAULT_RENDEZVOUS_PORT = 29500
 
 
 class InventoryError(Exception):
@@ -117,6 +122,8 @@ def output_values(outputs: dict) -> dict:
             problems.append("instance_names and external_ips should be lists of the same, non-zero length")
         elif not all(isinstance(x, str) and x for x in [*names, *ips]):
             problems.append("instance_names and external_ips should hold non-empty strings")
+    if len(names or [None]) > 1 and not values.get("main_process_address"):
+        problems.append("several VMs but no main_process_address (node 0's internal address)")
     if missing:
         problems.insert(0, "missing outputs: " + ", ".join(missing))
     if problems:
@@ -140,7 +147,7 @@ def render_inventory(
         "trainer:",
         "  hosts:",
     ]
-    for name, ip in hosts:
+    for rank, (name, ip) in enumerate(hosts):
         host_vars = {
             "ansible_host": ip,
             "ansible_port": ssh_port,
@@ -149,6 +156,11 @@ def render_inventory(
             "trainer_host_data_disk_device": values["data_disk_device_name"],
             "trainer_bucket_url": values.get("bucket_url") or "",
             "trainer_host_gpu_count": values.get("gpu_count", 1),
+            # Distributed training: this node's rank, how many nodes, where node 0 listens.
+            "trainer_host_node_rank": rank,
+            "trainer_host_node_count": len(hosts),
+            "trainer_host_main_address": values.get("main_process_address", ""),
+            "trainer_host_rendezvous_port": values.get("rendezvous_port", DEFAULT_RENDEZVOUS_PORT),
             **(layout or VM_LAYOUT),
         }
         lines.append(f"    {json.dumps(name)}:")

@@ -28,6 +28,10 @@ EXPECTED = {
                 "trainer_host_data_disk_device": "trainer-data",
                 "trainer_bucket_url": "gs://tweet-trainer-demo-artifacts",
                 "trainer_host_gpu_count": 1,
+                "trainer_host_node_rank": 0,
+                "trainer_host_node_count": 1,
+                "trainer_host_main_address": "",
+                "trainer_host_rendezvous_port": 29500,
                 "trainer_host_project_dir": "/opt/trainer",
                 "trainer_host_data_mount": "/mnt/trainer-data",
             }
@@ -109,7 +113,9 @@ def test_bad_port_or_vm_path_is_one_line(args, message, tmp_path):
 def test_show_prints_node_0s_connection_for_the_cloud_verbs(tmp_path):
     out = tmp_path / "hosts.yml"
     data = outputs(
-        instance_names={"value": ["tt-0", "tt-1"]}, external_ips={"value": ["34.1.1.1", "34.1.1.2"]}
+        instance_names={"value": ["tt-0", "tt-1"]},
+        external_ips={"value": ["34.1.1.1", "34.1.1.2"]},
+        main_process_address={"value": "10.42.0.2"},
     )
     run("--from", "-", "--out", str(out), "--ssh-port", "2022", stdin=json.dumps(data))
     done = run("--show", "--out", str(out))
@@ -143,6 +149,7 @@ def test_every_node_joins_the_group():
         instance_names={"value": ["tt-0", "tt-1"]},
         external_ips={"value": ["34.1.1.1", "34.1.1.2"]},
         gpu_count={"value": 2},
+        main_process_address={"value": "10.42.0.2"},
     )
     done = run("--from", "-", "--out", "-", "--ssh-key", "/k", stdin=json.dumps(data))
     hosts = yaml.safe_load(done.stdout)["trainer"]["hosts"]
@@ -175,6 +182,11 @@ def test_output_is_valid_for_ansible_inventory(tmp_path):
         (outputs(gpu_count={"value": "one"}), 'gpu_count should be int, got "one"'),
         (outputs(instance_name="tweet-trainer"), "instance_name is not a terraform output object"),
         (outputs(external_ips={"value": []}), "instance_names and external_ips should be lists"),
+        (
+            outputs(instance_names={"value": ["a", "b"]}, external_ips={"value": ["34.1.1.1", "34.1.1.2"]}),
+            "several VMs but no main_process_address",
+        ),
+        (outputs(rendezvous_port={"value": "29500"}), 'rendezvous_port should be int, got "29500"'),
         ([1, 2], "expected a JSON object of outputs, got list"),
     ],
 )
@@ -224,3 +236,56 @@ def test_make_inventory_target(tmp_path):
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert yaml.safe_load(Path(out).read_text()) == EXPECTED
+
+
+# ---- from Terraform's counts to the VM's .env -------------------------------------------------------
+
+ENV_TEMPLATE = ROOT / "ansible" / "roles" / "trainer_host" / "templates" / "env.j2"
+
+
+def render_env(host: dict) -> dict[str, str]:
+    """The role's env.j2 rendered with a host's inventory variables (Jinja2 with undefined names as
+    errors, as Ansible renders it; the getent fact the template reads stands in for the VM's)."""
+    import jinja2
+
+    template = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True).from_string(
+        ENV_TEMPLATE.read_text()
+    )
+    text = template.render(
+        **host,
+        trainer_host_mode="cloud",
+        trainer_host_image="tweet-trainer:latest",
+        trainer_host_owner="trainer",
+        trainer_host_bucket_url=host["trainer_bucket_url"],
+        ansible_facts={"getent_passwd": {"trainer": ["x", "1000", "1000"]}},
+    )
+    return dict(line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#"))
+
+
+@pytest.mark.parametrize("gpus", [1, 2, 4])
+@pytest.mark.parametrize("nodes", [1, 3])
+def test_gpu_and_node_counts_reach_every_vms_env(gpus, nodes):
+    """Terraform's gpu_count and node_count -> the inventory -> each VM's .env: the GPU count (one
+    process per GPU), the machine count, the VM's own rank, node 0's internal address and the port."""
+    names = [f"tt-{i}" for i in range(nodes)]
+    data = outputs(
+        gpu_count={"value": gpus},
+        node_count={"value": nodes},
+        instance_names={"value": names},
+        external_ips={"value": [f"34.1.1.{i + 1}" for i in range(nodes)]},
+        main_process_address={"value": "10.42.0.2"},
+        rendezvous_port={"value": 29400},
+    )
+    done = run("--from", "-", "--out", "-", "--ssh-key", "/k", stdin=json.dumps(data))
+    assert done.returncode == 0, done.stderr
+    hosts = yaml.safe_load(done.stdout)["trainer"]["hosts"]
+    assert list(hosts) == names
+    for rank, host in enumerate(hosts.values()):
+        env = render_env(host)
+        assert env["GPU_COUNT"] == str(gpus)
+        assert env["TRAINER_NUM_MACHINES"] == str(nodes)
+        assert env["TRAINER_MACHINE_RANK"] == str(rank)
+        assert env["TRAINER_MAIN_PROCESS_IP"] == "10.42.0.2"
+        assert env["TRAINER_MAIN_PROCESS_PORT"] == "29400"
+        # One place derives the launch (docker/entrypoint.sh): the .env holds counts, never a process total.
+        assert "TRAINER_NUM_PROCESSES" not in env and "TRAINER_ACCELERATE_CONFIG" not in env

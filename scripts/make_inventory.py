@@ -43,6 +43,7 @@ SHOWN = {
     "trainer_bucket_url": "bucket_url",
     "trainer_host_project_dir": "project_dir",
     "trainer_host_data_mount": "data_mount",
+    "trainer_host_node_count": "nodes",
 }
 
 # output name -> (accepted JSON types, required)
@@ -184,6 +185,7 @@ def show_connection(inventory: Path) -> dict[str, str]:
                 found[match.group(1)] = json.loads(match.group(2))
             except json.JSONDecodeError:
                 raise InventoryError(f"{inventory}: {match.group(1)} is not a JSON value") from None
+    found.setdefault("trainer_host_node_count", 1)  # an inventory written before node counts: one VM
     missing = [key for key in SHOWN if key not in found]
     if missing:
         raise InventoryError(f"{inventory} has no {', '.join(missing)}: run `make inventory` again")

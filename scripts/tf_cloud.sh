@@ -265,6 +265,10 @@ train() {
     [[ "$(basename "$MODEL")" =~ $NAME_RE ]] || die "MODEL=$MODEL: name the folder with letters, digits, '.', '_' and '-' only"
   fi
   read_connection
+  # Several VMs: each runs the container with its rank (.env), but starting and following all of them is
+  # not built yet; refuse rather than train on node 0 while the others idle on the bill.
+  [[ "${vm[nodes]}" == 1 ]] ||
+    die "the infrastructure has ${vm[nodes]} nodes (node_count): make train MODE=cloud runs on one VM only; set node_count = 1 in $TFVARS and make infra-up, or start the trainer on every node by hand (README: Scaling out)"
   check_python
   "$PY" -m trainer.bucket check "${vm[bucket_url]}" || exit 1
   probe_vm

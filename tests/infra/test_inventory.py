@@ -127,6 +127,7 @@ def test_show_prints_node_0s_connection_for_the_cloud_verbs(tmp_path):
         "bucket_url=gs://tweet-trainer-demo-artifacts",
         "project_dir=/opt/trainer",
         "data_mount=/mnt/trainer-data",
+        "nodes=2",
     ]
     done = run("--show", "--out", str(tmp_path / "none.yml"))
     assert done.returncode == 2

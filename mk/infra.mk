@@ -18,7 +18,7 @@ AUTO_APPROVE ?=
 export INFRA_DIR TFVARS SSH_KEY INVENTORY PY DATA MODEL SOURCE KEEP_DATA_DISK AUTO_APPROVE
 TF_CLOUD = scripts/tf_cloud.sh
 
-.PHONY: infra-init infra-plan infra-apply infra-up infra-down ssh train-cloud fetch
+.PHONY: infra-init infra-plan infra-apply infra-up infra-down ssh train-cloud fetch logs runs stop
 
 infra-init: ## Terraform init in infra/ (local state; GCS state when infra/backend.hcl exists)
 	@$(TF_CLOUD) preflight
@@ -47,11 +47,21 @@ infra-down: ## Destroy the VM side; keeps the bucket unless force_destroy (KEEP_
 ssh: ## Open a shell on the training VM (node 0) as ssh_user (SSH_PORT overrides the inventory's port)
 	@$(TF_CLOUD) ssh
 
-train-cloud fetch: export TRAINER_RUN = $(if $(filter fetch,$@),$(RUN),$(or $(RUN),cloud-$(shell date +%Y%m%d-%H%M%S)))
+train-cloud fetch logs stop: export TRAINER_RUN = $(if $(filter train-cloud,$@),$(or $(RUN),cloud-$(shell date +%Y%m%d-%H%M%S)),$(RUN))
 
-train-cloud: ## Train on the VM: ship code, config/ and DATA= (MODEL= folder), rebuild the image, run the trainer
+train-cloud: ## Train on the VM: ship code, config/ and DATA= (MODEL= folder), start the run detached, follow its log
 	@$(TF_CLOUD) preflight-local ssh-key creds
 	@$(TF_CLOUD) train "$$TRAINER_RUN" $(ARGS)
+
+logs: ## Reattach to run RUN=<name> on the VM: its whole log from the start, followed until the run ends
+	@$(TF_CLOUD) logs "$$TRAINER_RUN" --follow
+
+runs: ## List the runs on the VM and in the bucket: state (running, finished, failed, interrupted) and cost
+	@$(TF_CLOUD) preflight-local creds
+	@$(TF_CLOUD) runs
+
+stop: ## Stop run RUN=<name> cleanly: it saves a checkpoint to the bucket first; make train MODE=cloud RUN=<name> resumes
+	@$(TF_CLOUD) stop "$$TRAINER_RUN"
 
 fetch: ## Copy a run's artifacts home: RUN=<name> from gs://<bucket>/runs/ (SOURCE=vm: from the VM)
 	@$(TF_CLOUD) fetch "$$TRAINER_RUN"

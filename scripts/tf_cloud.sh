@@ -318,11 +318,14 @@ follow() {
   echo "train-cloud: following run $run (Ctrl-C stops following, not the run)"
   on_vm "sudo $RUN_MANAGER logs $(quoted "$run") --follow" </dev/null || rc=$?
   trap - INT
-  if ((rc == 255)); then
-    die "lost the connection to the VM; run $run goes on there: make logs RUN=$run reattaches"
-  elif ((rc != 0)); then
-    die "run $run did not finish ($(run_state "$run" 2>/dev/null || echo unknown)): make logs RUN=$run shows why; make train MODE=cloud RUN=$run resumes it"
-  fi
+  ((rc != 0)) || return 0
+  local now
+  now=$(run_state "$run" 2>/dev/null) || now=unreachable
+  case $now in
+    running) die "stopped following (the connection ended); run $run goes on there: make logs RUN=$run reattaches" ;;
+    unreachable) die "lost the connection to the VM; if it is up, run $run goes on there: make logs RUN=$run reattaches" ;;
+    *) die "run $run is $now: make logs RUN=$run shows why; make train MODE=cloud RUN=$run resumes it" ;;
+  esac
 }
 
 vm_verb() {  # logs | state | stop, on run RUN

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -38,7 +39,9 @@ from tests.support import ROOT
 LOGIN_USER = "trainer"  # the module's default ssh_user
 LOGIN_UID = 1000  # the image's default user too, so the container tests share the layer cache
 STANDIN_DIR = Path(__file__).resolve().parent / "standin"
-ENV_TEMPLATE = ROOT / "ansible" / "roles" / "trainer_host" / "templates" / "env.j2"
+ROLE = ROOT / "ansible" / "roles" / "trainer_host"
+ENV_TEMPLATE = ROLE / "templates" / "env.j2"
+RUN_MANAGER = "/usr/local/sbin/trainer-run"  # where the role installs it (tasks/runs.yml)
 
 
 def docker_socket() -> str:
@@ -224,6 +227,37 @@ class StandInVM:
         self.must(f"cat > {self.project_dir}/.env", stdin=env.encode())
         build = "sudo env DOCKER_BUILDKIT=0 COMPOSE_BAKE=false docker compose build -q trainer"
         self.must(f"cd {self.project_dir} && {build}", timeout=1800)
+        self.install_run_manager()
+
+    @property
+    def idle_stop_mark(self) -> Path:
+        """What the stand-in's idle stop command writes: a real VM would power off instead."""
+        return self.root / "idle-stop-called"
+
+    def install_run_manager(self) -> None:
+        """As the role's tasks/runs.yml does: the run manager, its settings from the role's template (the
+        stop command a file the test can see: a shutdown is out of reach here) and the jobs folder. The
+        systemd units are not installed: the stand-in has no systemd (trainer-run starts `exec` in a
+        session of its own there; the units are checked with systemd-analyze verify)."""
+        self.must(f"sudo tee {RUN_MANAGER} >/dev/null && sudo chmod 0755 {RUN_MANAGER}",
+                  stdin=(ROLE / "files" / "trainer-run").read_bytes())  # fmt: skip
+        conf = render_role_template(
+            "trainer-run.conf.j2",
+            trainer_host_project_dir=str(self.project_dir),
+            trainer_host_data_mount=str(self.data_mount),
+            trainer_host_idle_stop_minutes=10,
+            trainer_host_idle_stop_command=f"touch {self.idle_stop_mark}",
+        )
+        self.must("sudo tee /etc/default/trainer-run >/dev/null", stdin=conf.encode())
+        self.must(f"sudo install -d -m 0755 {self.data_mount / 'jobs'}")
+
+
+def render_role_template(name: str, **variables) -> str:
+    """One of the trainer_host role's templates, rendered as Ansible would (StrictUndefined; Ansible's
+    `quote` filter is shlex.quote)."""
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    env.filters["quote"] = shlex.quote
+    return env.from_string((ROLE / "templates" / name).read_text()).render(**variables)
 
 
 def render_env(vm: StandInVM, bucket_url: str) -> str:

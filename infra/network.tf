@@ -44,15 +44,22 @@ resource "google_compute_firewall" "ssh" {
   }
 }
 
-# Several nodes (node_count > 1) talk to each other for distributed training (torch rendezvous and
-# NCCL): every port, but only from the subnet and only between the trainer's own VMs.
+# Several nodes (node_count > 1) talk to each other for distributed training, and only to each other (source
+# and target: the nodes' own tag): TCP to node 0's rendezvous port (torch's c10d store, where every process
+# meets), and TCP to the kernel's ephemeral port range, where NCCL (GPUs) and gloo listen for the
+# process-to-process connections they open after the rendezvous (they cannot be pinned to fixed ports).
+# No other port, protocol or source opens; a single VM gets no such rule.
+locals {
+  collective_ports = "32768-60999" # Linux's default net.ipv4.ip_local_port_range (Debian 12)
+}
+
 resource "google_compute_firewall" "internal" {
   count = var.node_count > 1 ? 1 : 0
 
   project     = var.project_id
   name        = "${var.instance_name}-allow-internal"
   network     = google_compute_network.trainer.id
-  description = "Traffic between the trainer nodes for multi-node training."
+  description = "Distributed training between the trainer nodes: the rendezvous port and the collectives' ports."
   direction   = "INGRESS"
   priority    = 1000
 
@@ -61,6 +68,7 @@ resource "google_compute_firewall" "internal" {
 
   allow {
     protocol = "tcp"
+    ports    = [tostring(var.rendezvous_port), local.collective_ports]
   }
 
   log_config {

@@ -89,3 +89,13 @@ output "internal_ips" {
   description = "Internal IPv4 addresses of every VM, node 0 first (node 0's is the main process address)."
   value       = [for vm in google_compute_instance.trainer : vm.network_interface[0].network_ip]
 }
+
+output "main_process_address" {
+  description = "Node 0's internal address, where the other nodes meet it for distributed training (in subnet_cidr)."
+  value       = google_compute_instance.trainer[0].network_interface[0].network_ip
+}
+
+output "rendezvous_port" {
+  description = "TCP port on node 0 for the distributed rendezvous (opened between the nodes when node_count > 1)."
+  value       = var.rendezvous_port
+}

@@ -119,6 +119,17 @@ variable "node_count" {
   }
 }
 
+variable "rendezvous_port" {
+  type        = number
+  description = "TCP port on node 0 where the processes of a multi-node run meet (accelerate's main_process_port); opened between the nodes only."
+  default     = 29500
+
+  validation {
+    condition     = var.rendezvous_port >= 1024 && var.rendezvous_port <= 32767 && floor(var.rendezvous_port) == var.rendezvous_port
+    error_message = "rendezvous_port must be a whole number from 1024 to 32767 (below the ephemeral range the collectives use)."
+  }
+}
+
 variable "boot_image" {
   type        = string
   description = "Boot image (Debian 12: the Ansible roles install the NVIDIA driver from Debian's non-free archive)."

@@ -150,6 +150,12 @@ run "node_count_is_bounded" {
   expect_failures = [var.node_count]
 }
 
+run "rendezvous_port_below_the_ephemeral_range" {
+  command = plan
+  variables { rendezvous_port = 40000 }
+  expect_failures = [var.rendezvous_port]
+}
+
 run "instance_name_pattern" {
   command = plan
   variables { instance_name = "X" }

@@ -19,6 +19,7 @@ from trainer.config import (
     to_yaml,
 )
 from trainer.errors import ConfigError, OneLineParser, UserError, report
+from trainer.flops import hardware_line
 from trainer.precision import DeviceInfo
 
 # Flags a user of the original training script already knows -> the config key they set.
@@ -143,6 +144,7 @@ def main(argv: list[str] | None = None, device: DeviceInfo | None = None) -> int
         print(
             f"run finished: {result.run_dir}\n"
             f"  test macro-F1 {test['f1_macro']:.4f}  accuracy {test['accuracy']:.4f}  "
-            f"({result.manifest['timing']['wall_seconds']:.0f} s, precision {result.manifest['precision']})"
+            f"({result.manifest['timing']['wall_seconds']:.0f} s, precision {result.manifest['precision']})\n"
+            f"  {hardware_line(result.manifest['hardware_use'])}"
         )
     return 0

@@ -70,3 +70,12 @@ def peak_tflops(device_name: str, precision: str) -> float | None:
 def fraction_of_peak(achieved: float, device_name: str, precision: str) -> float | None:
     peak = peak_tflops(device_name, precision)
     return round(achieved / peak, 4) if peak else None
+
+
+def hardware_line(use: dict[str, Any]) -> str:
+    """The run's last line about the hardware: achieved training TFLOP/s and, on a known GPU, the
+    fraction of its dense peak."""
+    text = f"training {use['train_tflops']:.3g} TFLOP/s ({use['train_tokens_per_second']:.0f} real tokens/s)"
+    if use.get("fraction_of_peak") is not None:
+        text += f", {use['fraction_of_peak']:.1%} of the {use['peak_for']} dense peak"
+    return text

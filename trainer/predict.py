@@ -54,9 +54,14 @@ class Predictor:
         return cls(model, tokenizer, labels, max_length)
 
     def predict(self, texts: list[str], batch_size: int = 64) -> list[dict]:
-        """One result per text, in order; blank texts are not classified (label null, `skipped`)."""
+        """One result per text, in the input's order; blank texts are not classified (label null,
+        `skipped`). Batches are made longest text first and the results put back in order."""
         out: list[dict] = [{"text": t, "label": None, "scores": None, "skipped": BLANK} for t in texts]
         todo = [i for i, text in enumerate(texts) if text.strip()]
+        # Longest first (a stable sort, as in evaluation): each batch pads to about its own length.
+        tokens = self.tokenizer([texts[i] for i in todo], truncation=True, max_length=self.max_length)
+        lengths = dict(zip(todo, map(len, tokens["input_ids"]), strict=True)) if todo else {}
+        todo.sort(key=lambda i: -lengths[i])
         for start in range(0, len(todo), batch_size):
             chunk = todo[start : start + batch_size]
             for i, row in zip(chunk, self._probabilities([texts[i] for i in chunk]), strict=True):

@@ -27,6 +27,7 @@ from trainer.modeling import load_model, load_tokenizer
 from trainer.precision import DeviceInfo, PrecisionDecision, check_gpu, decide_precision, detect_device
 from trainer.ranks import Ranks
 from trainer.run_folder import ATTEMPTS, RunFolder
+from trainer.timing import PhaseClock
 from trainer.training import build_trainer, build_training_args, train_and_evaluate
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,9 @@ def run(cfg: Config, device: DeviceInfo | None = None) -> RunResult:
         folder.guard(cfg.runtime.overwrite, cfg.runtime.resume)
         if ranks.local_main:
             folder.check_writable()
-        prepared = prepare(cfg)
+        clock = PhaseClock()
+        with clock.phase("loading"):
+            prepared = prepare(cfg)
         needed = checkpoints.estimated_bytes(prepared.model, prepared.tokenizer)
         folder.check_room(needed)
         sync = _bucket_sync(plan) if ranks.main else None
@@ -127,7 +130,7 @@ def run(cfg: Config, device: DeviceInfo | None = None) -> RunResult:
             else:
                 found = checkpoints.scan(folder.checkpoints_dir)
         try:
-            return _train(cfg, plan, prepared, found, stopper, sync, needed, started, ranks)
+            return _train(cfg, plan, prepared, found, stopper, sync, needed, started, ranks, clock)
         finally:
             if handler:
                 for name in ("trainer", "transformers"):
@@ -163,7 +166,9 @@ class AttemptRecorder(TrainerCallback):
             self.folder.update_attempt(last_checkpoint_step=state.global_step)
 
 
-def _train(cfg, plan: RunPlan, prepared: Prepared, found, stopper, sync, needed, started, ranks: Ranks):
+def _train(
+    cfg, plan: RunPlan, prepared: Prepared, found, stopper, sync, needed, started, ranks: Ranks, clock
+):
     folder = plan.folder
     log.info("precision: %s", plan.precision.reason)
     if plan.precision.warning:
@@ -175,7 +180,8 @@ def _train(cfg, plan: RunPlan, prepared: Prepared, found, stopper, sync, needed,
     if main:
         folder.begin_attempt(resume_from, started)
     splits = prepared.splits
-    datasets_ = prepared.encoded(cfg.model.max_length)
+    with clock.phase("tokenizing"):
+        datasets_ = prepared.encoded(cfg.model.max_length)
     args = build_training_args(cfg, plan.precision, plan.device, folder.checkpoints_dir)
     extra: list[TrainerCallback] = [AttemptRecorder(folder)]
     if sync:
@@ -195,10 +201,11 @@ def _train(cfg, plan: RunPlan, prepared: Prepared, found, stopper, sync, needed,
     )
     try:
         outcome = train_and_evaluate(
-            trainer, splits.labels, datasets_, str(resume_from) if resume_from else None
+            trainer, splits.labels, datasets_, str(resume_from) if resume_from else None, clock
         )
         if not trainer.is_world_process_zero():
             return RunResult(folder.path, {}, {})
+        clock.start("saving")  # ends when the manifest is built, last
         metrics, manifest = folder.finish(
             outcome,
             splits.labels,
@@ -279,7 +286,9 @@ def build_manifest(
             * max(1, outcome.trainer.args.world_size),
         },
         "distributed": _distributed(outcome.trainer.args.world_size, ranks),
+        "hardware_use": outcome.hardware_use,
         "timing": {
+            "phase_seconds": outcome.clock.rounded(),
             "wall_seconds": round(wall, 2),
             "attempts": len(attempts),
             "this_attempt_wall_seconds": round(this["last_seen"] - this["started"], 2),

@@ -84,6 +84,28 @@ class SeededLengthGroupedSampler(Sampler[int]):
         return iter(self.order(self.epoch))
 
 
+class LengthSortedSampler(Sampler[int]):
+    """Evaluation and prediction order: longest text first (a stable sort), so each batch pads to about
+    its own length. `restore` puts results made in this order back in the dataset's order."""
+
+    def __init__(self, lengths: Sequence[int]):
+        self.indices = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def restore(self, rows):
+        """Rows (a numpy array, first axis in sampler order) back in dataset order."""
+        import numpy as np
+
+        inverse = np.empty(len(self.indices), dtype=np.int64)
+        inverse[self.indices] = np.arange(len(self.indices))
+        return rows[inverse]
+
+
 def example_lengths(dataset, length_column: str = "length", input_name: str = "input_ids") -> list[int]:
     """Token counts of a tokenized `datasets.Dataset` (its length column where `data.tokenize` made one)."""
     if length_column in dataset.column_names:

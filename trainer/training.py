@@ -13,9 +13,11 @@ from transformers import Trainer, TrainerCallback
 
 from trainer.checkpoints import CompletionMarkerCallback
 from trainer.config import Config, TrainConfig
+from trainer.flops import fraction_of_peak, training_flops_per_token
 from trainer.metrics import compute_metrics, full_report
 from trainer.precision import DeviceInfo, PrecisionDecision
-from trainer.sampling import SeededLengthGroupedSampler, example_lengths
+from trainer.sampling import LengthSortedSampler, SeededLengthGroupedSampler, example_lengths
+from trainer.timing import PhaseClock
 
 log = logging.getLogger(__name__)
 # Per-step records go to training.log only; the progress bar already shows them on the console.
@@ -99,6 +101,9 @@ class TrainOutcome:
     test_report: dict[str, Any]
     log_history: list[dict[str, Any]]
     stopped_early: bool
+    hardware_use: dict[str, Any]
+    clock: PhaseClock
+    "seconds per phase of this attempt (trainer.timing), read by the manifest"
 
 
 class RunTrainer(Trainer):
@@ -123,13 +128,30 @@ class RunTrainer(Trainer):
             self.batching,
         )
 
+    def _get_eval_sampler(self, eval_dataset):
+        """Evaluation and prediction batches sorted by length (one process; several processes keep HF's
+        sharded order). Metrics do not depend on the order: predictions and labels travel together."""
+        if eval_dataset is None or self.args.world_size > 1 or not hasattr(eval_dataset, "column_names"):
+            return super()._get_eval_sampler(eval_dataset)
+        return LengthSortedSampler(example_lengths(eval_dataset, self.args.length_column_name))
+
+    def predict_in_order(self, dataset, metric_key_prefix: str = "test"):
+        """`predict`, with predictions and labels in the dataset's order."""
+        out = self.predict(dataset, metric_key_prefix=metric_key_prefix)
+        predictions, labels = np.asarray(out.predictions), np.asarray(out.label_ids)
+        sampler = self._get_eval_sampler(self._remove_unused_columns(dataset, description="test"))
+        if isinstance(sampler, LengthSortedSampler):
+            predictions, labels = sampler.restore(predictions), sampler.restore(labels)
+        return predictions, labels, out.metrics
+
 
 def balanced_class_weights(labels, num_classes: int) -> list[float]:
     """Inverse class frequency in the training split, normalised so the examples' mean weight is 1
-    (scikit-learn's `balanced`: n / (classes x count)); a class absent from the split gets weight 0."""
+    (scikit-learn's `balanced`: n / (classes x count)); a class absent from the split gets weight 0
+    and does not count among the classes."""
     counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)
-    n = counts.sum()
-    return [float(n / (num_classes * c)) if c else 0.0 for c in counts]
+    n, present = counts.sum(), int((counts > 0).sum())
+    return [float(n / (present * c)) if c else 0.0 for c in counts]
 
 
 class WeightedLoss:
@@ -189,8 +211,39 @@ def build_trainer(
     )
 
 
-def train_and_evaluate(trainer, labels: list[str], datasets_, resume: str | bool | None) -> TrainOutcome:
-    result = trainer.train(resume_from_checkpoint=resume or None)
+def hardware_use(trainer, train_dataset, train_metrics: dict[str, float]) -> dict[str, Any]:
+    """Achieved training TFLOP/s from the model's FLOPs per token (trainer.flops) x real (non-pad) tokens
+    per second, and on a known GPU the fraction of its dense peak for the precision used."""
+    lengths = example_lengths(train_dataset, trainer.args.length_column_name)
+    if "attention_mask" in train_dataset.column_names:  # padded inputs: count the real tokens only
+        lengths = [sum(mask) for mask in train_dataset["attention_mask"]]
+    mean_length = sum(lengths) / max(1, len(lengths))
+    tokens_per_second = mean_length * train_metrics.get("train_samples_per_second", 0.0)
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    flops_per_token = training_flops_per_token(model.config, mean_length)
+    tflops = flops_per_token * tokens_per_second / 1e12
+    precision = "bf16" if trainer.args.bf16 else "fp16" if trainer.args.fp16 else "fp32"
+    device = "cpu"
+    if trainer.args.device.type == "cuda":
+        import torch
+
+        device = torch.cuda.get_device_name(trainer.args.device)
+    return {
+        "train_tflops": float(f"{tflops:.4g}"),
+        "tokens_counted": "real (non-pad) tokens",
+        "train_tokens_per_second": round(tokens_per_second, 1),
+        "flops_per_token": flops_per_token,
+        "fraction_of_peak": fraction_of_peak(tflops, device, precision),
+        "peak_for": f"{device}, {precision}",
+    }
+
+
+def train_and_evaluate(
+    trainer, labels: list[str], datasets_, resume: str | bool | None, clock: PhaseClock | None = None
+) -> TrainOutcome:
+    clock = clock or PhaseClock()
+    with clock.phase("training"):
+        result = trainer.train(resume_from_checkpoint=resume or None)
     state = trainer.state
     planned = trainer.args.max_steps if trainer.args.max_steps > 0 else None
     stopped_early = bool(
@@ -205,8 +258,9 @@ def train_and_evaluate(trainer, labels: list[str], datasets_, resume: str | bool
         )
     reports = {}
     for split in ("val", "test"):
-        pred = trainer.predict(datasets_[split], metric_key_prefix=split)
-        reports[split] = full_report(np.asarray(pred.predictions), np.asarray(pred.label_ids), labels)
+        with clock.phase("evaluating"):
+            predictions, label_ids, _ = trainer.predict_in_order(datasets_[split], metric_key_prefix=split)
+        reports[split] = full_report(predictions, label_ids, labels)
         log.info(
             "%s: macro-F1 %.4f, accuracy %.4f", split, reports[split]["f1_macro"], reports[split]["accuracy"]
         )
@@ -217,4 +271,6 @@ def train_and_evaluate(trainer, labels: list[str], datasets_, resume: str | bool
         test_report=reports["test"],
         log_history=list(state.log_history),
         stopped_early=stopped_early,
+        hardware_use=hardware_use(trainer, datasets_["train"], dict(result.metrics)),
+        clock=clock,
     )

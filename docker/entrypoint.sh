@@ -54,13 +54,25 @@ fi
 [[ -w /runs ]] || die "/runs is not writable by uid $(id -u): give the host folder mounted there (TRAINER_RUNS_DIR, default ./runs) to uid $(id -u), or build the image with TRAINER_UID=<its owner>"
 launch+=(--config_file "$config" --num_processes "$processes")
 
-# SIGTERM (docker stop, a spot VM's soft-off) must reach the trainer, which checkpoints and exits: accelerate's
-# launcher neither forwards it nor survives it (its death would end the container, the trainer with it). So
-# it is ignored here, which accelerate inherits, and compose's init (tini, TINI_KILL_PROCESS_GROUP=1) sends
-# it to the whole process group; the trainer installs its own handler (with several processes they agree
-# on the step to stop at).
-# torchrun's agent (several processes) would catch SIGTERM again and kill the workers after 30 s: it keeps
-# ignoring it, and stops its workers only when one of them ends.
-trap '' TERM
+# SIGTERM (docker stop, a spot VM's soft-off) must reach the trainer processes, which checkpoint and exit
+# (with several they agree on the step to stop at). accelerate's launcher neither forwards it nor survives it
+# (its death would end the container, the trainer with it), and a signal to the whole process group would
+# also reach the DataLoader workers, whose SIGTERM handler (torch's) kills them and fails the run. So the
+# launcher runs as a job of its own (set -m: it keeps SIGINT), this script hands SIGTERM and SIGINT to the
+# launcher's children, the trainer processes, then exits with the launcher's status.
+# torchrun's agent (several processes) would catch SIGTERM and kill the workers after 30 s: it is left
+# SIGINT, SIGHUP and SIGQUIT only.
 export TORCHELASTIC_SIGNALS_TO_HANDLE=SIGINT,SIGHUP,SIGQUIT
-exec accelerate launch "${launch[@]}" -m trainer "$@"
+set -m
+accelerate launch "${launch[@]}" -m trainer "$@" &
+launcher=$!
+children=/proc/$launcher/task/$launcher/children  # the launcher's own processes, one line of PIDs
+pids=
+trap 'pids=$(cat "$children" 2>/dev/null || true); kill -TERM ${pids:-$launcher} 2>/dev/null || true' TERM
+trap 'pids=$(cat "$children" 2>/dev/null || true); kill -INT ${pids:-$launcher} 2>/dev/null || true' INT
+status=0
+while :; do
+  wait "$launcher" && status=0 || status=$?
+  kill -0 "$launcher" 2>/dev/null || break  # still there: the wait was cut short by a signal
+done
+exit "$status"

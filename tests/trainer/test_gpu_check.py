@@ -1,0 +1,40 @@
+"""scripts/gpu_check.py's pure parts (the script itself needs a CUDA GPU): its arms per device, the cloud
+config's shape, the table row with the fraction of peak."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+from tests.support import ROOT
+from trainer.precision import DeviceInfo
+
+
+def load_gpu_check():
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "scripts/gpu_check.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_check"] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_arms_cover_precision_optimizer_and_attention():
+    check = load_gpu_check()
+    t4 = DeviceInfo("cuda", "Tesla T4", (7, 5), 1)
+    names = [arm.name for arm in check.arms(t4)]
+    assert names == [
+        "fp16, fused AdamW, sdpa",
+        "fp16, fused AdamW, eager",
+        "fp16, plain AdamW, sdpa",
+        "fp16, plain AdamW, eager",
+        "fp32, fused AdamW, sdpa",
+    ]
+    assert check.arms(DeviceInfo("cuda", "NVIDIA H100 80GB HBM3", (9, 0), 1))[0].precision == "bf16"
+
+
+def test_cloud_shape_and_row():
+    check = load_gpu_check()
+    assert check.cloud_shape() == (64, 256)
+    arm = check.Arm("fp16", True, "sdpa")
+    assert check.row(arm, 500.0, 13.0, "Tesla T4").endswith("13.00 TFLOP/s  20.0% of peak")
+    assert check.row(arm, 500.0, 13.0, "Some GPU").endswith("peak unknown")

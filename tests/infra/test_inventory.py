@@ -290,3 +290,29 @@ def test_gpu_and_node_counts_reach_every_vms_env(gpus, nodes):
         assert env["TRAINER_MAIN_PROCESS_PORT"] == "29400"
         # One place derives the launch (docker/entrypoint.sh): the .env holds counts, never a process total.
         assert "TRAINER_NUM_PROCESSES" not in env and "TRAINER_ACCELERATE_CONFIG" not in env
+
+
+def test_cloud_training_refuses_several_nodes_in_one_line(tmp_path):
+    """`make train MODE=cloud` (scripts/tf_cloud.sh train) starts one VM's container only: with
+    node_count > 1 it stops before shipping or starting anything, in one line."""
+    data = outputs(
+        instance_names={"value": ["tt-0", "tt-1", "tt-2"]},
+        external_ips={"value": ["34.1.1.1", "34.1.1.2", "34.1.1.3"]},
+        main_process_address={"value": "10.42.0.2"},
+        node_count={"value": 3},
+    )
+    inventory, key, csv = tmp_path / "hosts.yml", tmp_path / "id_test", tmp_path / "tweets.csv"
+    key.write_text("not used: nothing connects\n")
+    csv.write_text("text,label\nhello,neutral\n")
+    run("--from", "-", "--out", str(inventory), stdin=json.dumps(data))
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "INVENTORY": str(inventory), "SSH_KEY": str(key)}
+    done = subprocess.run(
+        ["bash", "scripts/tf_cloud.sh", "train", "r1"],
+        cwd=ROOT,
+        env={**env, "DATA": str(csv)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("error: the infrastructure has 3 nodes (node_count): make train MODE=cloud")

@@ -140,11 +140,17 @@ def test_apply_gives_the_outputs_the_inventory_and_the_playbook_expect(tf, tmp_p
     tf.apply()
     outputs = tf.output()
     expected = json.loads(FIXTURE_OUTPUTS.read_text())
-    # The recorded deployment's outputs, in the same types, plus those added since (make watch's).
+    # The recorded deployment's outputs, in the same types, plus those added since (make watch's, and
+    # where the nodes of a multi-node run meet).
     assert {n: o["type"] for n, o in outputs.items() if n in expected} == {
         n: o["type"] for n, o in expected.items()
     }
-    assert set(outputs) - set(expected) == {"zones", "instance_status"}
+    assert set(outputs) - set(expected) == {
+        "zones",
+        "instance_status",
+        "main_process_address",
+        "rendezvous_port",
+    }
     values = {name: o["value"] for name, o in outputs.items()}
     assert values["external_ip"] == STAND_IN_VM and values["external_ips"] == [STAND_IN_VM]
     assert values["internal_ips"] == ["10.42.0.2"]  # the first address of subnet_cidr's hosts

@@ -134,8 +134,8 @@ class TrainConfig:
     "checkpoints kept on disk (the best one is always kept)"
     group_by_length: bool = True
     "length-aware batching: batches of similar lengths, less padding (false: random batches)"
-    batching: str = "bucketed"
-    "length-aware scheme: bucketed (shuffled batches from 8-batch buckets) or megabatch (HF's)"
+    batching: str = "megabatch"
+    "length-aware scheme: megabatch (HF's) or bucketed (shuffled batches from 8-batch buckets)"
     class_weights: str = "none"
     "none, or balanced: loss weighted by inverse class frequency in the training split"
     logging_steps: int = 20

@@ -111,7 +111,7 @@ class RunTrainer(Trainer):
     by the run's seed and the epoch (so a resumed run sees the batches an uninterrupted one does), grouped
     as `batching` says; and, with `class_weights`, a class-weighted cross-entropy loss."""
 
-    def __init__(self, *args, batching: str = "bucketed", class_weights=None, **kwargs):
+    def __init__(self, *args, batching: str = "megabatch", class_weights=None, **kwargs):
         if class_weights is not None:
             kwargs["compute_loss_func"] = WeightedLoss(class_weights)
         super().__init__(*args, **kwargs)

@@ -33,7 +33,7 @@ def test_each_epoch_is_a_permutation_and_a_function_of_seed_and_epoch(lengths, b
 
 
 def test_bucketed_batches_come_from_one_bucket_each_sorted_by_length(lengths):
-    order = SeededLengthGroupedSampler(lengths, BATCH, seed=3).order(0)
+    order = SeededLengthGroupedSampler(lengths, BATCH, seed=3, batching="bucketed").order(0)
     perm = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(epoch_seed(3, 0))).tolist()
     bucket_of = {index: position // (BUCKET_BATCHES * BATCH) for position, index in enumerate(perm)}
     batches = [order[i : i + BATCH] for i in range(0, len(order), BATCH)]
@@ -50,7 +50,7 @@ def padding(order: list[int], lengths: list[int]) -> int:
 
 
 def test_bucketed_pads_little_and_leaves_the_batches_in_random_order(lengths):
-    bucketed = SeededLengthGroupedSampler(lengths, BATCH, seed=1).order(0)
+    bucketed = SeededLengthGroupedSampler(lengths, BATCH, seed=1, batching="bucketed").order(0)
     megabatch = SeededLengthGroupedSampler(lengths, BATCH, seed=1, batching="megabatch").order(0)
     shuffled = random.Random(1).sample(range(len(lengths)), len(lengths))
     assert padding(bucketed, lengths) < padding(shuffled, lengths) / 3

@@ -6,7 +6,7 @@
 
 Arms (README "Speed"): `padded` (every text padded to max_length, random batches: the old pipeline),
 `random` (dynamic padding, random batches), `megabatch` (dynamic, HF's length-grouped megabatches of up
-to 50 batches), `bucketed` (dynamic, `trainer.sampling`'s shuffled 8-batch buckets: the default), and on
+to 50 batches), `bucketed` (dynamic, `trainer.sampling`'s shuffled 8-batch buckets), and on
 the imbalanced set `bucketed+weights` (the same with `train.class_weights: balanced`).
 
 Data sets: the demo tweets (3 classes, `trainer.demo_data`) and an imbalanced binary set derived from

@@ -32,7 +32,7 @@ infra-plan: ## Show what infra-up would change (needs infra/terraform.tfvars and
 infra-apply: ## Terraform half of infra-up: create or converge the VM, disk and bucket, then write the inventory
 	@$(TF_CLOUD) preflight tfvars ssh-key creds
 	@$(TF_CLOUD) init
-	@$(TF_CLOUD) apply
+	@$(PY) scripts/cloud_watch.py converge   # terraform apply; the next zone on a GPU stock-out
 	@$(MAKE) --no-print-directory inventory
 
 infra-up: infra-apply ## Create the T4 VM, data disk, bucket (Terraform), write the inventory, provision (Ansible)

@@ -4,8 +4,8 @@
 
 WATCH_ATTEMPTS ?= 10
 WATCH_SLEEP ?= 60
-# What (re)starts the run on the VM in each round of `make watch`; it should resume the run.
-# (The detached-run verb of scripts/tf_cloud.sh replaces `train` here once it exists.)
+# What (re)starts the run on the VM in each round of `make watch`: tf_cloud.sh train restarts an
+# unfinished run (resuming from its checkpoints) or follows a running one, and returns when it ends.
 WATCH_START ?= env $(TF_CLOUD) train "$$TRAINER_RUN" $(ARGS)
 # Sub-makes named through a variable: `make -n watch` stays a dry run.
 WATCH_SUBMAKE = $(MAKE) --no-print-directory

@@ -116,6 +116,10 @@ init() {
 }
 
 approve=()
+# The zone `make watch` / infra-apply moved the VM to after a stock-out (scripts/cloud_watch.py writes
+# it): named after the user's tfvars so it wins over their `zone` until infra-down.
+zone_file=()
+if [[ -f "$INFRA_DIR/zone.auto.tfvars.json" ]]; then zone_file=(-var-file=zone.auto.tfvars.json); fi
 if [[ "${AUTO_APPROVE:-}" == 1 ]]; then approve=(-auto-approve); fi
 
 # infra-down destroys everything except the bucket (unless force_destroy), the enabled APIs (never
@@ -142,7 +146,8 @@ down() {
     grep -Fvx -f <(printf '%s\n' "${targets[@]}") | tr '\n' ' ')"
   local args=()
   for t in "${targets[@]}"; do args+=("-target=$t"); done
-  tf destroy -input=false -var-file="$(tfvars_abs)" "${approve[@]}" "${args[@]}"
+  tf destroy -input=false -var-file="$(tfvars_abs)" "${zone_file[@]}" "${approve[@]}" "${args[@]}"
+  rm -f "$INFRA_DIR/zone.auto.tfvars.json"  # the next infra-up starts from the configured zone again
 }
 
 # ---------------------------------------------------------------- the VM, from the inventory
@@ -404,8 +409,10 @@ case $cmd in
   preflight) preflight terraform "$@" ;;
   preflight-local) preflight local "$@" ;;
   init) check_terraform; init ;;
-  plan) tf plan -input=false -var-file="$(tfvars_abs)" ;;
-  apply) tf apply -input=false -var-file="$(tfvars_abs)" "${approve[@]}" ;;
+  plan)
+    tf plan -input=false -var-file="$(tfvars_abs)" "${zone_file[@]}" -out=tfplan
+    tf show -json tfplan | "$PY" -m trainer.prices plan - ;;
+  apply) tf apply -input=false -var-file="$(tfvars_abs)" "${zone_file[@]}" "${approve[@]}" ;;
   down-targets) check_terraform; down_targets ;;
   down) down ;;
   ssh) check_ssh_key; do_ssh "$@" ;;

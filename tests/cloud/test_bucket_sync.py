@@ -7,7 +7,9 @@ import json
 
 import pytest
 
+from trainer import checkpoints
 from trainer.cli import main
+from trainer.run_folder import ATTEMPTS
 
 pytestmark = pytest.mark.gcs
 
@@ -49,8 +51,11 @@ def test_cloud_mode_uploads_checkpoints_and_artifacts(gcs_emulator, monkeypatch,
     ):
         assert f"{run}/{artifact}" in names, artifact
     assert not any(n.startswith(f"{run}/checkpoints/") for n in names), "checkpoints live under checkpoints/"
-    checkpoints = {n.split("/")[3] for n in names if n.startswith("team-a/checkpoints/cloud-run/")}
-    assert checkpoints == {"checkpoint-15", "checkpoint-30"}
+    synced = {n.split("/")[3] for n in names if n.startswith("team-a/checkpoints/cloud-run/")}
+    # every checkpoint, each with its completion marker, and the attempts record that resumes count on
+    assert synced == {"checkpoint-15", "checkpoint-30", ATTEMPTS}
+    for step in (15, 30):
+        assert f"team-a/checkpoints/cloud-run/checkpoint-{step}/{checkpoints.MARKER}" in names
     manifest = json.loads(client.bucket("trainer-artifacts").blob(f"{run}/manifest.json").download_as_bytes())
     assert manifest["mode"] == "cloud" and manifest["bucket"] == "gs://trainer-artifacts/team-a"
     local = json.loads((out / "metrics.json").read_text())

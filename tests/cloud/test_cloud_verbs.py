@@ -280,7 +280,8 @@ def test_credentials_are_really_loaded(cloud, tmp_path):
     done = cloud.make("infra-plan")
     assert "credentials: user login, project stand-in-project" in done.stdout, done.stdout + done.stderr
     # the plan ends with what it would cost (trainer/prices.py over `terraform show -json`)
-    assert "/h while running" in done.stdout and "n1-standard-4 + 1 x nvidia-tesla-t4" in done.stdout, done.stdout
+    assert "/h while running" in done.stdout, done.stdout
+    assert "n1-standard-4 + 1 x nvidia-tesla-t4" in done.stdout, done.stdout
 
 
 def test_a_stopped_vm_is_one_line(cloud, tiny_csv):

@@ -41,12 +41,19 @@ def tf(stand_in_google, tmp_path) -> Terraform:
 
 @pytest.fixture
 def bucket(gcs_emulator):
+    """The module's bucket, empty; the emulator is shared by the session (the cloud verbs' tests use the
+    same bucket name), so an existing one is emptied rather than created again, and left as found."""
     gcs = emulator_client(gcs_emulator)
-    gcs.create_bucket(BUCKET)
+    created = gcs.lookup_bucket(BUCKET) is None
+    if created:
+        gcs.create_bucket(BUCKET)
+    for blob in gcs.list_blobs(BUCKET):
+        blob.delete()
     yield gcs.bucket(BUCKET)
     for blob in gcs.list_blobs(BUCKET):
         blob.delete()
-    gcs.bucket(BUCKET).delete()
+    if created:
+        gcs.bucket(BUCKET).delete()
 
 
 def tfvars(tmp_path: Path, **variables) -> Path:

@@ -21,7 +21,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 GIT_COMMIT_ENV = "TRAINER_GIT_COMMIT"
-_COMMIT = re.compile(r"[0-9a-f]{7,64}")
+_COMMIT = re.compile(r"[0-9a-f]{7,64}(-dirty)?")  # -dirty: the shipped tree had uncommitted changes
 
 
 def package_versions() -> dict[str, str]:
@@ -49,7 +49,8 @@ def package_versions() -> dict[str, str]:
 
 def git_commit(where: Path | None = None) -> str | None:
     """The commit of the running code: git where the package (or `where`) is in a checkout, else
-    $TRAINER_GIT_COMMIT (a hex commit id; anything else is ignored with a warning), else None."""
+    $TRAINER_GIT_COMMIT (a hex commit id, `-dirty` when the launcher shipped uncommitted changes;
+    anything else is ignored with a warning), else None."""
     try:
         res = subprocess.run(
             ["git", "rev-parse", "HEAD"],

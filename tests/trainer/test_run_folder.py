@@ -96,6 +96,8 @@ def test_git_commit_without_a_checkout_comes_from_the_environment(tmp_path, monk
     assert artifacts.git_commit(tmp_path) is None
     monkeypatch.setenv("TRAINER_GIT_COMMIT", "0123456789abcdef0123456789abcdef01234567")
     assert artifacts.git_commit(tmp_path) == "0123456789abcdef0123456789abcdef01234567"
+    monkeypatch.setenv("TRAINER_GIT_COMMIT", "0123456789abcdef0123456789abcdef01234567-dirty")
+    assert artifacts.git_commit(tmp_path) == "0123456789abcdef0123456789abcdef01234567-dirty"
     monkeypatch.setenv("TRAINER_GIT_COMMIT", "main; rm -rf /")
     assert artifacts.git_commit(tmp_path) is None
 

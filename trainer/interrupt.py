@@ -10,9 +10,10 @@ Why not transformers' `enable_jit_checkpoint`: it waits 3 s before acting, saves
 mid-epoch stop the epoch-end evaluation and save still run, so the checkpoint records an evaluation an
 uninterrupted run never makes (and the run then "finishes" normally).
 
-In a distributed run every process hears SIGTERM on its own (tini signals the whole process group), maybe
-in different steps; the stop is agreed at each step end (an all-reduce of the flag, MAX over the ranks),
-so all of them stop after the same step and save one complete checkpoint together.
+In a distributed run every process hears SIGTERM on its own (docker/entrypoint.sh hands it to each of
+the launcher's processes), maybe in different steps; the stop is agreed at each step end (an all-reduce
+of the flag, MAX over the ranks), so all of them stop after the same step and save one complete
+checkpoint together.
 
 A stop mid-epoch saves without evaluating, so the resumed run evaluates exactly where an uninterrupted
 one does; a stop at the last step of an epoch lets that epoch's evaluation and save happen first.

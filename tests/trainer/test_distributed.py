@@ -190,8 +190,8 @@ def test_overwrite_with_two_processes_replaces_the_run_once(pair, tmp_path):
 
 
 def test_sigterm_stops_both_processes_at_one_step_and_the_run_resumes(pair, tmp_path):
-    """SIGTERM to the whole process group, as tini sends `docker stop`'s; the launcher ignores it as
-    docker/entrypoint.sh makes it (trap '' TERM, torchrun's agent told not to handle it)."""
+    """SIGTERM to every process of the run, the launcher kept out of it (trap '' TERM, torchrun's agent
+    told not to handle it): what docker/entrypoint.sh does when `docker stop` reaches it."""
     out = tmp_path / "run"
     cmd = launch_command(pair["two_config"], out, 2)
     script = "trap '' TERM; export TORCHELASTIC_SIGNALS_TO_HANDLE=SIGINT,SIGHUP,SIGQUIT; exec \"$@\""

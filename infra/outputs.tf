@@ -99,3 +99,18 @@ output "rendezvous_port" {
   description = "TCP port on node 0 for the distributed rendezvous (opened between the nodes when node_count > 1)."
   value       = var.rendezvous_port
 }
+
+output "price_inputs" {
+  description = "What the VMs cost by the hour is made of (trainer/prices.py prices it): machine type, GPUs, spot, and each VM's disks."
+  value = {
+    machine_type = var.machine_type
+    gpu_type     = var.gpu_type
+    gpu_count    = var.gpu_count
+    spot         = var.spot
+    node_count   = var.node_count
+    disks = [
+      { type = "pd-balanced", gb = var.boot_disk_size_gb },
+      { type = var.data_disk_type, gb = var.data_disk_size_gb },
+    ]
+  }
+}

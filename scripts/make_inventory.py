@@ -12,7 +12,9 @@ The inventory has one group, `trainer`, with the VM as its host: `ansible_host` 
 variables the roles read: `trainer_host_data_disk_device`, `trainer_bucket_url`,
 `trainer_host_gpu_count`, for distributed training `trainer_host_node_rank` (the host's place in
 `instance_names`), `trainer_host_node_count`, `trainer_host_main_address` (node 0's internal address)
-and `trainer_host_rendezvous_port`, and where the project and the data disk live on the VM,
+and `trainer_host_rendezvous_port`, `trainer_host_hourly_cost_usd` (an hour of every VM of the
+deployment, priced by trainer/prices.py from the price_inputs output), and where the project and the
+data disk live on the VM,
 `trainer_host_project_dir` and `trainer_host_data_mount` (--project-dir / --data-mount, else
 $TRAINER_VM_PROJECT_DIR / $TRAINER_VM_DATA_MOUNT, else VM_LAYOUT below). The inventory is the one
 place the cloud verbs (scripts/tf_cloud.sh, through --show) and the playbook both read them from.
@@ -59,6 +61,8 @@ OUTPUTS: dict[str, tuple[tuple[type, ...], bool]] = {
     "external_ips": ((list,), False),
     "main_process_address": ((str,), False),
     "rendezvous_port": ((int,), False),
+    # What an hour of the VMs costs is made of: priced here (trainer/prices.py) for the runs' manifests.
+    "price_inputs": ((dict,), False),
 }
 DEFAULT_RENDEZVOUS_PORT = 29500
 
@@ -132,6 +136,35 @@ def output_values(outputs: dict) -> dict:
     return values
 
 
+def hourly_cost(values: dict) -> float:
+    """USD per hour of every VM of the deployment running (machines, GPUs, addresses, disks), from
+    the price_inputs output and trainer/prices.py's dated table; 0.0, with a warning, where unknown."""
+    inputs = values.get("price_inputs")
+    if not inputs:
+        return 0.0
+    sys.path.insert(0, str(ROOT))
+    from trainer.prices import PriceUnknown, hourly_price
+
+    disks: dict[str, float] = {}
+    try:
+        for disk in inputs["disks"]:
+            disks[disk["type"]] = disks.get(disk["type"], 0.0) + float(disk["gb"])
+        price = hourly_price(
+            str(inputs["machine_type"]),
+            inputs.get("gpu_type"),
+            int(inputs.get("gpu_count") or 0),
+            bool(inputs.get("spot")),
+            disks,
+            nodes=int(inputs.get("node_count") or 1),
+        )
+    except PriceUnknown as exc:
+        print(f"make_inventory: warning: {exc}; runs' manifests will show no cost", file=sys.stderr)
+        return 0.0
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InventoryError(f"terraform outputs: price_inputs is malformed ({exc!r})") from None
+    return price["running"]
+
+
 def render_inventory(
     values: dict, ssh_key: str, ssh_port: int = DEFAULT_SSH_PORT, layout: dict | None = None
 ) -> str:
@@ -162,6 +195,8 @@ def render_inventory(
             "trainer_host_node_count": len(hosts),
             "trainer_host_main_address": values.get("main_process_address", ""),
             "trainer_host_rendezvous_port": values.get("rendezvous_port", DEFAULT_RENDEZVOUS_PORT),
+            # The price of an hour of the whole deployment: a run's manifest multiplies its hours by it.
+            "trainer_host_hourly_cost_usd": hourly_cost(values),
             **(layout or VM_LAYOUT),
         }
         lines.append(f"    {json.dumps(name)}:")

@@ -272,6 +272,7 @@ def render_env(vm: StandInVM, bucket_url: str) -> str:
         trainer_host_gpu_count=1,
         trainer_host_bucket_url=bucket_url,
         trainer_host_mode="cloud",
+        trainer_host_hourly_cost_usd=0.5655,
         trainer_host_image="tweet-trainer:standin-vm",  # one tag: a rerun reuses its layers
         trainer_host_owner=LOGIN_USER,
         ansible_facts={"getent_passwd": {LOGIN_USER: ["x", str(LOGIN_UID), str(LOGIN_UID), "", "", ""]}},

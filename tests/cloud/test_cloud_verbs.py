@@ -329,6 +329,10 @@ def test_train_on_the_vm_then_fetch_brings_the_run_home_byte_identical(cloud, ti
     assert manifest["git_commit"] == head
     assert manifest["mode"] == "cloud" and manifest["environment"]["in_container"] is True
     assert manifest["bucket"] == f"gs://{cloud.bucket}"
+    # the VM's .env prices an hour of the deployment (the inventory, trainer/prices.py): the run's hours x it
+    hours = manifest["timing"]["wall_seconds"] / 3600
+    assert manifest["estimated_cost_usd"] == pytest.approx(hours * 0.5655, abs=1e-4)
+    assert manifest["estimated_cost_usd"] > 0
     in_bucket = bucket_files(cloud, "runs/e2e-1/")
     for name in ("metrics.json", "manifest.json", "labels.json", "model/model.safetensors", "training.log"):
         assert name in in_bucket, name

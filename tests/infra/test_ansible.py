@@ -589,6 +589,7 @@ def test_data_disk_and_project(provisioned_root):
         "TRAINER_MAIN_PROCESS_PORT": "29500",
         "TRAINER_BUCKET": BUCKET,
         "TRAINER_MODE": "cloud",
+        "TRAINER_HOURLY_COST_USD": "0.0",  # the role's default: this inventory has no price
         "TRAINER_IMAGE": "tweet-trainer:latest",
         "TRAINER_UID": ids[0],
         "TRAINER_GID": ids[1],

@@ -32,6 +32,7 @@ EXPECTED = {
                 "trainer_host_node_count": 1,
                 "trainer_host_main_address": "",
                 "trainer_host_rendezvous_port": 29500,
+                "trainer_host_hourly_cost_usd": 0.0,  # the recorded outputs predate price_inputs
                 "trainer_host_project_dir": "/opt/trainer",
                 "trainer_host_data_mount": "/mnt/trainer-data",
             }
@@ -290,6 +291,53 @@ def test_gpu_and_node_counts_reach_every_vms_env(gpus, nodes):
         assert env["TRAINER_MAIN_PROCESS_PORT"] == "29400"
         # One place derives the launch (docker/entrypoint.sh): the .env holds counts, never a process total.
         assert "TRAINER_NUM_PROCESSES" not in env and "TRAINER_ACCELERATE_CONFIG" not in env
+
+
+def price_inputs(**changes) -> dict:
+    """The price_inputs output of infra/outputs.tf for terraform.tfvars.example's VM."""
+    value = {
+        "machine_type": "n1-standard-4",
+        "gpu_type": "nvidia-tesla-t4",
+        "gpu_count": 1,
+        "spot": False,
+        "node_count": 1,
+        "disks": [{"type": "pd-balanced", "gb": 50}, {"type": "pd-balanced", "gb": 100}],
+    }
+    return {"value": {**value, **changes}}
+
+
+@pytest.mark.parametrize(
+    ("changes", "hourly"),
+    [
+        ({}, 0.5655),  # $0.19 machine + $0.35 T4 + $0.005 address + 150 GB pd-balanced
+        ({"spot": True}, 0.25),
+        ({"node_count": 3, "gpu_count": 2, "spot": True}, 3 * (0.052 + 2 * 0.175 + 0.0025 + 15 / 730)),
+    ],
+)
+def test_the_hourly_price_reaches_every_vms_env_and_the_cloud_config(changes, hourly, monkeypatch):
+    """Terraform's price_inputs -> trainer/prices.py -> the inventory -> the .env -> config/cloud.yaml's
+    runtime.hourly_cost_usd, which the manifest multiplies by the run's hours over all its attempts."""
+    from trainer.config import load_config
+
+    data = outputs(price_inputs=price_inputs(**changes))
+    done = run("--from", "-", "--out", "-", "--ssh-key", "/k", stdin=json.dumps(data))
+    assert done.returncode == 0, done.stderr
+    (host,) = yaml.safe_load(done.stdout)["trainer"]["hosts"].values()
+    assert host["trainer_host_hourly_cost_usd"] == pytest.approx(hourly, abs=1e-4)
+    env = render_env(host)
+    monkeypatch.setenv("TRAINER_BUCKET", "gs://tweet-trainer-demo-artifacts")
+    monkeypatch.setenv("TRAINER_HOURLY_COST_USD", env["TRAINER_HOURLY_COST_USD"])
+    cfg = load_config(ROOT / "config" / "cloud.yaml", "cloud", {})
+    assert cfg.runtime.hourly_cost_usd == pytest.approx(hourly, abs=1e-4)
+
+
+def test_a_machine_the_price_table_lacks_warns_and_prices_nothing():
+    data = outputs(price_inputs=price_inputs(machine_type="n1-ultramem-40"))
+    done = run("--from", "-", "--out", "-", "--ssh-key", "/k", stdin=json.dumps(data))
+    assert done.returncode == 0, done.stderr
+    (host,) = yaml.safe_load(done.stdout)["trainer"]["hosts"].values()
+    assert host["trainer_host_hourly_cost_usd"] == 0.0
+    assert "no machine price for 'n1-ultramem-40'" in done.stderr and "no cost" in done.stderr
 
 
 def test_cloud_training_refuses_several_nodes_in_one_line(tmp_path):

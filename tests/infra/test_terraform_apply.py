@@ -150,6 +150,7 @@ def test_apply_gives_the_outputs_the_inventory_and_the_playbook_expect(tf, tmp_p
         "instance_status",
         "main_process_address",
         "rendezvous_port",
+        "price_inputs",
     }
     values = {name: o["value"] for name, o in outputs.items()}
     assert values["external_ip"] == STAND_IN_VM and values["external_ips"] == [STAND_IN_VM]

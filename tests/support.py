@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -34,3 +36,18 @@ def tool(name: str) -> str:
     found = shutil.which(name)
     require(found, f"`{name}` is not installed: run `make setup-tools`")
     return str(found)
+
+
+def wait_for(predicate: Callable[[], object], what: str, timeout: float = 120, poll: float = 0.01) -> None:
+    """Poll `predicate` until it is true; fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(poll)
+
+
+def logged_step(run_dir: Path, step: int) -> bool:
+    """Whether the run's training.log has the line of optimizer step `step` (logging_steps: 1)."""
+    log = run_dir / "training.log"
+    return log.is_file() and f"step {step}: " in log.read_text(encoding="utf-8", errors="replace")

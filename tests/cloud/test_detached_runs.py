@@ -22,11 +22,12 @@ from pathlib import Path
 
 import pytest
 
+from tests import support
 from tests.cloud import test_cloud_verbs
 from tests.cloud.conftest import emulator_client
 from tests.cloud.standin import RUN_MANAGER, docker
 from tests.cloud.test_cloud_verbs import Cloud
-from tests.support import ROOT
+from tests.support import ROOT, logged_step
 
 stand_in = test_cloud_verbs.cloud  # the `cloud` fixture: this module's own stand-in VM (module-scoped)
 
@@ -68,17 +69,8 @@ def run_folder(cloud: Cloud, run: str) -> Path:
     return cloud.vm.data_mount / "runs" / run
 
 
-def logged_step(cloud: Cloud, run: str, step: int) -> bool:
-    log = run_folder(cloud, run) / "training.log"
-    return log.is_file() and f"step {step}: " in log.read_text(encoding="utf-8", errors="replace")
-
-
 def wait_for(predicate, what: str, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+    support.wait_for(predicate, what, timeout, poll=0.05)
 
 
 def state(cloud: Cloud, run: str) -> str:
@@ -127,7 +119,9 @@ def test_a_dropped_connection_leaves_the_run_going_and_make_logs_shows_it_all(
         start_new_session=True,
     )  # fmt: skip
     try:
-        wait_for(lambda: logged_step(cloud, run, 20) or make.poll() is not None, "step 20 of the run")
+        wait_for(
+            lambda: logged_step(run_folder(cloud, run), 20) or make.poll() is not None, "step 20 of the run"
+        )
         assert make.poll() is None, make.communicate()[1][-3000:]
         followers = ssh_clients(make.pid)
         assert followers, "no ssh client following the run"
@@ -183,7 +177,7 @@ def test_preempted_run_resumes_from_the_bucket_on_a_new_disk(stand_in, tiny_csv,
     done = tf_cloud(cloud, "start", run, *LONG_RUN.split(), timeout=900, DATA=str(tiny_csv),
                     MODEL=str(tiny_model_dir))  # fmt: skip
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-    wait_for(lambda: logged_step(cloud, run, STEPS_PER_EPOCH + 15), "step 75 (mid second epoch)")
+    wait_for(lambda: logged_step(run_folder(cloud, run), STEPS_PER_EPOCH + 15), "step 75 (mid second epoch)")
     before = set(markers(cloud, run))
     sent = time.time()
     cloud.vm.must(f"sudo {RUN_MANAGER} halt {run}")  # the unit's ExecStop: docker stop
@@ -202,7 +196,7 @@ def test_preempted_run_resumes_from_the_bucket_on_a_new_disk(stand_in, tiny_csv,
     cloud.vm.must(f"sudo rm -rf {run_folder(cloud, run)}")
     restarted = time.monotonic()
     cloud.vm.must(f"sudo {RUN_MANAGER} start {run}")
-    wait_for(lambda: logged_step(cloud, run, step + 1), f"the first step after {step}")
+    wait_for(lambda: logged_step(run_folder(cloud, run), step + 1), f"the first step after {step}")
     figures["restart_to_first_step_after_resume_s"] = round(time.monotonic() - restarted, 2)
     done = cloud.make("logs", f"RUN={run}", timeout=600)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
@@ -235,7 +229,7 @@ def test_stop_checkpoints_and_runs_lists_the_vm_and_the_bucket(stand_in, tiny_cs
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     again = tf_cloud(cloud, "start", run, *LONG_RUN.split(), **files)
     assert "nothing shipped" in again.stdout  # a running run is never shipped over or started twice
-    wait_for(lambda: logged_step(cloud, run, 10), "step 10")
+    wait_for(lambda: logged_step(run_folder(cloud, run), 10), "step 10")
     done = cloud.make("stop", f"RUN={run}", timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.splitlines()[-1] == f"trainer-run: run {run} is interrupted"

@@ -14,13 +14,12 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from tests.support import require
+from tests.support import logged_step, require, wait_for
 from trainer import checkpoints
 from trainer.cli import main
 
@@ -54,19 +53,6 @@ def error_line(stderr: str) -> str:
     errors = [line for line in lines if line.startswith("trainer: error:")]
     assert len(errors) == 1 and not any("Traceback" in line for line in lines), stderr[-3000:]
     return errors[0]
-
-
-def wait_for(predicate, timeout: float = 120, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
-
-
-def logged_step(out: Path, step: int) -> bool:
-    log = out / "training.log"
-    return log.is_file() and f"step {step}: " in log.read_text(encoding="utf-8", errors="replace")
 
 
 def manifest(out: Path) -> dict:

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
+from tests.support import logged_step, wait_for
 from trainer import checkpoints
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,19 +79,6 @@ def finish(proc: subprocess.Popen) -> str:
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, stderr[-3000:]
     return stderr
-
-
-def wait_for(predicate, what: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
-
-
-def logged_step(out: Path, step: int) -> bool:
-    log = out / "training.log"
-    return log.is_file() and f"step {step}: " in log.read_text(encoding="utf-8", errors="replace")
 
 
 def summary(out: Path) -> dict:

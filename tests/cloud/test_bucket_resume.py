@@ -156,6 +156,13 @@ def test_early_stopping_stops_at_the_same_epoch_across_a_resume(runs):
     assert manifest["training"]["resumed_from"].endswith(f"checkpoint-{stopped}")
     assert manifest["training"]["stopped_early"] is True
     assert manifest["training"]["global_steps"] == 3 * STEPS_PER_EPOCH  # not 4 epochs: counter restored
-    # The best checkpoint (the first evaluation's) came back too: the saved model is the best one.
-    assert Path(manifest["training"]["best_checkpoint"]).name == f"checkpoint-{STEPS_PER_EPOCH}"
-    assert (run.out / "checkpoints" / f"checkpoint-{STEPS_PER_EPOCH}").is_dir()
+    # The best checkpoint (HF's choice: the highest eval_f1_macro, min_delta aside; one saved before the
+    # interruption) came back from the bucket too, so the saved model is the best one.
+    final = run.out / "checkpoints" / f"checkpoint-{3 * STEPS_PER_EPOCH}" / "trainer_state.json"
+    evals = [(h["eval_f1_macro"], -h["step"]) for h in json.loads(final.read_text())["log_history"]
+             if "eval_f1_macro" in h]  # fmt: skip
+    assert len(evals) == 3
+    best_step = -max(evals)[1]  # the first evaluation with the highest value
+    assert best_step < stopped
+    assert Path(manifest["training"]["best_checkpoint"]).name == f"checkpoint-{best_step}"
+    assert (run.out / "checkpoints" / f"checkpoint-{best_step}").is_dir()

@@ -14,8 +14,20 @@ KEEP_DATA_DISK ?=
 AUTO_APPROVE ?=
 
 # Settings reach scripts/tf_cloud.sh through its environment (never spliced into a shell line, so a
-# value with quotes or spaces arrives as typed, and the script's own checks answer it).
-export INFRA_DIR TFVARS SSH_KEY INVENTORY PY DATA MODEL SOURCE KEEP_DATA_DISK AUTO_APPROVE
+# value with quotes or spaces arrives as typed, and the script's own checks answer it). Only the cloud
+# verbs' recipes get them: `make test` and `make train` (local) run in the caller's own environment.
+CLOUD_VERBS := infra-init infra-plan infra-apply infra-up infra-down ssh train-cloud logs runs stop fetch \
+	watch infra-price inventory provision
+$(CLOUD_VERBS): export INFRA_DIR := $(INFRA_DIR)
+$(CLOUD_VERBS): export TFVARS := $(TFVARS)
+$(CLOUD_VERBS): export SSH_KEY := $(SSH_KEY)
+$(CLOUD_VERBS): export INVENTORY := $(INVENTORY)
+$(CLOUD_VERBS): export PY := $(PY)
+$(CLOUD_VERBS): export DATA := $(DATA)
+$(CLOUD_VERBS): export MODEL := $(MODEL)
+$(CLOUD_VERBS): export SOURCE := $(SOURCE)
+$(CLOUD_VERBS): export KEEP_DATA_DISK := $(KEEP_DATA_DISK)
+$(CLOUD_VERBS): export AUTO_APPROVE := $(AUTO_APPROVE)
 TF_CLOUD = scripts/tf_cloud.sh
 
 .PHONY: infra-init infra-plan infra-apply infra-up infra-down ssh train-cloud fetch logs runs stop

@@ -179,7 +179,13 @@ def cloud(tmp_path_factory, gcs_emulator, stand_in_google):
     account = subprocess.run(output, cwd=repo, env=env, capture_output=True, text=True, check=True).stdout
 
     with ExitStack() as stack:
-        emulator_client(gcs_emulator).create_bucket(cloud.bucket)  # what the bucket resource is on GCP
+        # What the bucket resource is on GCP: new and empty for this stand-in. The emulator serves the
+        # whole session, and another module's stand-in (same Terraform names) may have made it already.
+        gcs = emulator_client(gcs_emulator)
+        if gcs.lookup_bucket(cloud.bucket) is None:
+            gcs.create_bucket(cloud.bucket)
+        for blob in gcs.list_blobs(cloud.bucket):
+            blob.delete()
         port = int(gcs_emulator.rsplit(":", 1)[1])
         cloud.gate = stack.enter_context(
             Gate(port, Policy.from_iam_tf(repo / "infra" / "iam.tf", account, cloud.bucket))

@@ -185,8 +185,12 @@ def test_preempted_run_resumes_from_the_bucket_on_a_new_disk(stand_in, tiny_csv,
     wait_for(lambda: state(cloud, run) != "running", "the run's end")
     assert state(cloud, run) == "interrupted"
     new = {step: blob for step, blob in markers(cloud, run).items() if step not in before}
-    (step,) = new  # the checkpoint saved on SIGTERM, at the step it stopped
-    assert STEPS_PER_EPOCH + 15 <= step < 2 * STEPS_PER_EPOCH
+    # The newest is the checkpoint saved on SIGTERM, at the step it stopped. The tiny model's steps are
+    # fast: on a busy machine the stop can land after the second epoch's end, whose own checkpoint then
+    # comes first; the run is still interrupted before its end.
+    step = max(new, default=0)
+    assert STEPS_PER_EPOCH + 15 <= step < 3 * STEPS_PER_EPOCH, (sorted(before), sorted(new))
+    assert all(s % STEPS_PER_EPOCH == 0 for s in new if s != step), (sorted(before), sorted(new))
     in_bucket = new[step].time_created.timestamp() if new[step].time_created else halted
     figures["sigterm_to_checkpoint_in_bucket_s"] = round(in_bucket - sent, 2)
     figures["docker_stop_s"] = round(halted - sent, 2)

@@ -142,7 +142,8 @@ def hourly_cost(values: dict) -> float:
     inputs = values.get("price_inputs")
     if not inputs:
         return 0.0
-    sys.path.insert(0, str(ROOT))
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
     from trainer.prices import PriceUnknown, hourly_price
 
     disks: dict[str, float] = {}
@@ -181,6 +182,7 @@ def render_inventory(
         "trainer:",
         "  hosts:",
     ]
+    hourly = hourly_cost(values)  # the whole deployment's price, the same on every host
     for rank, (name, ip) in enumerate(hosts):
         host_vars = {
             "ansible_host": ip,
@@ -196,7 +198,7 @@ def render_inventory(
             "trainer_host_main_address": values.get("main_process_address", ""),
             "trainer_host_rendezvous_port": values.get("rendezvous_port", DEFAULT_RENDEZVOUS_PORT),
             # The price of an hour of the whole deployment: a run's manifest multiplies its hours by it.
-            "trainer_host_hourly_cost_usd": hourly_cost(values),
+            "trainer_host_hourly_cost_usd": hourly,
             **(layout or VM_LAYOUT),
         }
         lines.append(f"    {json.dumps(name)}:")

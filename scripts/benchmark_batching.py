@@ -6,11 +6,14 @@
 
 Arms (README "Speed"): `padded` (every text padded to max_length, random batches: the old pipeline),
 `random` (dynamic padding, random batches), `megabatch` (dynamic, HF's length-grouped megabatches of up
-to 50 batches), `bucketed` (dynamic, `trainer.sampling`'s shuffled 8-batch buckets), and on
-the imbalanced set `bucketed+weights` (the same with `train.class_weights: balanced`).
+to 50 batches), `bucketed` (dynamic, `trainer.sampling`'s shuffled 8-batch buckets), `split` (the
+default: random batches, each sorted by length and cut into micro-batches of 8 that accumulate into one
+step), and on the imbalanced set `split+weights` (the same with `train.class_weights: balanced`).
+`--bf16` adds `split+bf16` to both sets: the default in bf16 autocast on the CPU (the precision policy
+never picks it there; this arm measures whether it should).
 
 Data sets: the demo tweets (3 classes, `trainer.demo_data`) and an imbalanced binary set derived from
-them (negative vs not_negative, negatives subsampled to 15%). Each run keeps `--rows` training texts
+them (negative vs not_negative, negatives subsampled to 25%). Each run keeps `--rows` training texts
 (a stratified sample; validation 0.2x and test 0.8x as many). Every arm starts from the trainer's own
 `prepare` (data, tokenizer, seeded model), so the arms of one seed train the same initial weights.
 
@@ -32,6 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -39,27 +44,33 @@ from trainer.config import Config, config_file, load_config  # noqa: E402
 from trainer.data import tokenize  # noqa: E402
 from trainer.errors import UserError  # noqa: E402
 from trainer.flops import training_flops_per_token  # noqa: E402
-from trainer.precision import decide_precision, detect_device  # noqa: E402
+from trainer.precision import PrecisionDecision, decide_precision, detect_device  # noqa: E402
 from trainer.run import Prepared, prepare  # noqa: E402
 from trainer.run_folder import RunFolder  # noqa: E402
 from trainer.training import build_trainer, build_training_args, train_and_evaluate  # noqa: E402
 
+# padded, random and split train the same seeded random batches (batching split; a micro-batch as big as
+# the batch is no split), so they differ only in padding, micro-batching and dropout's random masks.
+UNSPLIT = {"train.group_by_length": True, "train.batching": "split", "train.micro_batch_size": "batch"}
 ARMS = {
-    "padded": {"train.group_by_length": False},
-    "random": {"train.group_by_length": False},
+    "padded": UNSPLIT,
+    "random": UNSPLIT,
     "megabatch": {"train.group_by_length": True, "train.batching": "megabatch"},
     "bucketed": {"train.group_by_length": True, "train.batching": "bucketed"},
-    "bucketed+weights": {
+    "split": {"train.group_by_length": True, "train.batching": "split"},
+    "split+weights": {
         "train.group_by_length": True,
-        "train.batching": "bucketed",
+        "train.batching": "split",
         "train.class_weights": "balanced",
     },
+    "split+bf16": {"train.group_by_length": True, "train.batching": "split"},
 }
 ARMS_PER_SET = {
-    "tweets": ("padded", "random", "megabatch", "bucketed"),
-    "imbalanced": ("padded", "random", "megabatch", "bucketed", "bucketed+weights"),
+    "tweets": ("padded", "random", "megabatch", "bucketed", "split", "split+bf16"),
+    "imbalanced": ("padded", "random", "megabatch", "bucketed", "split", "split+weights", "split+bf16"),
 }
-MINORITY_SHARE = 0.15
+DEFAULT_ARMS = ("padded", "random", "megabatch", "split", "split+weights")
+MINORITY_SHARE = 0.25
 
 
 def write_data_sets(tweets_csv: Path, out_dir: Path) -> dict[str, Path]:
@@ -86,6 +97,8 @@ def padded_to_max(frame, tokenizer, max_length: int):
         batched=True,
         remove_columns=["text"],
     )
+    # the real token counts: the sampler orders these texts as it orders the other arms'
+    ds = ds.map(lambda row: {"length": sum(row["attention_mask"])})
     return ds.rename_column("label", "labels")
 
 
@@ -104,6 +117,9 @@ def arm_config(arm: str, data: Path, seed: int, args: argparse.Namespace, workdi
         "runtime.output_dir": str(workdir / f"{arm}-{seed}"),
         **ARMS[arm],
     }
+    if overrides.get("train.micro_batch_size") == "batch":
+        base = load_config(ROOT / config_file("local"), "local", {"data.path": str(data)})
+        overrides["train.micro_batch_size"] = base.train.batch_size
     if args.model:
         overrides["model.name"] = args.model
     return load_config(ROOT / config_file("local"), "local", overrides)
@@ -118,13 +134,18 @@ def prepare_arm(arm: str, data: Path, seed: int, args, workdir: Path) -> tuple[C
 def run_arm(arm: str, data: Path, seed: int, args, workdir: Path) -> dict:
     started = time.perf_counter()
     cfg, prepared = prepare_arm(arm, data, seed, args, workdir)
+    if args.no_dropout:  # every nn.Dropout, attention's too (transformers reads its p)
+        for module in prepared.model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
     folder = RunFolder(cfg.runtime.output_dir)
     device = detect_device()
     encoded = prepared.encoded(cfg.model.max_length, padded_to_max if arm == "padded" else tokenize)
     real_tokens = sum(sum(mask) for mask in encoded["train"]["attention_mask"])
-    train_args = build_training_args(
-        cfg, decide_precision(cfg.train.precision, device), device, folder.checkpoints_dir
-    )
+    decision = decide_precision(cfg.train.precision, device)
+    if arm.endswith("+bf16"):  # what `auto` on a CPU would do if it picked bf16 autocast
+        decision = PrecisionDecision("bf16", "benchmark arm: bf16 autocast on the CPU")
+    train_args = build_training_args(cfg, decision, device, folder.checkpoints_dir)
     train_args.disable_tqdm = True
     trainer = build_trainer(
         cfg, prepared.model, prepared.tokenizer, encoded, train_args, device, folder.tensorboard_dir
@@ -134,6 +155,7 @@ def run_arm(arm: str, data: Path, seed: int, args, workdir: Path) -> dict:
     flops = training_flops_per_token(prepared.model.config, real_tokens / len(encoded["train"]))
     return {
         "samples_per_second": outcome.train_metrics["train_samples_per_second"],
+        "precision": decision.precision,
         "train_seconds": seconds,
         "wall_seconds": time.perf_counter() - started,
         "test_f1_macro": outcome.test_report["f1_macro"],
@@ -149,14 +171,31 @@ def spread(values: list[float], fmt: str) -> str:
     return f"{fmt.format(mean)} [{fmt.format(min(values))}-{fmt.format(max(values))}]"
 
 
+def verdict(runs: list[dict], base: list[dict], ratios: list[float]) -> str:
+    """Issue 14's bar against the padded arm of the same data set: >= 3x its samples/s (mean ratio),
+    mean test macro-F1 no lower than its mean - 0.005, and a spread (max - min) no wider."""
+    if not base or runs is base:
+        return "-"
+    f1, ref = [r["test_f1_macro"] for r in runs], [r["test_f1_macro"] for r in base]
+    misses = []
+    if statistics.fmean(ratios) < 3:
+        misses.append("< 3x")
+    if statistics.fmean(f1) < statistics.fmean(ref) - 0.005:
+        misses.append("mean F1")
+    if max(f1) - min(f1) > max(ref) - min(ref):
+        misses.append("spread")
+    return "meets" if not misses else "misses: " + ", ".join(misses)
+
+
 def table(rows: list[dict]) -> str:
-    """Markdown table: per data set and arm, mean [min-max] over the seeds."""
+    """Markdown table: per data set and arm, mean [min-max] over the seeds, and the bar's verdict."""
     lines = [
-        "| data set | arm | seeds | test macro-F1 | train samples/s | x padded | wall s |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| data set | arm | seeds | test macro-F1 | train samples/s | x padded | wall s | bar |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     padded = {(r["data_set"], r["seed"]): r["samples_per_second"] for r in rows if r["arm"] == "padded"}
     for data_set, arms in ARMS_PER_SET.items():
+        base = [r for r in rows if r["data_set"] == data_set and r["arm"] == "padded"]
         for arm in arms:
             runs = [r for r in rows if r["data_set"] == data_set and r["arm"] == arm]
             if not runs:
@@ -171,7 +210,8 @@ def table(rows: list[dict]) -> str:
                 f"| {spread([r['test_f1_macro'] for r in runs], '{:.3f}')} "
                 f"| {spread([r['samples_per_second'] for r in runs], '{:.1f}')} "
                 f"| {spread(ratios, '{:.2f}') if ratios else '-'} "
-                f"| {statistics.fmean(r['wall_seconds'] for r in runs):.0f} |"
+                f"| {statistics.fmean(r['wall_seconds'] for r in runs):.0f} "
+                f"| {verdict(runs, base, ratios) if ratios and arm != 'padded' else '-'} |"
             )
     return "\n".join(lines)
 
@@ -184,6 +224,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 1, 2])
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--max-length", type=int, default=128, help="truncation / padded arm's length")
+    parser.add_argument("--bf16", action="store_true", help="add the split+bf16 arm (CPU bf16 autocast)")
+    parser.add_argument(
+        "--arms", nargs="+", default=list(DEFAULT_ARMS), help="arms to run (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--no-dropout",
+        action="store_true",
+        help="dropout off in every arm: padded, random and split then train the same batches alike",
+    )
     parser.add_argument("--results", help="append each run's figures to this JSON-lines file")
     parser.add_argument("--table-only", action="store_true", help="print the table of --results and stop")
     args = parser.parse_args(argv)
@@ -214,6 +263,9 @@ def main() -> int:
             for seed in args.seeds:
                 for data_set, arms in ARMS_PER_SET.items():
                     for arm in arms:
+                        wanted = arm in args.arms or (arm.endswith("+bf16") and args.bf16)
+                        if not wanted or (arm.endswith("+bf16") and not args.bf16):
+                            continue
                         row = {"data_set": data_set, "arm": arm, "seed": seed}
                         row.update(run_arm(arm, sets[data_set], seed, args, workdir))
                         rows.append(row)

@@ -11,7 +11,11 @@
    for each arm of ARMS: precision (auto's mixed precision vs fp32), fused vs plain AdamW, and SDPA vs
    eager attention; prints samples/s, TFLOP/s and the fraction of the GPU's dense peak (trainer.flops).
    Without --model the DistilBERT is built from its configuration with random weights (no download; the
-   FLOPs and the speed are those of the pretrained model).
+   FLOPs and the speed are those of the pretrained model);
+4. trains MiniLM-L6 on the demo tweets through the trainer at the cloud batch size (64) with each
+   batching of BATCHINGS (random, HF's megabatch, split into micro-batches of 16, 32 and 64 = unsplit
+   length-sorted) and prints samples/s and test macro-F1: the figures that set config/cloud.yaml's
+   train.micro_batch_size on a GPU.
 """
 
 from __future__ import annotations
@@ -137,6 +141,36 @@ def trainer_runs(device: DeviceInfo, rows: int) -> bool:
     return ok
 
 
+BATCHINGS = {
+    "random": ["--set", "train.group_by_length=false"],
+    "megabatch": ["--set", "train.batching=megabatch"],
+    **{
+        f"split, micro-batch {m}": ["--set", "train.batching=split", "--set", f"train.micro_batch_size={m}"]
+        for m in (16, 32, 64)
+    },
+}
+
+
+def batching_runs(rows: int) -> None:
+    """Step 4: the batchings side by side through the trainer at batch 64, precision auto."""
+    print("\nMiniLM-L6 on the demo tweets, batch 64, precision auto, 1 epoch, per batching:")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, flags in BATCHINGS.items():
+            out = Path(tmp) / name.replace(" ", "_").replace(",", "")
+            code = trainer_main([
+                "--mode", "local", "--output-dir", str(out), "--epochs", "1", "--batch-size", "64",
+                "--set", f"data.max_rows={rows}", "--set", "runtime.require_gpu=true", *flags,
+            ])  # fmt: skip
+            if code != 0:
+                print(f"  {name:<24} failed (exit {code})")
+                continue
+            m = RunFolder(out).manifest()
+            print(
+                f"  {name:<24} {m['timing']['train_samples_per_second']:8.1f} samples/s  "
+                f"{m['hardware_use']['train_tflops']:.2f} TFLOP/s  test macro-F1 {m['test_f1_macro']:.4f}"
+            )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=4000)
@@ -160,6 +194,7 @@ def main() -> int:
     for arm in arms(device):
         samples, tflops = time_arm(arm, args.model, batch, length, args.steps)
         print(row(arm, samples, tflops, device.name))
+    batching_runs(args.rows)
     return 0 if ok else 1
 
 

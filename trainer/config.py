@@ -37,7 +37,7 @@ SCHEDULERS = (
 )
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 STRATEGIES = ("epoch", "steps")
-BATCHINGS = ("bucketed", "megabatch")  # train.batching: see trainer.sampling
+BATCHINGS = ("split", "bucketed", "megabatch")  # train.batching: see trainer.sampling
 CLASS_WEIGHTS = ("none", "balanced")
 EVAL_METRICS = (
     "eval_f1_macro",
@@ -134,8 +134,10 @@ class TrainConfig:
     "checkpoints kept on disk (the best one is always kept)"
     group_by_length: bool = True
     "length-aware batching: batches of similar lengths, less padding (false: random batches)"
-    batching: str = "megabatch"
-    "length-aware scheme: megabatch (HF's) or bucketed (shuffled batches from 8-batch buckets)"
+    batching: str = "split"
+    "length-aware scheme: split (random batches cut into length-sorted micro-batches), bucketed or megabatch"
+    micro_batch_size: int = 8
+    "with batching split: texts per length-sorted micro-batch (divides batch_size; accumulated per step)"
     class_weights: str = "none"
     "none, or balanced: loss weighted by inverse class frequency in the training split"
     logging_steps: int = 20
@@ -144,6 +146,19 @@ class TrainConfig:
     "seed for the split, the initialisation and the data order"
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     "early stopping settings"
+
+    @property
+    def splits_batches(self) -> bool:
+        """Batching split applies: length grouping on and a batch larger than one micro-batch."""
+        return self.group_by_length and self.batching == "split" and self.batch_size > self.micro_batch_size
+
+    def micro_batches(self) -> tuple[int, int]:
+        """(texts per device batch the Trainer loads, device batches accumulated per optimizer step):
+        with batching split each batch is cut into batch_size / micro_batch_size micro-batches."""
+        if not self.splits_batches:
+            return self.batch_size, self.gradient_accumulation_steps
+        pieces = self.batch_size // self.micro_batch_size
+        return self.micro_batch_size, self.gradient_accumulation_steps * pieces
 
 
 @dataclass(frozen=True)
@@ -476,6 +491,7 @@ def validate(c: Config) -> list[str]:
         ("train.eval_batch_size", t.eval_batch_size),
         ("train.learning_rate", t.learning_rate),
         ("train.gradient_accumulation_steps", t.gradient_accumulation_steps),
+        ("train.micro_batch_size", t.micro_batch_size),
         ("train.eval_steps", t.eval_steps),
         ("train.logging_steps", t.logging_steps),
         ("train.num_cycles", t.num_cycles),
@@ -500,6 +516,13 @@ def validate(c: Config) -> list[str]:
             f"train.learning_rate {t.learning_rate} is too large for fine-tuning (typical: 1e-5 .. 1e-4)"
         )
     choice("train.early_stopping.metric", es.metric, EVAL_METRICS)
+    if t.splits_batches and t.micro_batch_size > 0 and t.batch_size % t.micro_batch_size:
+        divisors = [d for d in range(2, t.batch_size) if t.batch_size % d == 0]
+        fix = f"set train.micro_batch_size to one of {divisors}" if divisors else "change train.batch_size"
+        p.append(
+            f"train.micro_batch_size {t.micro_batch_size} must divide train.batch_size {t.batch_size} "
+            f"(batching split cuts each batch into equal micro-batches): {fix}, or train.batching=bucketed"
+        )
     if c.model.max_length > 8192:
         p.append(f"model.max_length must be <= 8192, got {c.model.max_length}")
 

@@ -284,6 +284,10 @@ def build_manifest(
             "effective_batch_size": cfg.train.batch_size
             * cfg.train.gradient_accumulation_steps
             * max(1, outcome.trainer.args.world_size),
+            # What the Trainer loaded per forward pass and accumulated per step (batching split).
+            "device_batch_size": outcome.trainer.args.per_device_train_batch_size,
+            "accumulated_batches": outcome.trainer.args.gradient_accumulation_steps,
+            "batching": cfg.train.batching if cfg.train.group_by_length else "random",
         },
         "distributed": _distributed(outcome.trainer.args.world_size, ranks),
         "hardware_use": outcome.hardware_use,

@@ -7,14 +7,18 @@ drift apart after the resume point. Here every epoch's order comes from its own 
 (seed, epoch), and the Trainer's `set_epoch` tells the sampler which epoch it is in (also after a resume
 that starts mid-epoch).
 
-Two groupings (`train.batching`):
+Three groupings (`train.batching`):
+- `split` (the default: README "Speed"): random batches, exactly as without length grouping; each one
+  sorted by length and cut into micro-batches of `train.micro_batch_size` texts that accumulate into
+  one optimizer step. The gradient is the random batch's (the same texts, the same mean loss), so the
+  optimisation is that of random batches, while each micro-batch pads only to its own longest text.
 - `bucketed`: a seeded permutation cut into buckets of `BUCKET_BATCHES` batches, each bucket
   sorted by length and cut into batches, then the batches of the whole epoch shuffled. Batches hold
   texts of similar length (little padding), but the epoch is not in length order.
-- `megabatch` (the default, as measured so far: README "Speed"): HF's grouping unchanged: megabatches
-  of up to 50 batches, each sorted by length, the longest batch first, the batches left in that order.
-  On a small data set a megabatch is nearly the whole epoch, so the epoch runs from long texts to short
-  ones (one seed in three collapsed on an imbalanced set in issue 14's measurement).
+- `megabatch`: HF's grouping unchanged: megabatches of up to 50 batches, each sorted by length, the
+  longest batch first, the batches left in that order. On a small data set a megabatch is nearly the
+  whole epoch, so the epoch runs from long texts to short ones (one seed in three collapsed on an
+  imbalanced set in issue 14's measurement).
 """
 
 from __future__ import annotations
@@ -34,6 +38,24 @@ BUCKET_BATCHES = 8
 def epoch_seed(seed: int, epoch: int) -> int:
     """One generator seed per (run seed, epoch); distinct for the seeds and epochs a run uses."""
     return seed * 1_000_003 + epoch
+
+
+def split_indices(lengths: Sequence[int], group_size: int, generator: torch.Generator) -> list[int]:
+    """A permutation of range(len(lengths)) whose consecutive `group_size` slices are random batches
+    (one optimizer step's texts), each sorted by length, longest first, so that cutting it into
+    micro-batches puts texts of similar length together. The group holding the longest text comes first
+    (an out-of-memory error shows at the first step); the last (short) group stays last."""
+    perm = torch.randperm(len(lengths), generator=generator).tolist()
+    groups = [
+        sorted(perm[start : start + group_size], key=lambda i: lengths[i], reverse=True)
+        for start in range(0, len(perm), group_size)
+    ]
+    if groups:
+        full = len(groups) - (1 if len(groups[-1]) < group_size and len(groups) > 1 else 0)
+        longest = max(range(len(groups)), key=lambda g: lengths[groups[g][0]])
+        if longest < full:
+            groups[0], groups[longest] = groups[longest], groups[0]
+    return [i for group in groups for i in group]
 
 
 def bucketed_indices(
@@ -59,7 +81,10 @@ def bucketed_indices(
 
 
 class SeededLengthGroupedSampler(Sampler[int]):
-    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int, batching: str = "megabatch"):
+    """`batch_size` is the texts of one optimizer step on one device (the Trainer's micro-batch size x
+    its accumulation steps): `split` sorts within it, `bucketed` and `megabatch` group batches of it."""
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int, batching: str = "split"):
         if batching not in BATCHINGS:
             raise ValueError(f"batching must be one of {', '.join(BATCHINGS)}, got {batching!r}")
         self.lengths = list(lengths)
@@ -76,6 +101,8 @@ class SeededLengthGroupedSampler(Sampler[int]):
 
     def order(self, epoch: int) -> list[int]:
         generator = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
+        if self.batching == "split":
+            return split_indices(self.lengths, self.batch_size, generator)
         if self.batching == "bucketed":
             return bucketed_indices(self.lengths, self.batch_size, generator)
         return get_length_grouped_indices(self.lengths, self.batch_size, generator=generator)

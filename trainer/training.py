@@ -42,18 +42,20 @@ def build_training_args(cfg: Config, decision: PrecisionDecision, device: Device
 
     t, es = cfg.train, cfg.train.early_stopping
     steps = t.eval_strategy == "steps"
+    # Batching split: the Trainer loads micro-batches and accumulates them into the configured batch.
+    device_batch, accumulation = t.micro_batches()
     return TrainingArguments(
         output_dir=str(checkpoint_dir),
         num_train_epochs=t.epochs,
         max_steps=t.max_steps,
-        per_device_train_batch_size=t.batch_size,
+        per_device_train_batch_size=device_batch,
         per_device_eval_batch_size=t.eval_batch_size,
         learning_rate=t.learning_rate,
         weight_decay=t.weight_decay,
         lr_scheduler_type=t.lr_scheduler,
         lr_scheduler_kwargs=scheduler_kwargs(t),
         warmup_steps=warmup(t),
-        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        gradient_accumulation_steps=accumulation,
         max_grad_norm=t.max_grad_norm,
         fp16=decision.fp16,
         bf16=decision.bf16,
@@ -111,7 +113,7 @@ class RunTrainer(Trainer):
     by the run's seed and the epoch (so a resumed run sees the batches an uninterrupted one does), grouped
     as `batching` says; and, with `class_weights`, a class-weighted cross-entropy loss."""
 
-    def __init__(self, *args, batching: str = "megabatch", class_weights=None, **kwargs):
+    def __init__(self, *args, batching: str = "split", class_weights=None, **kwargs):
         if class_weights is not None:
             kwargs["compute_loss_func"] = WeightedLoss(class_weights)
         super().__init__(*args, **kwargs)
@@ -121,9 +123,14 @@ class RunTrainer(Trainer):
         dataset = self.train_dataset if train_dataset is None else train_dataset
         if self.args.train_sampling_strategy != "group_by_length" or dataset is None:
             return super()._get_train_sampler(train_dataset)
+        # One optimizer step's texts: `split` sorts the step's whole batch, over every process (accelerate
+        # deals the micro-batches out in turn, so the processes together train one random batch).
+        step = self.args.train_batch_size * self.args.gradient_accumulation_steps
+        if self.batching == "split":
+            step *= self.args.world_size
         return SeededLengthGroupedSampler(
             example_lengths(dataset, self.args.length_column_name),
-            self.args.train_batch_size * self.args.gradient_accumulation_steps,
+            step,
             self.args.data_seed if self.args.data_seed is not None else self.args.seed,
             self.batching,
         )

@@ -38,3 +38,23 @@ def test_cloud_shape_and_row():
     arm = check.Arm("fp16", True, "sdpa")
     assert check.row(arm, 500.0, 13.0, "Tesla T4").endswith("13.00 TFLOP/s  20.0% of peak")
     assert check.row(arm, 500.0, 13.0, "Some GPU").endswith("peak unknown")
+
+
+def test_batching_arms_are_valid_configs_at_the_cloud_batch_size():
+    """Step 4's flags resolve to real configs: random, megabatch, and split into 1-4 micro-batches."""
+    from trainer.cli import build_parser, overrides_from_args
+    from trainer.config import config_file, load_config
+
+    check = load_gpu_check()
+    seen = {}
+    for name, flags in check.BATCHINGS.items():
+        args = build_parser().parse_args(["--batch-size", "64", *flags])
+        cfg = load_config(ROOT / config_file("local"), "local", overrides_from_args(args))
+        seen[name] = cfg.train.micro_batches()
+    assert seen == {
+        "random": (64, 1),
+        "megabatch": (64, 1),
+        "split, micro-batch 16": (16, 4),
+        "split, micro-batch 32": (32, 2),
+        "split, micro-batch 64": (64, 1),
+    }

@@ -1,5 +1,6 @@
-"""The training order (trainer.sampling): every epoch a permutation, a pure function of (seed, epoch),
-batches of similar lengths drawn from one bucket each, and the epoch not in length order."""
+"""The training order (trainer.sampling): every epoch a permutation, a pure function of (seed, epoch);
+`split`: random batches, each sorted so its micro-batches pad little; `bucketed`: batches of similar
+lengths drawn from one bucket each; neither leaves the epoch in length order."""
 
 from __future__ import annotations
 
@@ -9,7 +10,13 @@ import random
 import pytest
 import torch
 
-from trainer.sampling import BUCKET_BATCHES, SeededLengthGroupedSampler, bucketed_indices, epoch_seed
+from trainer.sampling import (
+    BUCKET_BATCHES,
+    SeededLengthGroupedSampler,
+    bucketed_indices,
+    epoch_seed,
+    split_indices,
+)
 
 BATCH = 8
 
@@ -20,7 +27,7 @@ def lengths() -> list[int]:
     return [rng.randint(3, 120) for _ in range(1003)]  # not a multiple of the batch size
 
 
-@pytest.mark.parametrize("batching", ["bucketed", "megabatch"])
+@pytest.mark.parametrize("batching", ["split", "bucketed", "megabatch"])
 def test_each_epoch_is_a_permutation_and_a_function_of_seed_and_epoch(lengths, batching):
     sampler = SeededLengthGroupedSampler(lengths, BATCH, seed=42, batching=batching)
     first = sampler.order(0)
@@ -44,8 +51,9 @@ def test_bucketed_batches_come_from_one_bucket_each_sorted_by_length(lengths):
     assert max(lengths[i] for i in batches[0]) == max(lengths)  # out of memory shows at the first step
 
 
-def padding(order: list[int], lengths: list[int]) -> int:
-    batches = [order[i : i + BATCH] for i in range(0, len(order), BATCH)]
+def padding(order: list[int], lengths: list[int], size: int = BATCH) -> int:
+    """Pad tokens when `order` is cut into batches of `size` and each is padded to its longest text."""
+    batches = [order[i : i + size] for i in range(0, len(order), size)]
     return sum(len(b) * max(lengths[i] for i in b) - sum(lengths[i] for i in b) for b in batches)
 
 
@@ -64,11 +72,52 @@ def test_bucketed_pads_little_and_leaves_the_batches_in_random_order(lengths):
     assert 0.35 < descending(bucketed) < 0.65
 
 
+STEP = 32  # texts per optimizer step
+MICRO = 8  # texts per micro-batch
+
+
+def test_split_steps_hold_random_batches_sorted_by_length(lengths):
+    """Each optimizer step's texts are one slice of the seeded permutation (a random batch, as without
+    length grouping), sorted longest first; the short slice is the last step."""
+    order = SeededLengthGroupedSampler(lengths, STEP, seed=5, batching="split").order(0)
+    perm = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(epoch_seed(5, 0))).tolist()
+    random_batches = {frozenset(perm[i : i + STEP]) for i in range(0, len(perm), STEP)}
+    steps = [order[i : i + STEP] for i in range(0, len(order), STEP)]
+    assert {frozenset(step) for step in steps} == random_batches
+    assert len(steps[-1]) == len(lengths) % STEP
+    for step in steps:
+        assert [lengths[i] for i in step] == sorted((lengths[i] for i in step), reverse=True)
+    assert lengths[steps[0][0]] == max(lengths)  # out of memory shows at the first step
+
+
+def test_split_micro_batches_stay_within_the_length_budget(lengths):
+    """The length budget: a micro-batch pads to its own longest text, so after the sort each one spans
+    a quarter of its step's lengths; the padding is well under that of the random batches it splits."""
+    split = SeededLengthGroupedSampler(lengths, STEP, seed=2, batching="split").order(0)
+    shuffled = random.Random(2).sample(range(len(lengths)), len(lengths))
+    assert padding(split, lengths, MICRO) < padding(shuffled, lengths, STEP) / 3
+    for start in range(0, len(split), STEP):
+        step = split[start : start + STEP]
+        for m in range(0, len(step), MICRO):
+            micro = [lengths[i] for i in step[m : m + MICRO]]
+            # no text of a later micro-batch is longer than this one's shortest
+            assert all(lengths[i] <= min(micro) for i in step[m + MICRO :])
+
+
+def test_split_leaves_the_steps_in_random_order(lengths):
+    order = SeededLengthGroupedSampler(lengths, STEP, seed=9, batching="split").order(0)
+    tops = [lengths[order[j]] for j in range(0, len(order) - len(lengths) % STEP, STEP)]
+    falling = sum(b <= a for a, b in itertools.pairwise(tops)) / (len(tops) - 1)
+    assert 0.3 < falling < 0.7
+
+
 def test_a_tiny_epoch_still_works():
     assert sorted(bucketed_indices([5, 1, 3], 8, torch.Generator().manual_seed(0))) == [0, 1, 2]
     assert bucketed_indices([], 8, torch.Generator().manual_seed(0)) == []
+    assert split_indices([5, 1, 3], 8, torch.Generator().manual_seed(0)) == [0, 2, 1]
+    assert split_indices([], 8, torch.Generator().manual_seed(0)) == []
 
 
 def test_an_unknown_batching_is_refused():
-    with pytest.raises(ValueError, match="bucketed, megabatch"):
+    with pytest.raises(ValueError, match="split, bucketed, megabatch"):
         SeededLengthGroupedSampler([1, 2], 2, seed=0, batching="sorted")

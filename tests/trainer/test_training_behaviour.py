@@ -176,6 +176,91 @@ def test_without_the_fix_accumulation_inflates_gradients(tmp_path, tiny_model_di
     assert ratio == pytest.approx(2.0, rel=1e-3)
 
 
+def one_batch_step(tmp_path, tiny_model_dir, **overrides):
+    """One optimizer step over a training split of exactly one batch (16 texts of 3 to 17 words), so
+    every batching trains the same texts; returns the captured gradients, the training forward passes'
+    shapes and the Trainer's arguments."""
+    from tests.conftest import make_texts
+
+    files = {}
+    tmp_path.mkdir(parents=True)
+    for split, n, seed in [("train", 16, 3), ("val", 6, 4), ("test", 6, 5)]:
+        files[split] = tmp_path / f"{split}.csv"
+        make_texts(n, seed=seed).to_csv(files[split], index=False)
+    torch.manual_seed(0)
+    trainer = make_trainer(
+        tmp_path / "run",
+        tiny_model_dir,
+        files["train"],
+        **{
+            "data.path": None,
+            "data.train_path": str(files["train"]),
+            "data.val_path": str(files["val"]),
+            "data.test_path": str(files["test"]),
+            "train.batch_size": 16,
+            "train.max_steps": 1,
+            "train.max_grad_norm": 0.0,
+            "train.warmup_ratio": 0.0,
+            "train.logging_steps": 1,
+            "train.eval_strategy": "steps",
+            "train.eval_steps": 1000,
+            **overrides,
+        },
+    )
+    shapes = []
+
+    def record(module, args, kwargs):
+        if module.training:
+            shapes.append(tuple(kwargs["input_ids"].shape))
+
+    trainer.model.register_forward_pre_hook(record, with_kwargs=True)
+    capture = GradCapture()
+    trainer.add_callback(capture)
+    trainer.train()
+    return capture, shapes, trainer.args
+
+
+@pytest.mark.parametrize("weights", ["none", "balanced"])
+def test_split_batching_has_the_random_batch_gradient_with_less_padding(tmp_path, tiny_model_dir, weights):
+    """Batching split cuts the batch of 16 into 4 length-sorted micro-batches of 4 accumulated into the
+    step: the gradient (and the logged loss) is that of the whole random batch, with or without class
+    weights, while the forward passes pad to each micro-batch's own longest text."""
+    common = {"train.class_weights": weights}
+    whole, whole_shapes, _ = one_batch_step(
+        tmp_path / "random", tiny_model_dir, **common, **{"train.group_by_length": False}
+    )
+    split, split_shapes, args = one_batch_step(
+        tmp_path / "split",
+        tiny_model_dir,
+        **common,
+        **{"train.batching": "split", "train.micro_batch_size": 4},
+    )
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (4, 4)
+    assert len(whole_shapes) == 1 and whole_shapes[0][0] == 16
+    assert [rows for rows, _ in split_shapes] == [4, 4, 4, 4]
+    widths = [width for _, width in split_shapes]
+    assert widths == sorted(widths, reverse=True) and widths[0] == whole_shapes[0][1]
+    assert sum(4 * w for w in widths) < 0.8 * 16 * whole_shapes[0][1]
+    assert whole.grads.keys() == split.grads.keys() and whole.grads
+    for name, grad in whole.grads.items():
+        torch.testing.assert_close(split.grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+    assert split.losses[0] == pytest.approx(whole.losses[0], rel=1e-4)
+
+
+def test_a_micro_batch_size_that_does_not_divide_the_batch_is_refused(tmp_path, tiny_model_dir, tiny_csv):
+    from trainer.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"train.micro_batch_size 8 must divide train.batch_size 12"):
+        make_trainer(tmp_path, tiny_model_dir, tiny_csv, **{"train.batch_size": 12})
+    # no split when the batch fits in one micro-batch, or without length grouping
+    for overrides in ({"train.batch_size": 6}, {"train.batch_size": 12, "train.group_by_length": False}):
+        args = make_trainer(tmp_path, tiny_model_dir, tiny_csv, **overrides).args
+        assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (
+            overrides["train.batch_size"],
+            1,
+        )
+
+
 def _weights(folder):
     return load_file(str(folder / "model.safetensors"))
 

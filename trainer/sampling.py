@@ -81,8 +81,9 @@ def bucketed_indices(
 
 
 class SeededLengthGroupedSampler(Sampler[int]):
-    """`batch_size` is the texts of one optimizer step on one device (the Trainer's micro-batch size x
-    its accumulation steps): `split` sorts within it, `bucketed` and `megabatch` group batches of it."""
+    """`batch_size` is the texts of one optimizer step (the Trainer's micro-batch size x its
+    accumulation steps; for `split` x the processes too): `split` sorts within it, `bucketed` and
+    `megabatch` group batches of it."""
 
     def __init__(self, lengths: Sequence[int], batch_size: int, seed: int, batching: str = "split"):
         if batching not in BATCHINGS:

@@ -35,7 +35,7 @@ def test_benchmark_arms_start_from_identical_heads(tmp_path, tiny_model_dir, tin
         cfgs[arm], prepared = bench.prepare_arm(arm, tiny_csv, 42, args, tmp_path)
         heads[arm] = head(prepared.model)
         torch.rand(1000)  # whatever the first arm's training would do to the global RNG
-    assert cfgs["padded"].train.group_by_length is False and cfgs["bucketed"].train.group_by_length is True
+    assert cfgs["padded"].train.splits_batches is False and cfgs["bucketed"].train.group_by_length is True
     assert (cfgs["megabatch"].train.batching, cfgs["bucketed"].train.batching) == ("megabatch", "bucketed")
     assert cfgs["padded"].model.name == cfgs["bucketed"].model.name == str(tiny_model_dir)
     assert set(heads["padded"]) == {

@@ -251,10 +251,14 @@ def test_a_micro_batch_size_that_does_not_divide_the_batch_is_refused(tmp_path, 
     from trainer.config import ConfigError
 
     with pytest.raises(ConfigError, match=r"train.micro_batch_size 8 must divide train.batch_size 12"):
-        make_trainer(tmp_path, tiny_model_dir, tiny_csv, **{"train.batch_size": 12})
+        make_trainer(
+            tmp_path, tiny_model_dir, tiny_csv, **{"train.batch_size": 12, "train.micro_batch_size": 8}
+        )
     # no split when the batch fits in one micro-batch, or without length grouping
     for overrides in ({"train.batch_size": 6}, {"train.batch_size": 12, "train.group_by_length": False}):
-        args = make_trainer(tmp_path, tiny_model_dir, tiny_csv, **overrides).args
+        args = make_trainer(
+            tmp_path, tiny_model_dir, tiny_csv, **overrides, **{"train.micro_batch_size": 8}
+        ).args
         assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (
             overrides["train.batch_size"],
             1,

@@ -58,36 +58,24 @@ from trainer.training import build_trainer, build_training_args, train_and_evalu
 
 # padded, random and split train the same seeded random batches (batching split; a micro-batch as big as
 # the batch is no split), so they differ only in padding, micro-batching and dropout's random masks.
-UNSPLIT = {"train.group_by_length": True, "train.batching": "split", "train.micro_batch_size": "batch"}
+SPLIT = {"train.group_by_length": True, "train.batching": "split"}
+UNSPLIT = {**SPLIT, "train.micro_batch_size": "batch"}
 ARMS = {
     "padded": UNSPLIT,
     "random": UNSPLIT,
     "megabatch": {"train.group_by_length": True, "train.batching": "megabatch"},
     "bucketed": {"train.group_by_length": True, "train.batching": "bucketed"},
-    "split": {"train.group_by_length": True, "train.batching": "split"},
-    "split+weights": {
-        "train.group_by_length": True,
-        "train.batching": "split",
-        "train.class_weights": "balanced",
-    },
-    "split+bf16": {"train.group_by_length": True, "train.batching": "split"},
+    "split": SPLIT,
+    "split+weights": {**SPLIT, "train.class_weights": "balanced"},
+    "split+bf16": SPLIT,
     # other micro-batch sizes than the default 8
-    "split-m4": {"train.group_by_length": True, "train.batching": "split", "train.micro_batch_size": 4},
-    "split-m16": {"train.group_by_length": True, "train.batching": "split", "train.micro_batch_size": 16},
+    "split-m4": {**SPLIT, "train.micro_batch_size": 4},
+    "split-m16": {**SPLIT, "train.micro_batch_size": 16},
 }
+_COMMON_ARMS = ("padded", "random", "megabatch", "bucketed", "split-m4", "split", "split-m16")
 ARMS_PER_SET = {
-    "tweets": ("padded", "random", "megabatch", "bucketed", "split-m4", "split", "split-m16", "split+bf16"),
-    "imbalanced": (
-        "padded",
-        "random",
-        "megabatch",
-        "bucketed",
-        "split-m4",
-        "split",
-        "split-m16",
-        "split+weights",
-        "split+bf16",
-    ),
+    "tweets": (*_COMMON_ARMS, "split+bf16"),
+    "imbalanced": (*_COMMON_ARMS, "split+weights", "split+bf16"),
 }
 DEFAULT_ARMS = ("padded", "random", "megabatch", "split", "split+weights")
 MINORITY_SHARE = 0.25

@@ -259,7 +259,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-length", type=int, default=128, help="truncation / padded arm's length")
     parser.add_argument("--bf16", action="store_true", help="add the split+bf16 arm (CPU bf16 autocast)")
     parser.add_argument(
-        "--arms", nargs="+", default=list(DEFAULT_ARMS), help="arms to run (default: %(default)s)"
+        "--arms",
+        nargs="+",
+        choices=list(ARMS),
+        default=list(DEFAULT_ARMS),
+        metavar="ARM",
+        help=f"arms to run, of {', '.join(ARMS)} (default: %(default)s)",
     )
     parser.add_argument(
         "--no-dropout",

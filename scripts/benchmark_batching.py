@@ -65,6 +65,7 @@ ARMS = {
     "random": UNSPLIT,
     "megabatch": {"train.group_by_length": True, "train.batching": "megabatch"},
     "bucketed": {"train.group_by_length": True, "train.batching": "bucketed"},
+    "bucketed-4": {"train.group_by_length": True, "train.batching": "bucketed", "train.bucket_batches": 4},
     "split": SPLIT,
     "split+weights": {**SPLIT, "train.class_weights": "balanced"},
     "split+bf16": SPLIT,
@@ -72,7 +73,7 @@ ARMS = {
     "split-m4": {**SPLIT, "train.micro_batch_size": 4},
     "split-m16": {**SPLIT, "train.micro_batch_size": 16},
 }
-_COMMON_ARMS = ("padded", "random", "megabatch", "bucketed", "split-m4", "split", "split-m16")
+_COMMON_ARMS = ("padded", "random", "megabatch", "bucketed", "bucketed-4", "split-m4", "split", "split-m16")
 ARMS_PER_SET = {
     "tweets": (*_COMMON_ARMS, "split+bf16"),
     "imbalanced": (*_COMMON_ARMS, "split+weights", "split+bf16"),

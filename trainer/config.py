@@ -138,6 +138,8 @@ class TrainConfig:
     "length-aware scheme: split (random batches cut into length-sorted micro-batches), bucketed or megabatch"
     micro_batch_size: int = 8
     "with batching split: texts per length-sorted micro-batch (divides batch_size; accumulated per step)"
+    bucket_batches: int = 8
+    "with batching bucketed: batches per length-sorted bucket of random texts (fewer: more random batches)"
     class_weights: str = "none"
     "none, or balanced: loss weighted by inverse class frequency in the training split"
     logging_steps: int = 20
@@ -492,6 +494,7 @@ def validate(c: Config) -> list[str]:
         ("train.learning_rate", t.learning_rate),
         ("train.gradient_accumulation_steps", t.gradient_accumulation_steps),
         ("train.micro_batch_size", t.micro_batch_size),
+        ("train.bucket_batches", t.bucket_batches),
         ("train.eval_steps", t.eval_steps),
         ("train.logging_steps", t.logging_steps),
         ("train.num_cycles", t.num_cycles),

@@ -12,7 +12,7 @@ Three groupings (`train.batching`):
   sorted by length and cut into micro-batches of `train.micro_batch_size` texts that accumulate into
   one optimizer step. The gradient is the random batch's (the same texts, the same mean loss), so the
   optimisation is that of random batches, while each micro-batch pads only to its own longest text.
-- `bucketed`: a seeded permutation cut into buckets of `BUCKET_BATCHES` batches, each bucket
+- `bucketed`: a seeded permutation cut into buckets of `train.bucket_batches` batches (8), each bucket
   sorted by length and cut into batches, then the batches of the whole epoch shuffled. Batches hold
   texts of similar length (little padding), but the epoch is not in length order.
 - `megabatch`: HF's grouping unchanged: megabatches of up to 50 batches, each sorted by length, the
@@ -32,7 +32,7 @@ from transformers.trainer_pt_utils import get_length_grouped_indices
 from trainer.config import BATCHINGS
 
 BUCKET_BATCHES = 8
-"batches per length-sorted bucket in `bucketed` batching"
+"batches per length-sorted bucket in `bucketed` batching (train.bucket_batches' default)"
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -85,13 +85,21 @@ class SeededLengthGroupedSampler(Sampler[int]):
     accumulation steps; for `split` x the processes too): `split` sorts within it, `bucketed` and
     `megabatch` group batches of it."""
 
-    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int, batching: str = "split"):
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        batch_size: int,
+        seed: int,
+        batching: str = "split",
+        bucket_batches: int = BUCKET_BATCHES,
+    ):
         if batching not in BATCHINGS:
             raise ValueError(f"batching must be one of {', '.join(BATCHINGS)}, got {batching!r}")
         self.lengths = list(lengths)
         self.batch_size = batch_size
         self.seed = seed
         self.batching = batching
+        self.bucket_batches = bucket_batches
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -105,7 +113,7 @@ class SeededLengthGroupedSampler(Sampler[int]):
         if self.batching == "split":
             return split_indices(self.lengths, self.batch_size, generator)
         if self.batching == "bucketed":
-            return bucketed_indices(self.lengths, self.batch_size, generator)
+            return bucketed_indices(self.lengths, self.batch_size, generator, self.bucket_batches)
         return get_length_grouped_indices(self.lengths, self.batch_size, generator=generator)
 
     def __iter__(self) -> Iterator[int]:

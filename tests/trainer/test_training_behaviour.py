@@ -247,6 +247,45 @@ def test_split_batching_has_the_random_batch_gradient_with_less_padding(tmp_path
     assert split.losses[0] == pytest.approx(whole.losses[0], rel=1e-4)
 
 
+def test_cpu_micro_batches_accumulate_a_sparse_embedding_gradient(tmp_path, tiny_model_dir, tiny_csv):
+    """Several micro-batches a step on one CPU process: the input embedding's gradient is sparse while it
+    accumulates (the rows of the step's tokens only) and dense by the time clipping and AdamW see it (the
+    gradient checks above compare it with the whole batch's); one micro-batch a step, a GPU or several
+    processes leave the embedding as it was."""
+    from types import SimpleNamespace
+
+    from trainer.training import sparse_embedding_grads
+
+    one_step_of_4 = {"train.batch_size": 16, "train.micro_batch_size": 4, "train.max_steps": 1}
+    split = make_trainer(tmp_path / "split", tiny_model_dir, tiny_csv, **one_step_of_4)
+    embedding = split.model.get_input_embeddings()
+    assert split.sparse_embedding is embedding and embedding.sparse
+    whole = make_trainer(tmp_path / "whole", tiny_model_dir, tiny_csv, **{"train.group_by_length": False})
+    assert whole.sparse_embedding is None and not whole.model.get_input_embeddings().sparse
+
+    seen = []
+    weight = embedding.weight
+    weight.register_post_accumulate_grad_hook(lambda p: seen.append(p.grad.is_sparse))
+    capture = GradCapture()
+    split.add_callback(capture)
+    split.train()
+    assert seen == [True] * 4  # accumulated sparse over the 4 micro-batches
+    name = next(n for n, p in split.model.named_parameters() if p is weight)
+    assert not capture.grads[name].is_sparse and capture.grads[name].abs().sum() > 0
+
+    def args(**changes):
+        base = {"gradient_accumulation_steps": 4, "world_size": 1, "device": torch.device("cpu")}
+        return SimpleNamespace(**{**base, **changes})
+
+    model = whole.model
+    assert sparse_embedding_grads(model, args(gradient_accumulation_steps=1)) is None
+    assert sparse_embedding_grads(model, args(world_size=2)) is None
+    assert sparse_embedding_grads(model, args(device=torch.device("cuda"))) is None
+    model.get_input_embeddings().weight.requires_grad_(False)
+    assert sparse_embedding_grads(model, args()) is None
+    assert not model.get_input_embeddings().sparse
+
+
 def test_a_micro_batch_size_that_does_not_divide_the_batch_is_refused(tmp_path, tiny_model_dir, tiny_csv):
     from trainer.config import ConfigError
 

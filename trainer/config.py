@@ -37,7 +37,7 @@ SCHEDULERS = (
 )
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 STRATEGIES = ("epoch", "steps")
-BATCHINGS = ("split", "bucketed", "megabatch")  # train.batching: see trainer.sampling
+BATCHINGS = ("packed", "split", "bucketed", "megabatch")  # train.batching: see trainer.sampling
 CLASS_WEIGHTS = ("none", "balanced")
 EVAL_METRICS = (
     "eval_f1_macro",
@@ -134,8 +134,8 @@ class TrainConfig:
     "checkpoints kept on disk (the best one is always kept)"
     group_by_length: bool = True
     "length-aware batching: batches of similar lengths, less padding (false: random batches)"
-    batching: str = "split"
-    "length-aware scheme: split (random batches cut into length-sorted micro-batches), bucketed or megabatch"
+    batching: str = "packed"
+    "length-aware scheme: packed (random batches, texts end to end, no padding), split, bucketed or megabatch"
     micro_batch_size: int = 8
     "with batching split: texts per length-sorted micro-batch (divides batch_size; accumulated per step)"
     bucket_batches: int = 8

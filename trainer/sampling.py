@@ -110,7 +110,7 @@ class SeededLengthGroupedSampler(Sampler[int]):
 
     def order(self, epoch: int) -> list[int]:
         generator = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
-        if self.batching == "split":
+        if self.batching in ("packed", "split"):
             return split_indices(self.lengths, self.batch_size, generator)
         if self.batching == "bucketed":
             return bucketed_indices(self.lengths, self.batch_size, generator, self.bucket_batches)

@@ -15,6 +15,7 @@ from trainer.checkpoints import CompletionMarkerCallback
 from trainer.config import Config, TrainConfig
 from trainer.flops import fraction_of_peak, training_flops_per_token
 from trainer.metrics import compute_metrics, full_report
+from trainer.packing import PACKED_INDEX, PackingCollator, first_tokens, packing_problem
 from trainer.precision import DeviceInfo, PrecisionDecision
 from trainer.sampling import LengthSortedSampler, SeededLengthGroupedSampler, example_lengths
 from trainer.timing import PhaseClock
@@ -109,17 +110,45 @@ class TrainOutcome:
 
 
 class RunTrainer(Trainer):
-    """HF's Trainer with two changes: length-aware batches come from `trainer.sampling`, in an order set
+    """HF's Trainer with three changes: length-aware batches come from `trainer.sampling`, in an order set
     by the run's seed and the epoch (so a resumed run sees the batches an uninterrupted one does), grouped
-    as `batching` says; and, with `class_weights`, a class-weighted cross-entropy loss."""
+    as `batching` says; with a `packer`, each training batch is packed (`trainer.packing`: no padding, one
+    pass); and, with `class_weights`, a class-weighted cross-entropy loss."""
 
-    def __init__(self, *args, batching: str = "split", bucket_batches: int = 8, class_weights=None, **kwargs):
+    def __init__(
+        self,
+        *args,
+        batching: str = "packed",
+        bucket_batches: int = 8,
+        packer: PackingCollator | None = None,
+        class_weights=None,
+        **kwargs,
+    ):
         if class_weights is not None:
             kwargs["compute_loss_func"] = WeightedLoss(class_weights)
         super().__init__(*args, **kwargs)
         self.batching = batching
         self.bucket_batches = bucket_batches
+        self.packer = packer
         self.sparse_embedding = sparse_embedding_grads(self.model, self.args)
+
+    def get_train_dataloader(self):
+        """With a packer, training batches are packed; evaluation keeps the padding collator (its batches
+        are sorted by length, so they pad little)."""
+        if self.packer is None:
+            return super().get_train_dataloader()
+        padding, self.data_collator = self.data_collator, self.packer
+        try:
+            return super().get_train_dataloader()  # the DataLoader keeps the packer as its collate_fn
+        finally:
+            self.data_collator = padding
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        index = inputs.pop(PACKED_INDEX, None)
+        if index is None:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        with first_tokens(self.accelerator.unwrap_model(model), index):
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
@@ -135,7 +164,8 @@ class RunTrainer(Trainer):
         if self.args.train_sampling_strategy != "group_by_length" or dataset is None:
             return super()._get_train_sampler(train_dataset)
         # One optimizer step's texts: `split` sorts the step's whole batch, over every process (accelerate
-        # deals the micro-batches out in turn, so the processes together train one random batch).
+        # deals the micro-batches out in turn, so the processes together train one random batch);
+        # `packed` draws each process its own random batch, as HF's random sampler does.
         step = self.args.train_batch_size * self.args.gradient_accumulation_steps
         if self.batching == "split":
             step *= self.args.world_size
@@ -232,6 +262,7 @@ def build_trainer(
         )
     callbacks.extend(last)
     weights = None
+    packer = packer_for(cfg, model, tokenizer)
     if cfg.train.class_weights == "balanced":
         weights = balanced_class_weights(datasets_["train"]["labels"], model.config.num_labels)
         log.info("class weights (balanced): %s", [round(w, 4) for w in weights])
@@ -248,8 +279,27 @@ def build_trainer(
         callbacks=callbacks,
         batching=cfg.train.batching,
         bucket_batches=cfg.train.bucket_batches,
+        packer=packer,
         class_weights=weights,
     )
+
+
+def packer_for(cfg: Config, model, tokenizer) -> PackingCollator | None:
+    """Batching packed: the collator that packs each training batch; None for the other batchings, and
+    for a model packing does not know (said once in the log: those batches are random, padded per batch)."""
+    if not (cfg.train.group_by_length and cfg.train.batching == "packed"):
+        return None
+    problem = packing_problem(model)
+    if problem:
+        log.warning(
+            "train.batching packed is not available for %s: %s; training on random batches padded to their "
+            "longest text instead (train.batching=split pads less)",
+            cfg.model.name,
+            problem,
+        )
+        return None
+    eager = getattr(model.config, "_attn_implementation", None) == "eager"
+    return PackingCollator(cfg.model.max_length, tokenizer.pad_token_id, additive_mask=eager)
 
 
 def hardware_use(trainer, train_dataset, train_metrics: dict[str, float]) -> dict[str, Any]:

@@ -1,33 +1,36 @@
 """Benchmark: padding and batching side by side, on two data sets and several seeds, in one run.
 
-    .venv/bin/python scripts/benchmark_batching.py [--rows 1000] [--seeds 42 1 2] [--epochs 1]
+    .venv/bin/python scripts/benchmark_batching.py [--rows 2000] [--seeds 42 1 2] [--epochs 1]
                                                    [--no-dropout] [--arms ...] [--bf16]
                                                    [--max-length 128] [--model name-or-folder]
                                                    [--results results.jsonl] [--table-only]
 
 Arms (README "Speed"): `padded` (every text padded to max_length, random batches: the old pipeline),
 `random` (dynamic padding, random batches), `megabatch` (dynamic, HF's length-grouped megabatches of up
-to 50 batches), `split` (the default: random batches, each sorted by length and cut into micro-batches
-of 8 that accumulate into one step), on the imbalanced set `split+weights` (the same with
-`train.class_weights: balanced`); `--arms` also takes `bucketed` (dynamic, shuffled 8-batch buckets)
-and `split-m4`, `split-m16` (micro-batches of 4: less padding, more forward passes; of 16: the reverse).
-`padded`, `random` and `split` train the same seeded random batches; with `--no-dropout` nothing else
-differs between them but padding, micro-batching and float rounding, so their per-seed figures pair up.
-`--bf16` adds `split+bf16` to both sets: the default in bf16 autocast on the CPU (the precision policy
-never picks it there; this arm measures whether it should).
+to 50 batches), `split` (random batches, each sorted by length and cut into micro-batches of 8 that
+accumulate into one step), `packed` (the default: random batches, texts end to end in rows of
+max_length, one pass), on the imbalanced set `packed+weights` (the same with `train.class_weights:
+balanced`); `--arms` also takes `bucketed`, `bucketed-4` (dynamic, shuffled batches from 8- or 4-batch
+length-sorted buckets) and `split-m4`, `split-m16` (micro-batches of 4: less padding, more forward
+passes; of 16: the reverse). `padded`, `random`, `split` and `packed` train the same seeded random
+batches; with `--no-dropout` nothing else differs between them but padding, micro-batching or packing,
+and float rounding, so their per-seed figures pair up. Every arm trains in fp32 (whatever `auto` picks on
+the machine); `--bf16` adds `packed+bf16` to both sets: the default in bf16 autocast on the CPU
+(training and evaluation), to compare with `packed` on a CPU with bf16 matrix units (Intel AMX).
 
 Data sets: the demo tweets (3 classes, `trainer.demo_data`) and an imbalanced binary set derived from
 them (negative vs not_negative, negatives subsampled to 25%). Each run keeps `--rows` training texts
-(a stratified sample; validation 0.2x and test 0.8x as many). Every arm starts from the trainer's own
-`prepare` (data, tokenizer, seeded model), so the arms of one seed train the same initial weights.
+(a stratified sample; validation 0.2x and test 0.8x as many; 2,000 rows: enough steps for every seed to
+learn, where 1,000 left one seed in three on the always-majority answer). Every arm starts from the
+trainer's own `prepare` (data, tokenizer, seeded model), so the arms of one seed start alike.
 
 Prints per data set and arm the mean and spread (min-max) of test macro-F1, train samples/s (and its
 ratio to the padded arm of the same seed), whole-arm wall time, the forward passes of a run and how many
 times fewer tokens (padding included) they process than the padded arm's, and whether the arm meets
 issue 14's bar against the padded arm (>= 3x its samples/s, mean macro-F1 no lower than its mean - 0.005,
 a min-max spread no wider). Not a test: on a shared machine timings are noisy, so the arms of a seed run
-back to back and ratios are quoted. Each run's figures are
-appended to --results as one JSON line as soon as it ends.
+back to back and ratios are quoted. Each run's figures are appended to --results as one JSON line as
+soon as it ends. About 35 minutes on 2 cores (Xeon with AMX) with --bf16.
 """
 
 from __future__ import annotations

@@ -13,9 +13,9 @@
    Without --model the DistilBERT is built from its configuration with random weights (no download; the
    FLOPs and the speed are those of the pretrained model);
 4. trains MiniLM-L6 on the demo tweets through the trainer at the cloud batch size (64) with each
-   batching of BATCHINGS (random, HF's megabatch, split into micro-batches of 16, 32 and 64 = unsplit
-   length-sorted) and prints samples/s and test macro-F1: the figures that set config/cloud.yaml's
-   train.micro_batch_size on a GPU.
+   batching of BATCHINGS (random, HF's megabatch, packed, split into micro-batches of 16, 32 and 64 =
+   unsplit length-sorted) and prints samples/s and test macro-F1: the figures that set config/cloud.yaml's
+   train.batching and train.micro_batch_size on a GPU.
 """
 
 from __future__ import annotations
@@ -144,6 +144,7 @@ def trainer_runs(device: DeviceInfo, rows: int) -> bool:
 BATCHINGS = {
     "random": ["--set", "train.group_by_length=false"],
     "megabatch": ["--set", "train.batching=megabatch"],
+    "packed": ["--set", "train.batching=packed"],
     **{
         f"split, micro-batch {m}": ["--set", "train.batching=split", "--set", f"train.micro_batch_size={m}"]
         for m in (16, 32, 64)

@@ -34,9 +34,10 @@ def make_texts(n: int, seed: int = 0, labels: tuple[str, ...] = ("negative", "ne
     return pd.DataFrame(rows)
 
 
-def build_tiny_model(folder: Path) -> Path:
+def build_tiny_model(folder: Path, kind: str = "distilbert") -> Path:
+    """A tiny random encoder of `kind` (distilbert, bert or roberta) with the WordPiece tokenizer."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import DistilBertConfig, DistilBertModel, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     corpus = list(make_texts(600, seed=123)["text"])
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
@@ -59,23 +60,48 @@ def build_tiny_model(folder: Path) -> Path:
         mask_token="[MASK]",
         model_max_length=64,
     )
-    config = DistilBertConfig(
-        vocab_size=len(fast),
-        dim=32,
-        n_layers=2,
-        n_heads=2,
-        hidden_dim=64,
-        max_position_embeddings=64,
-        dropout=0.0,
-        attention_dropout=0.0,
-        seq_classif_dropout=0.0,
-        pad_token_id=fast.pad_token_id,
-    )
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)  # the same random weights in every session: results do not drift between runs
-    DistilBertModel(config).save_pretrained(folder)
+    tiny_encoder(kind, len(fast), fast.pad_token_id).save_pretrained(folder)
     fast.save_pretrained(folder)
     return folder
+
+
+def tiny_encoder(kind: str, vocab_size: int, pad_token_id: int):
+    """A randomly initialised encoder of 2 layers, 2 heads, width 32, no dropout."""
+    if kind == "distilbert":
+        from transformers import DistilBertConfig, DistilBertModel
+
+        config = DistilBertConfig(
+            vocab_size=vocab_size,
+            dim=32,
+            n_layers=2,
+            n_heads=2,
+            hidden_dim=64,
+            max_position_embeddings=64,
+            dropout=0.0,
+            attention_dropout=0.0,
+            seq_classif_dropout=0.0,
+            pad_token_id=pad_token_id,
+        )
+        return DistilBertModel(config)
+    from transformers import BertConfig, BertModel, RobertaConfig, RobertaModel
+
+    config_class, model_class = {"bert": (BertConfig, BertModel), "roberta": (RobertaConfig, RobertaModel)}[
+        kind
+    ]
+    config = config_class(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64 + (pad_token_id + 1 if kind == "roberta" else 0),
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        pad_token_id=pad_token_id,
+    )
+    return model_class(config)
 
 
 @pytest.fixture(autouse=True)
@@ -117,6 +143,11 @@ def make_finished_run(folder: Path, model_dir: Path, max_length: int) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model") / "tiny-distilbert")
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-bert") / "tiny-bert", "bert")
 
 
 @pytest.fixture(scope="session")

@@ -125,7 +125,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     "gradient clipping norm"
     precision: str = "auto"
-    "auto (bf16 on compute capability >= 8, fp16 on 7.x, fp32 on CPU), fp32, fp16 or bf16"
+    "auto (bf16 on compute capability >= 8, fp16 on 7.x; on a CPU bf16 with AMX, else fp32), fp32, fp16, bf16"
     eval_strategy: str = "epoch"
     "evaluate and checkpoint every epoch or every eval_steps"
     eval_steps: int = 200

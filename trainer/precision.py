@@ -1,7 +1,8 @@
 """Precision policy: a pure function of a device description, so every GPU case is testable on a CPU.
 
-auto -> bf16 on compute capability >= 8 (A100, L4, H100), fp16 on 7.x (T4, V100), fp32 on CPU.
-fp16/bf16 asked on a CPU -> warning, fp32 (and the manifest says fp32, never fp16).
+auto -> bf16 on compute capability >= 8 (A100, L4, H100), fp16 on 7.x (T4, V100); on a CPU, bf16
+autocast where the CPU has bf16 matrix units (Intel AMX), else fp32 (README "Speed" has the figures).
+fp16 asked on a CPU, or bf16 on a CPU without AMX -> warning, fp32 (and the manifest says fp32).
 bf16 asked on a GPU without bf16 (compute capability < 8, e.g. the T4) -> refused: use fp16.
 runtime.require_gpu with no GPU -> refused before the run starts (`check_gpu`).
 """
@@ -24,6 +25,8 @@ class DeviceInfo:
     "CUDA compute capability, e.g. (7, 5) for a T4"
     count: int = 0
     "number of visible GPUs"
+    bf16_matrix_units: bool = False
+    "a CPU with bf16 matrix units (Intel AMX: amx_bf16 among the CPU flags), where bf16 autocast pays"
 
     @property
     def is_cuda(self) -> bool:
@@ -58,19 +61,36 @@ def detect_device() -> DeviceInfo:
             compute_capability=tuple(torch.cuda.get_device_capability(0)),  # type: ignore[arg-type]
             count=torch.cuda.device_count(),
         )
-    return DeviceInfo(kind="cpu")
+    return DeviceInfo(kind="cpu", bf16_matrix_units="amx_bf16" in cpu_flags())
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (Linux /proc/cpuinfo); empty where that cannot be read."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    return set(line.partition(":")[2].split())
+    except OSError:  # not Linux: no flags known, so no AMX assumed
+        return set()
+    return set()
 
 
 def decide_precision(requested: str, device: DeviceInfo) -> PrecisionDecision:
     if requested == "fp32":
         return PrecisionDecision("fp32", "fp32 requested")
     if not device.is_cuda:
+        if device.bf16_matrix_units and requested in ("auto", "bf16"):
+            return PrecisionDecision(
+                "bf16", f"{requested} on a CPU with bf16 matrix units (AMX): bf16 autocast"
+            )
         if requested == "auto":
-            return PrecisionDecision("fp32", "auto on CPU: fp32")
+            return PrecisionDecision("fp32", "auto on CPU: fp32 (no bf16 matrix units)")
+        without = " without bf16 matrix units (AMX)" if requested == "bf16" else ""
         return PrecisionDecision(
             "fp32",
             f"{requested} requested on CPU: fp32",
-            warning=f"{requested} was requested but this run is on a CPU: training in fp32 instead",
+            warning=f"{requested} was requested but this run is on a CPU{without}: training in fp32 instead",
         )
     cc = device.compute_capability or (0, 0)
     cc_text = f"{device.name} (compute capability {cc[0]}.{cc[1]})"

@@ -7,8 +7,10 @@ drift apart after the resume point. Here every epoch's order comes from its own 
 (seed, epoch), and the Trainer's `set_epoch` tells the sampler which epoch it is in (also after a resume
 that starts mid-epoch).
 
-Three groupings (`train.batching`):
-- `split` (the default: README "Speed"): random batches, exactly as without length grouping; each one
+Four groupings (`train.batching`):
+- `packed` (the default: README "Speed"): random batches, exactly as without length grouping (the same
+  order as `split`'s); the collator then lays each batch's texts end to end in rows (`trainer.packing`).
+- `split`: random batches, exactly as without length grouping; each one
   sorted by length and cut into micro-batches of `train.micro_batch_size` texts that accumulate into
   one optimizer step. The gradient is the random batch's (the same texts, the same mean loss), so the
   optimisation is that of random batches, while each micro-batch pads only to its own longest text.
@@ -90,10 +92,10 @@ class SeededLengthGroupedSampler(Sampler[int]):
         lengths: Sequence[int],
         batch_size: int,
         seed: int,
-        batching: str = "split",
+        batching: str = "packed",
         bucket_batches: int = BUCKET_BATCHES,
     ):
-        if batching not in BATCHINGS:
+        if batching not in BATCHINGS:  # config validation names the key; this guards direct use
             raise ValueError(f"batching must be one of {', '.join(BATCHINGS)}, got {batching!r}")
         self.lengths = list(lengths)
         self.batch_size = batch_size

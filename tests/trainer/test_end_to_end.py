@@ -13,6 +13,7 @@ import yaml
 
 from tests.support import ROOT
 from trainer.cli import main
+from trainer.precision import decide_precision, detect_device
 from trainer.predict import Predictor
 
 ARTIFACTS = [
@@ -77,7 +78,7 @@ def test_metrics_are_complete_and_in_range(finished_run):
 
 def test_manifest_records_the_run(finished_run):
     manifest = json.loads((finished_run / "manifest.json").read_text())
-    assert manifest["precision"] == "fp32"  # CPU
+    assert manifest["precision"] == decide_precision("auto", detect_device()).precision  # fp32, bf16 with AMX
     assert manifest["environment"]["device"] == "cpu"
     assert manifest["environment"]["in_container"] is False
     assert manifest["data"]["rows"] == {"train": 240, "val": 30, "test": 30}
@@ -145,7 +146,8 @@ def test_accelerate_launch_cpu(tmp_path, tiny_config_file):
     res = run_process(launcher, tiny_config_file, tmp_path / "acc-run")
     assert res.returncode == 0, res.stderr[-2000:]
     manifest = json.loads((tmp_path / "acc-run" / "manifest.json").read_text())
-    assert manifest["precision"] == "fp32" and manifest["training"]["global_steps"] > 0
+    assert manifest["precision"] == decide_precision("auto", detect_device()).precision
+    assert manifest["training"]["global_steps"] > 0
 
 
 def test_unfinished_run_resumes_from_its_last_checkpoint(tmp_path, tiny_config_file):

@@ -41,7 +41,8 @@ def test_cloud_shape_and_row():
 
 
 def test_batching_arms_are_valid_configs_at_the_cloud_batch_size():
-    """Step 4's flags resolve to real configs: random, megabatch, and split into 1-4 micro-batches."""
+    """Step 4's flags resolve to real configs: random, megabatch, packed (whole batches), and split into
+    1-4 micro-batches."""
     from trainer.cli import build_parser, overrides_from_args
     from trainer.config import config_file, load_config
 
@@ -54,6 +55,7 @@ def test_batching_arms_are_valid_configs_at_the_cloud_batch_size():
     assert seen == {
         "random": (64, 1),
         "megabatch": (64, 1),
+        "packed": (64, 1),
         "split, micro-batch 16": (16, 4),
         "split, micro-batch 32": (32, 2),
         "split, micro-batch 64": (64, 1),

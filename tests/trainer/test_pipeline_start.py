@@ -31,12 +31,16 @@ def test_benchmark_arms_start_from_identical_heads(tmp_path, tiny_model_dir, tin
     bench = load_benchmark()
     args = bench.parse_args(["--model", str(tiny_model_dir), "--max-length", "32", "--rows", "20"])
     cfgs, heads = {}, {}
-    for arm in ("padded", "megabatch", "bucketed"):
+    for arm in ("padded", "megabatch", "bucketed", "packed"):
         cfgs[arm], prepared = bench.prepare_arm(arm, tiny_csv, 42, args, tmp_path)
         heads[arm] = head(prepared.model)
         torch.rand(1000)  # whatever the first arm's training would do to the global RNG
     assert cfgs["padded"].train.splits_batches is False and cfgs["bucketed"].train.group_by_length is True
-    assert (cfgs["megabatch"].train.batching, cfgs["bucketed"].train.batching) == ("megabatch", "bucketed")
+    assert [cfgs[arm].train.batching for arm in ("megabatch", "bucketed", "packed")] == [
+        "megabatch",
+        "bucketed",
+        "packed",
+    ]
     assert cfgs["padded"].model.name == cfgs["bucketed"].model.name == str(tiny_model_dir)
     assert set(heads["padded"]) == {
         "pre_classifier.weight",
@@ -47,6 +51,7 @@ def test_benchmark_arms_start_from_identical_heads(tmp_path, tiny_model_dir, tin
     for name, tensor in heads["padded"].items():
         torch.testing.assert_close(heads["bucketed"][name], tensor, rtol=0, atol=0)
         torch.testing.assert_close(heads["megabatch"][name], tensor, rtol=0, atol=0)
+        torch.testing.assert_close(heads["packed"][name], tensor, rtol=0, atol=0)
 
 
 def test_prepare_seeds_the_head_and_the_seed_matters(tiny_model_dir, tiny_csv):

@@ -14,6 +14,7 @@ from trainer.errors import UserError
 from trainer.precision import DeviceInfo, check_gpu, decide_precision
 
 CPU = DeviceInfo("cpu")
+AMX = DeviceInfo("cpu", bf16_matrix_units=True)
 T4 = DeviceInfo("cuda", "Tesla T4", (7, 5), 1)
 V100 = DeviceInfo("cuda", "Tesla V100-SXM2-16GB", (7, 0), 1)
 A100 = DeviceInfo("cuda", "NVIDIA A100-SXM4-40GB", (8, 0), 1)
@@ -28,6 +29,10 @@ P100 = DeviceInfo("cuda", "Tesla P100-PCIE-16GB", (6, 0), 1)
         ("fp32", CPU, "fp32", False),
         ("fp16", CPU, "fp32", True),
         ("bf16", CPU, "fp32", True),
+        ("auto", AMX, "bf16", False),
+        ("bf16", AMX, "bf16", False),
+        ("fp16", AMX, "fp32", True),
+        ("fp32", AMX, "fp32", False),
         ("auto", T4, "fp16", False),
         ("fp16", T4, "fp16", False),
         ("fp32", T4, "fp32", False),
@@ -49,12 +54,25 @@ def test_policy_table(requested, device, expected, warns):
 def test_fp16_on_cpu_warning_says_fp32():
     decision = decide_precision("fp16", CPU)
     assert "fp32" in decision.warning and decision.precision == "fp32"
+    assert "without bf16 matrix units (AMX)" in decide_precision("bf16", CPU).warning
 
 
 @pytest.mark.parametrize("device", [T4, V100, P100], ids=lambda d: d.name)
 def test_bf16_refused_without_bf16_hardware(device):
     with pytest.raises(UserError, match=r"bf16 is not supported on .*use --set train\.precision=fp16"):
         decide_precision("bf16", device)
+
+
+def test_amx_is_read_from_the_cpu_flags(monkeypatch):
+    import torch
+
+    from trainer import precision
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx512f", "amx_tile", "amx_bf16"})
+    assert precision.detect_device() == AMX
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx2", "fma"})
+    assert precision.detect_device() == CPU
 
 
 def test_fp16_request_on_cpu_trains_and_records_fp32(tmp_path, tiny_config_file):

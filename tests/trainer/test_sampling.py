@@ -1,6 +1,6 @@
 """The training order (trainer.sampling): every epoch a permutation, a pure function of (seed, epoch);
-`split`: random batches, each sorted so its micro-batches pad little; `bucketed`: batches of similar
-lengths drawn from one bucket each; neither leaves the epoch in length order."""
+`split` and `packed`: random batches, each sorted so split's micro-batches pad little; `bucketed`:
+batches of similar lengths drawn from one bucket each; neither leaves the epoch in length order."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def lengths() -> list[int]:
     return [rng.randint(3, 120) for _ in range(1003)]  # not a multiple of the batch size
 
 
-@pytest.mark.parametrize("batching", ["split", "bucketed", "megabatch"])
+@pytest.mark.parametrize("batching", ["packed", "split", "bucketed", "megabatch"])
 def test_each_epoch_is_a_permutation_and_a_function_of_seed_and_epoch(lengths, batching):
     sampler = SeededLengthGroupedSampler(lengths, BATCH, seed=42, batching=batching)
     first = sampler.order(0)
@@ -76,10 +76,12 @@ STEP = 32  # texts per optimizer step
 MICRO = 8  # texts per micro-batch
 
 
-def test_split_steps_hold_random_batches_sorted_by_length(lengths):
+@pytest.mark.parametrize("batching", ["split", "packed"])
+def test_split_and_packed_steps_hold_random_batches_sorted_by_length(lengths, batching):
     """Each optimizer step's texts are one slice of the seeded permutation (a random batch, as without
-    length grouping), sorted longest first; the short slice is the last step."""
-    order = SeededLengthGroupedSampler(lengths, STEP, seed=5, batching="split").order(0)
+    length grouping), sorted longest first; the short slice is the last step. Packed batches are the
+    same batches (then packed into rows, trainer.packing)."""
+    order = SeededLengthGroupedSampler(lengths, STEP, seed=5, batching=batching).order(0)
     perm = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(epoch_seed(5, 0))).tolist()
     random_batches = {frozenset(perm[i : i + STEP]) for i in range(0, len(perm), STEP)}
     steps = [order[i : i + STEP] for i in range(0, len(order), STEP)]
@@ -119,5 +121,5 @@ def test_a_tiny_epoch_still_works():
 
 
 def test_an_unknown_batching_is_refused():
-    with pytest.raises(ValueError, match="split, bucketed, megabatch"):
+    with pytest.raises(ValueError, match="packed, split, bucketed, megabatch"):
         SeededLengthGroupedSampler([1, 2], 2, seed=0, batching="sorted")

@@ -247,6 +247,52 @@ def test_split_batching_has_the_random_batch_gradient_with_less_padding(tmp_path
     assert split.losses[0] == pytest.approx(whole.losses[0], rel=1e-4)
 
 
+@pytest.mark.parametrize("weights", ["none", "balanced"])
+def test_packed_batching_has_the_random_batch_gradient_in_one_pass(tmp_path, tiny_model_dir, weights):
+    """Batching packed lays the batch's 16 texts end to end in rows (one forward pass, far fewer tokens
+    than the batch padded to its longest text): the gradient and the logged loss are the whole random
+    batch's, with or without class weights."""
+    common = {"train.class_weights": weights}
+    whole, whole_shapes, _ = one_batch_step(
+        tmp_path / "random", tiny_model_dir, **common, **{"train.group_by_length": False}
+    )
+    packed, packed_shapes, args = one_batch_step(
+        tmp_path / "packed", tiny_model_dir, **common, **{"train.batching": "packed"}
+    )
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (16, 1)
+    assert len(whole_shapes) == 1 and whole_shapes[0][0] == 16
+    assert len(packed_shapes) == 1
+    rows, width = packed_shapes[0]
+    assert rows < 16 and rows * width < 16 * whole_shapes[0][1]  # fewer tokens than padded to the longest
+    assert whole.grads.keys() == packed.grads.keys() and whole.grads
+    for name, grad in whole.grads.items():
+        torch.testing.assert_close(packed.grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+    assert packed.losses[0] == pytest.approx(whole.losses[0], rel=1e-4)
+
+
+def test_packed_batching_pads_batches_for_a_model_packing_does_not_know(tmp_path, tiny_model_dir):
+    """A RoBERTa (positions counted from padding_idx + 1) cannot be packed: the log says why, once, and
+    the run trains the same random batch padded to its longest text, with the same gradient."""
+    import logging
+
+    from tests.conftest import build_tiny_model
+
+    roberta = build_tiny_model(tmp_path / "roberta", "roberta")
+    said: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: said.append(record.getMessage())
+    logging.getLogger("trainer.training").addHandler(handler)
+    try:
+        padded, shapes, _ = one_batch_step(tmp_path / "run", roberta, **{"train.batching": "packed"})
+    finally:
+        logging.getLogger("trainer.training").removeHandler(handler)
+    assert len(said) == 1 and "train.batching packed is not available" in said[0] and "'roberta'" in said[0]
+    assert len(shapes) == 1 and shapes[0][0] == 16 and padded.grads
+    whole, _, _ = one_batch_step(tmp_path / "whole", roberta, **{"train.group_by_length": False})
+    for name, grad in whole.grads.items():
+        torch.testing.assert_close(padded.grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
 def test_cpu_micro_batches_accumulate_a_sparse_embedding_gradient(tmp_path, tiny_model_dir, tiny_csv):
     """Several micro-batches a step on one CPU process: the input embedding's gradient is sparse while it
     accumulates (the rows of the step's tokens only) and dense by the time clipping and AdamW see it (the
@@ -256,7 +302,12 @@ def test_cpu_micro_batches_accumulate_a_sparse_embedding_gradient(tmp_path, tiny
 
     from trainer.training import sparse_embedding_grads
 
-    one_step_of_4 = {"train.batch_size": 16, "train.micro_batch_size": 4, "train.max_steps": 1}
+    one_step_of_4 = {
+        "train.batching": "split",
+        "train.batch_size": 16,
+        "train.micro_batch_size": 4,
+        "train.max_steps": 1,
+    }
     split = make_trainer(tmp_path / "split", tiny_model_dir, tiny_csv, **one_step_of_4)
     embedding = split.model.get_input_embeddings()
     assert split.sparse_embedding is embedding and embedding.sparse
@@ -289,15 +340,16 @@ def test_cpu_micro_batches_accumulate_a_sparse_embedding_gradient(tmp_path, tiny
 def test_a_micro_batch_size_that_does_not_divide_the_batch_is_refused(tmp_path, tiny_model_dir, tiny_csv):
     from trainer.config import ConfigError
 
+    split = {"train.batching": "split", "train.micro_batch_size": 8}
     with pytest.raises(ConfigError, match=r"train.micro_batch_size 8 must divide train.batch_size 12"):
-        make_trainer(
-            tmp_path, tiny_model_dir, tiny_csv, **{"train.batch_size": 12, "train.micro_batch_size": 8}
-        )
-    # no split when the batch fits in one micro-batch, or without length grouping
-    for overrides in ({"train.batch_size": 6}, {"train.batch_size": 12, "train.group_by_length": False}):
-        args = make_trainer(
-            tmp_path, tiny_model_dir, tiny_csv, **overrides, **{"train.micro_batch_size": 8}
-        ).args
+        make_trainer(tmp_path, tiny_model_dir, tiny_csv, **split, **{"train.batch_size": 12})
+    # no split when the batch fits in one micro-batch, without length grouping, or with another batching
+    for overrides in (
+        {"train.batch_size": 6},
+        {"train.batch_size": 12, "train.group_by_length": False},
+        {"train.batch_size": 12, "train.batching": "packed"},
+    ):
+        args = make_trainer(tmp_path, tiny_model_dir, tiny_csv, **{**split, **overrides}).args
         assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (
             overrides["train.batch_size"],
             1,

@@ -8,8 +8,10 @@ drift apart after the resume point. Here every epoch's order comes from its own 
 that starts mid-epoch).
 
 Four groupings (`train.batching`):
-- `packed` (the default: README "Speed"): random batches, exactly as without length grouping (the same
-  order as `split`'s); the collator then lays each batch's texts end to end in rows (`trainer.packing`).
+- `packed` (the default: README "Speed"): random batches, exactly as without length grouping (`split`'s
+  steps); the collator then lays each batch's texts end to end in rows (`trainer.packing`). When a step
+  is several of the loader's batches (accumulation, processes), its texts are dealt to them in turn, so
+  each holds long and short texts alike (no process waits on another's long texts).
 - `split`: random batches, exactly as without length grouping; each one
   sorted by length and cut into micro-batches of `train.micro_batch_size` texts that accumulate into
   one optimizer step. The gradient is the random batch's (the same texts, the same mean loss), so the
@@ -82,10 +84,26 @@ def bucketed_indices(
     return [i for batch in batches + tail for i in batch]
 
 
+def dealt_indices(order: list[int], group_size: int, pieces: int) -> list[int]:
+    """`order` with each full `group_size` slice dealt into `pieces` consecutive parts in turn (the
+    slice's 1st, (pieces+1)th, ... text to the first part, and so on), so that a slice sorted by length
+    gives parts of alike lengths. A short last slice stays as it is."""
+    if pieces < 2:
+        return order
+    out: list[int] = []
+    for start in range(0, len(order), group_size):
+        group = order[start : start + group_size]
+        if len(group) == group_size:
+            group = [group[k] for part in range(pieces) for k in range(part, group_size, pieces)]
+        out.extend(group)
+    return out
+
+
 class SeededLengthGroupedSampler(Sampler[int]):
-    """`batch_size` is the texts of one optimizer step (the Trainer's micro-batch size x its
-    accumulation steps; for `split` x the processes too): `split` sorts within it, `bucketed` and
-    `megabatch` group batches of it."""
+    """`batch_size` is the texts of one optimizer step (the Trainer's per-device batch x `pieces`, the
+    loader's batches per step: its accumulation steps, for `split` and `packed` x the processes too):
+    `split` sorts within it, `packed` deals it out to its pieces, `bucketed` and `megabatch` group batches
+    of it."""
 
     def __init__(
         self,
@@ -94,6 +112,7 @@ class SeededLengthGroupedSampler(Sampler[int]):
         seed: int,
         batching: str = "packed",
         bucket_batches: int = BUCKET_BATCHES,
+        pieces: int = 1,
     ):
         if batching not in BATCHINGS:  # config validation names the key; this guards direct use
             raise ValueError(f"batching must be one of {', '.join(BATCHINGS)}, got {batching!r}")
@@ -102,6 +121,7 @@ class SeededLengthGroupedSampler(Sampler[int]):
         self.seed = seed
         self.batching = batching
         self.bucket_batches = bucket_batches
+        self.pieces = pieces
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -112,8 +132,12 @@ class SeededLengthGroupedSampler(Sampler[int]):
 
     def order(self, epoch: int) -> list[int]:
         generator = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
-        if self.batching in ("packed", "split"):
+        if self.batching == "split":
             return split_indices(self.lengths, self.batch_size, generator)
+        if self.batching == "packed":
+            return dealt_indices(
+                split_indices(self.lengths, self.batch_size, generator), self.batch_size, self.pieces
+            )
         if self.batching == "bucketed":
             return bucketed_indices(self.lengths, self.batch_size, generator, self.bucket_batches)
         return get_length_grouped_indices(self.lengths, self.batch_size, generator=generator)

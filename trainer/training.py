@@ -163,18 +163,19 @@ class RunTrainer(Trainer):
         dataset = self.train_dataset if train_dataset is None else train_dataset
         if self.args.train_sampling_strategy != "group_by_length" or dataset is None:
             return super()._get_train_sampler(train_dataset)
-        # One optimizer step's texts: `split` sorts the step's whole batch, over every process (accelerate
-        # deals the micro-batches out in turn, so the processes together train one random batch);
-        # `packed` draws each process its own random batch, as HF's random sampler does.
-        step = self.args.train_batch_size * self.args.gradient_accumulation_steps
-        if self.batching == "split":
-            step *= self.args.world_size
+        # One optimizer step's texts: `split` and `packed` order the step's whole batch, over every process
+        # (accelerate deals the loader's batches out in turn, so the processes together train one random
+        # batch, the one a single process trains at the same effective batch).
+        pieces = self.args.gradient_accumulation_steps
+        if self.batching in ("split", "packed"):
+            pieces *= self.args.world_size
         return SeededLengthGroupedSampler(
             example_lengths(dataset, self.args.length_column_name),
-            step,
+            self.args.train_batch_size * pieces,
             self.args.data_seed if self.args.data_seed is not None else self.args.seed,
             self.batching,
             self.bucket_batches,
+            pieces=pieces,
         )
 
     def _get_eval_sampler(self, eval_dataset):

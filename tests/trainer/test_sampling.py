@@ -92,6 +92,22 @@ def test_split_and_packed_steps_hold_random_batches_sorted_by_length(lengths, ba
     assert lengths[steps[0][0]] == max(lengths)  # out of memory shows at the first step
 
 
+def test_packed_deals_a_step_to_its_pieces_in_turn(lengths):
+    """With a step of 2 pieces (2 processes, or 2 accumulated batches) each piece gets every other text
+    of the step's sorted random batch: the step is the one-piece random batch, and the pieces' tokens
+    differ by less than one text's."""
+    one = SeededLengthGroupedSampler(lengths, STEP, seed=4, batching="packed").order(0)
+    two = SeededLengthGroupedSampler(lengths, STEP, seed=4, batching="packed", pieces=2).order(0)
+    assert sorted(two) == list(range(len(lengths)))
+    full = len(lengths) - len(lengths) % STEP
+    for start in range(0, full, STEP):
+        step = two[start : start + STEP]
+        assert set(step) == set(one[start : start + STEP])
+        first, second = (sum(lengths[i] for i in piece) for piece in (step[: STEP // 2], step[STEP // 2 :]))
+        assert 0 <= first - second <= max(lengths[i] for i in step)
+    assert two[full:] == one[full:]  # the short last step is left as it is
+
+
 def test_split_micro_batches_stay_within_the_length_budget(lengths):
     """The length budget: a micro-batch pads to its own longest text, so after the sort each one spans
     a quarter of its step's lengths; the padding is well under that of the random batches it splits."""

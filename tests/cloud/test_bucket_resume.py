@@ -28,7 +28,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.gcs]
 STEPS_PER_EPOCH = 240 // 4  # the tiny CSV's 240 training rows in batches of 4
 
 
-def write_config(path: Path, model_dir: Path, csv: Path, epochs: int, extra: str = "") -> Path:
+def write_config(
+    path: Path, model_dir: Path, csv: Path, epochs: int, extra: str = "", learning_rate: float = 5e-3
+) -> Path:
     path.write_text(
         f"""
 model: {{name: {model_dir}, max_length: 32}}
@@ -37,7 +39,7 @@ train:
   epochs: {epochs}
   batch_size: 4
   eval_batch_size: 64
-  learning_rate: 5.0e-3
+  learning_rate: {learning_rate}
   logging_steps: 1
   save_total_limit: 8
 {extra}""",
@@ -100,8 +102,8 @@ def runs(tmp_path, gcs_emulator, tiny_model_dir, tiny_csv, request):
     bucket = f"resume-{request.node.name.replace('_', '-')[:40].strip('-').lower()}"
     emulator_client(gcs_emulator).create_bucket(bucket)
 
-    def make(epochs: int = 3, extra: str = "") -> Runs:
-        config = write_config(tmp_path / "run.yaml", tiny_model_dir, tiny_csv, epochs, extra)
+    def make(epochs: int = 3, extra: str = "", learning_rate: float = 5e-3) -> Runs:
+        config = write_config(tmp_path / "run.yaml", tiny_model_dir, tiny_csv, epochs, extra, learning_rate)
         return Runs(config, tmp_path / "run", gcs_emulator, bucket)
 
     return make
@@ -139,10 +141,13 @@ def test_a_checkpoint_cut_off_mid_upload_is_never_resumed_from(runs):
 def test_early_stopping_stops_at_the_same_epoch_across_a_resume(runs):
     """min_delta 2.0 on a metric in [0, 1]: nothing improves after the first evaluation, so with patience 2
     the run stops after its third epoch. Stopped in the third epoch (one evaluation without improvement
-    counted) and resumed on a new disk, it must still stop there, not an epoch later."""
+    counted) and resumed on a new disk, it must still stop there, not an epoch later. The learning rate
+    is too small to change a prediction, so the three evaluations tie and the first one is the best: a
+    checkpoint saved before the interruption, which has to come back from the bucket."""
     run = runs(
         6,
         "  early_stopping: {enabled: true, patience: 2, min_delta: 2.0, metric: eval_f1_macro, mode: max}\n",
+        learning_rate=1e-9,
     )
     stopped = run.sigterm_at(2 * STEPS_PER_EPOCH + 10)
     assert 2 * STEPS_PER_EPOCH < stopped < 3 * STEPS_PER_EPOCH
@@ -161,8 +166,8 @@ def test_early_stopping_stops_at_the_same_epoch_across_a_resume(runs):
     final = run.out / "checkpoints" / f"checkpoint-{3 * STEPS_PER_EPOCH}" / "trainer_state.json"
     evals = [(h["eval_f1_macro"], -h["step"]) for h in json.loads(final.read_text())["log_history"]
              if "eval_f1_macro" in h]  # fmt: skip
-    assert len(evals) == 3
+    assert len(evals) == 3 and len({f1 for f1, _ in evals}) == 1
     best_step = -max(evals)[1]  # the first evaluation with the highest value
-    assert best_step < stopped
+    assert best_step == STEPS_PER_EPOCH < stopped
     assert Path(manifest["training"]["best_checkpoint"]).name == f"checkpoint-{best_step}"
     assert (run.out / "checkpoints" / f"checkpoint-{best_step}").is_dir()

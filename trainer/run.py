@@ -287,7 +287,7 @@ def build_manifest(
             # What the Trainer loaded per forward pass and accumulated per step (batching split).
             "device_batch_size": outcome.trainer.args.per_device_train_batch_size,
             "accumulated_batches": outcome.trainer.args.gradient_accumulation_steps,
-            "batching": cfg.train.batching if cfg.train.group_by_length else "random",
+            "batching": outcome.trainer.batching_used,
         },
         "distributed": _distributed(outcome.trainer.args.world_size, ranks),
         "hardware_use": outcome.hardware_use,

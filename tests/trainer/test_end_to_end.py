@@ -80,6 +80,7 @@ def test_manifest_records_the_run(finished_run):
     manifest = json.loads((finished_run / "manifest.json").read_text())
     assert manifest["precision"] == decide_precision("auto", detect_device()).precision  # fp32, bf16 with AMX
     assert manifest["environment"]["device"] == "cpu"
+    assert manifest["training"]["batching"] == "packed"  # the default, and the tiny DistilBERT packs
     assert manifest["environment"]["in_container"] is False
     assert manifest["data"]["rows"] == {"train": 240, "val": 30, "test": 30}
     source = manifest["data"]["sources"][0]

@@ -270,7 +270,7 @@ def test_packed_batching_has_the_random_batch_gradient_in_one_pass(tmp_path, tin
     assert packed.losses[0] == pytest.approx(whole.losses[0], rel=1e-4)
 
 
-def test_packed_batching_pads_batches_for_a_model_packing_does_not_know(tmp_path, tiny_model_dir):
+def test_packed_batching_pads_batches_for_a_model_packing_does_not_know(tmp_path, tiny_model_dir, tiny_csv):
     """A RoBERTa (positions counted from padding_idx + 1) cannot be packed: the log says why, once, and
     the run trains the same random batch padded to its longest text, with the same gradient."""
     import logging
@@ -291,6 +291,10 @@ def test_packed_batching_pads_batches_for_a_model_packing_does_not_know(tmp_path
     whole, _, _ = one_batch_step(tmp_path / "whole", roberta, **{"train.group_by_length": False})
     for name, grad in whole.grads.items():
         torch.testing.assert_close(padded.grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+    # what the manifest records as the batching used
+    fallback = make_trainer(tmp_path / "used", roberta, tiny_csv, **{"train.batching": "packed"})
+    assert fallback.batching_used.startswith("random, padded per batch (model type 'roberta'")
+    assert make_trainer(tmp_path / "tiny", tiny_model_dir, tiny_csv).batching_used == "packed"
 
 
 def test_cpu_micro_batches_accumulate_a_sparse_embedding_gradient(tmp_path, tiny_model_dir, tiny_csv):

@@ -30,7 +30,7 @@ times fewer tokens (padding included) they process than the padded arm's, and wh
 issue 14's bar against the padded arm (>= 3x its samples/s, mean macro-F1 no lower than its mean - 0.005,
 a min-max spread no wider). Not a test: on a shared machine timings are noisy, so the arms of a seed run
 back to back and ratios are quoted. Each run's figures are appended to --results as one JSON line as
-soon as it ends. About 35 minutes on 2 cores (Xeon with AMX) with --bf16.
+soon as it ends. About 43 minutes on 2 cores (Xeon with AMX) with --bf16.
 """
 
 from __future__ import annotations

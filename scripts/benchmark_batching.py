@@ -54,7 +54,7 @@ from trainer.config import Config, config_file, load_config  # noqa: E402
 from trainer.data import tokenize  # noqa: E402
 from trainer.errors import UserError  # noqa: E402
 from trainer.flops import training_flops_per_token  # noqa: E402
-from trainer.packing import pack_rows  # noqa: E402
+from trainer.packing import pack_rows, row_width  # noqa: E402
 from trainer.precision import PrecisionDecision, decide_precision, detect_device  # noqa: E402
 from trainer.run import Prepared, prepare  # noqa: E402
 from trainer.run_folder import RunFolder  # noqa: E402
@@ -208,8 +208,9 @@ def forward_work(trainer, train) -> tuple[int, int]:
         return len(chunks), sum(len(chunk) * max(widths[i] for i in chunk) for chunk in chunks)
     tokens = 0
     for chunk in chunks:
-        rows = pack_rows([widths[i] for i in chunk], trainer.packer.row_length)
-        tokens += len(rows) * max(sum(widths[chunk[i]] for i in row) for row in rows)
+        lengths = [widths[i] for i in chunk]
+        rows = pack_rows(lengths, trainer.packer.row_length)
+        tokens += len(rows) * row_width(lengths, rows)
     return len(chunks), tokens
 
 

@@ -87,9 +87,8 @@ def tiny_encoder(kind: str, vocab_size: int, pad_token_id: int):
         return DistilBertModel(config)
     from transformers import BertConfig, BertModel, RobertaConfig, RobertaModel
 
-    config_class, model_class = {"bert": (BertConfig, BertModel), "roberta": (RobertaConfig, RobertaModel)}[
-        kind
-    ]
+    classes = {"bert": (BertConfig, BertModel), "roberta": (RobertaConfig, RobertaModel)}
+    config_class, model_class = classes[kind]
     config = config_class(
         vocab_size=vocab_size,
         hidden_size=32,

@@ -9,6 +9,7 @@ the random batch's, from one forward and backward pass over the real tokens only
 
     packing_problem(model)          why this model cannot train packed, or None
     pack_rows(lengths, row_length)  which texts share a row
+    row_width(lengths, rows)        the packed batch's width
     PackingCollator                 a list of tokenized texts -> one packed batch
     first_tokens(model, index)      while active, the encoder's output is each text's first token
 """
@@ -69,6 +70,11 @@ def pack_rows(lengths: Sequence[int], row_length: int) -> list[list[int]]:
     return rows
 
 
+def row_width(lengths: Sequence[int], rows: list[list[int]]) -> int:
+    """The packed batch's width: the tokens of its fullest row."""
+    return max(sum(lengths[i] for i in row) for row in rows)
+
+
 class PackingCollator:
     """Tokenized texts (dicts with `input_ids`, optionally `token_type_ids`, and `labels`) -> one packed
     batch: `input_ids`, `position_ids` (and `token_type_ids`) of shape (rows, width), where width is the
@@ -85,12 +91,12 @@ class PackingCollator:
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
         lengths = [len(f["input_ids"]) for f in features]
         rows = pack_rows(lengths, self.row_length)
-        width = max(sum(lengths[i] for i in row) for row in rows)
+        width = row_width(lengths, rows)
         shape = (len(rows), width)
         input_ids = torch.full(shape, self.pad_token_id, dtype=torch.long)
         position_ids = torch.zeros(shape, dtype=torch.long)
         types = "token_type_ids" in features[0]
-        token_type_ids = torch.zeros(shape, dtype=torch.long)
+        token_type_ids = torch.zeros(shape if types else (0, 0), dtype=torch.long)
         visible = torch.eye(width, dtype=torch.bool).repeat(len(rows), 1, 1, 1)
         first = torch.empty(len(features), dtype=torch.long)
         for r, row in enumerate(rows):

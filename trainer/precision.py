@@ -68,12 +68,10 @@ def cpu_flags() -> set[str]:
     """The CPU's feature flags (Linux /proc/cpuinfo); empty where that cannot be read."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as info:
-            for line in info:
-                if line.startswith("flags"):
-                    return set(line.partition(":")[2].split())
+            lines = [line for line in info if line.startswith("flags")]
     except OSError:  # not Linux: no flags known, so no AMX assumed
-        return set()
-    return set()
+        lines = []
+    return set(lines[0].partition(":")[2].split()) if lines else set()
 
 
 def decide_precision(requested: str, device: DeviceInfo) -> PrecisionDecision:

@@ -2,7 +2,7 @@
 # Sourced by .ci/run. The google provider cannot be installed offline. Its schema ships in the cdktf
 # bindings on PyPI (cdktf-cdktf-provider-google 16.12.1 = hashicorp/google 6.50.0): the tests check
 # infra/ against it (tests/infra/terraform_schema.py) and generate from it the stand-in google provider
-# that real Terraform runs with (tests/infra/tf_harness.py, tests/infra/google_provider/; its Python
+# that real Terraform runs with (tests/standins/tf_harness.py, tests/standins/google_provider/; its Python
 # runs in .tools/, which has the `tf` package). Fetch the wheel once (49 MB), verify it, keep only its
 # jsii tarball (31 MB: the assembly and the generated sources) in .ci-cache/, tell the tests where it is.
 _google_schema_dir=.ci-cache/google-schema

@@ -4,8 +4,8 @@ the stand-in google provider, which gives the VM the stand-in's address) and `ma
 the least-privilege gate, `make fetch` home, a code change shipped and run; and every bad input of
 the cloud verbs refused in one line with nothing started on the VM.
 
-What stands in for GCP (see tests/cloud/standin.py and tests/cloud/gcs_gate.py): the google provider
-(tests/infra/tf_harness.py), the VM (a container running Debian's sshd on an address of its own in
+What stands in for GCP (see tests/standins/vm.py and tests/standins/gcs_gate.py): the google provider
+(tests/standins/tf_harness.py), the VM (a container running Debian's sshd on an address of its own in
 127.0.0.0/8), the GPU (none: compose's CPU override), Cloud Storage (gcp-storage-emulator), IAM (the
 gate, which allows the VM's account exactly what infra/iam.tf grants it), the user's login (an
 application-default credentials file of the kind `gcloud auth application-default login` writes,
@@ -26,10 +26,10 @@ from pathlib import Path
 import pytest
 
 from tests.cloud.conftest import emulator_client
-from tests.cloud.gcs_gate import Gate, Policy
-from tests.cloud.standin import LOGIN_USER, Laptop, StandInVM, build_standin_image, docker
+from tests.standins.gcs_gate import Gate, Policy
+from tests.standins.vm import LOGIN_USER, Laptop, StandInVM, build_standin_image, docker
 from tests.container.test_container import extra_ca_certs
-from tests.infra.google_provider.cloud import CLOUD_ENV, StandInCloud
+from tests.standins.google_provider.cloud import CLOUD_ENV, StandInCloud
 from tests.support import ROOT, require
 from trainer.config import all_keys
 

@@ -1,7 +1,7 @@
 """Cloud runs that survive: detached from the SSH session, stopped as a spot VM's soft-off stops them,
 resumed from the bucket on a new disk, listed and stopped by hand, and the idle stop.
 
-The stand-in VM of tests/cloud/standin.py (Debian's sshd in a container, the real Docker engine, the GCS
+The stand-in VM of tests/standins/vm.py (Debian's sshd in a container, the real Docker engine, the GCS
 emulator behind the least-privilege gate) with the run manager the trainer_host role installs
 (/usr/local/sbin/trainer-run). What stands in, beyond that harness: systemd. The stand-in has none, so
 `trainer-run start` runs the unit's ExecStart (`trainer-run exec NAME`) in a session of its own there, and
@@ -25,7 +25,7 @@ import pytest
 from tests import support
 from tests.cloud import test_cloud_verbs
 from tests.cloud.conftest import emulator_client
-from tests.cloud.standin import RUN_MANAGER, docker
+from tests.standins.vm import RUN_MANAGER, docker
 from tests.cloud.test_cloud_verbs import Cloud
 from tests.support import ROOT, logged_step
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.cloud.conftest import emulator_client
-from tests.cloud.gcs_gate import (
+from tests.standins.gcs_gate import (
     ROLE_PERMISSIONS,
     Check,
     Gate,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.cloud.standin import ROLE, RUN_MANAGER, render_role_template
+from tests.standins.vm import ROLE, RUN_MANAGER, render_role_template
 from tests.support import ROOT, require
 
 SPOT_SOFT_OFF_S = 30  # DESIGN.md: 30 s between a spot VM's ACPI soft-off and its power-off

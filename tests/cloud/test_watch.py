@@ -1,6 +1,6 @@
 """`make watch`'s script (scripts/cloud_watch.py): converging through preemptions and GPU stock-outs.
 
-What stands in for GCP: the stand-in google provider and its cloud file (tests/infra/tf_harness.py),
+What stands in for GCP: the stand-in google provider and its cloud file (tests/standins/tf_harness.py),
 which answers a create in a stocked-out zone with GCE's real ZONE_RESOURCE_POOL_EXHAUSTED message,
 reports a "preempted" VM as TERMINATED at the next refresh and gives a restarted VM a new ephemeral
 address; the bucket is the GCS emulator on loopback. Real: Terraform over infra/, the script, the
@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from tests.cloud.conftest import emulator_client
-from tests.infra.tf_harness import BASE_VARS, Terraform
+from tests.standins.tf_harness import BASE_VARS, Terraform
 from tests.support import ROOT
 
 pytestmark = pytest.mark.terraform

@@ -1,4 +1,4 @@
-"""The stand-in google provider's schema (tests/infra/google_provider/schema.py) against what is known.
+"""The stand-in google provider's schema (tests/standins/google_provider/schema.py) against what is known.
 
 It is generated from the cdktf bindings of hashicorp/google 6.50.0; these tests pin facts of the real
 provider's schema that the module depends on, and check that every argument the bindings' jsii
@@ -12,9 +12,9 @@ import json
 
 import pytest
 
-from tests.infra.google_provider.schema import module_types
+from tests.standins.google_provider.schema import module_types
 from tests.infra.terraform_schema import ProviderSchema
-from tests.infra.tf_harness import INFRA, schema_tarball
+from tests.standins.tf_harness import INFRA, schema_tarball
 
 pytestmark = pytest.mark.terraform
 

@@ -1,5 +1,5 @@
 """Several nodes: what Terraform opens between them and what each node learns, planned and applied with
-real Terraform over infra/ and the stand-in google provider (tests/infra/tf_harness.py stands in for GCP).
+real Terraform over infra/ and the stand-in google provider (tests/standins/tf_harness.py stands in for GCP).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.infra.tf_harness import Terraform, TerraformError
+from tests.standins.tf_harness import Terraform, TerraformError
 from tests.support import ROOT
 
 pytestmark = pytest.mark.terraform

@@ -1,7 +1,7 @@
 """The price table (trainer/prices.py) and the hourly price of a real Terraform plan of infra/.
 
 The plans come from real Terraform over the module with the stand-in google provider
-(tests/infra/tf_harness.py); the figures are checked against the table by hand-written sums, so a
+(tests/standins/tf_harness.py); the figures are checked against the table by hand-written sums, so a
 changed price, a lost disk or a GPU counted once instead of per VM changes the total.
 """
 
@@ -15,7 +15,7 @@ from datetime import date
 
 import pytest
 
-from tests.infra.tf_harness import BASE_VARS, INFRA
+from tests.standins.tf_harness import BASE_VARS, INFRA
 from tests.support import ROOT
 from trainer import prices
 

@@ -1,7 +1,7 @@
 """The Terraform module in infra/ and the make verbs around it.
 
 Real Terraform (`fmt`, `init`, `validate`, `test`) runs over the module offline, with the stand-in
-google provider generated from hashicorp/google 6.50.0's schema (tests/infra/tf_harness.py); plans,
+google provider generated from hashicorp/google 6.50.0's schema (tests/standins/tf_harness.py); plans,
 applies and destroys are in test_terraform_apply.py. Besides: structural checks of the parsed module
 (python-hcl2), a check against the provider's schema with clearer messages than Terraform's
 (tests/infra/terraform_schema.py), checkov, and the make targets' error messages.
@@ -22,7 +22,7 @@ import hcl2
 import pytest
 
 from tests.infra.terraform_schema import Module, ProviderSchema, check_attribute_paths, check_module, strings
-from tests.infra.tf_harness import Terraform, schema_tarball
+from tests.standins.tf_harness import Terraform, schema_tarball
 from tests.support import ROOT, require, tool
 
 pytestmark = pytest.mark.terraform

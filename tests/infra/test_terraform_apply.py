@@ -1,11 +1,11 @@
 """Plan, apply, outputs, inventory and infra-down: real Terraform over infra/, offline.
 
-What stands in for GCP: the stand-in google provider (tests/infra/tf_harness.py,
-tests/infra/google_provider/), generated from hashicorp/google 6.50.0's schema, and its cloud file
+What stands in for GCP: the stand-in google provider (tests/standins/tf_harness.py,
+tests/standins/google_provider/), generated from hashicorp/google 6.50.0's schema, and its cloud file
 (what exists, what apply answers: the VM's address, ids, self links; which creates fail with GCP's
 messages). Terraform, the module, scripts/tf_cloud.sh and scripts/make_inventory.py are the real ones.
 What the stand-in cannot check (the provider's own validations, API errors it is not told to make,
-IAM, quotas, defaults chosen by the server) is listed in tests/infra/google_provider/__init__.py.
+IAM, quotas, defaults chosen by the server) is listed in tests/standins/google_provider/__init__.py.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.infra.tf_harness import BASE_VARS, INFRA, Terraform, TerraformError
+from tests.standins.tf_harness import BASE_VARS, INFRA, Terraform, TerraformError
 from tests.support import ROOT
 
 pytestmark = pytest.mark.terraform

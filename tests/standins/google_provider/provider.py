@@ -1,6 +1,6 @@
 """The stand-in google provider process: Terraform's plugin protocol 6 served by the `tf` package.
 
-Run by the executable that tests/infra/tf_harness.py puts into a filesystem mirror, with the .tools/
+Run by the executable that tests/standins/tf_harness.py puts into a filesystem mirror, with the .tools/
 Python (the `tf` package needs protobuf < 6). `tf` does the plumbing: the go-plugin handshake, TLS,
 gRPC, msgpack values with unknowns, diagnostics. Its resource model has no list-nested blocks and no
 object types, which the google provider's schema is full of, so this servicer answers the protocol's
@@ -37,9 +37,9 @@ from tf.runner import run_provider
 from tf.types import Unknown
 from tf.utils import Diagnostics, _to_attribute_path, read_dynamic_value, to_dynamic_value
 
-from tests.infra.google_provider import values as v
-from tests.infra.google_provider.cloud import CLOUD_ENV, StandInCloud
-from tests.infra.google_provider.schema import SCHEMA_ENV
+from tests.standins.google_provider import values as v
+from tests.standins.google_provider.cloud import CLOUD_ENV, StandInCloud
+from tests.standins.google_provider.schema import SCHEMA_ENV
 
 NESTING = {"single": pb.Schema.NestedBlock.SINGLE, "list": pb.Schema.NestedBlock.LIST,
            "set": pb.Schema.NestedBlock.SET}  # fmt: skip

@@ -9,12 +9,12 @@
         tf.destroy()
 
 `stand_in_google` (a session-scoped fixture defined here; tests/infra/conftest.py imports it, and so
-can any other conftest.py: `from tests.infra.tf_harness import stand_in_google  # noqa: F401`)
+can any other conftest.py: `from tests.standins.tf_harness import stand_in_google  # noqa: F401`)
 installs, once, into a temporary folder:
 
 - a filesystem mirror holding
   `registry.terraform.io/hashicorp/google/6.50.0/linux_amd64/terraform-provider-google_v6.50.0`, an
-  executable that runs tests/infra/google_provider/provider.py with the .tools/ Python (`tf`, plugin
+  executable that runs tests/standins/google_provider/provider.py with the .tools/ Python (`tf`, plugin
   protocol 6), serving the schema generated from the cached cdktf bindings (google_provider/schema.py)
   for every resource and data source type that infra/*.tf declares;
 - a CLI configuration (`provider_installation { filesystem_mirror { ... } }`, nothing else direct), which
@@ -45,8 +45,8 @@ from typing import Any
 
 import pytest
 
-from tests.infra.google_provider.cloud import CLOUD_ENV, StandInCloud
-from tests.infra.google_provider.schema import SCHEMA_ENV, generate, module_types
+from tests.standins.google_provider.cloud import CLOUD_ENV, StandInCloud
+from tests.standins.google_provider.schema import SCHEMA_ENV, generate, module_types
 from tests.support import ROOT, TOOLS_BIN, require, tool
 
 INFRA = ROOT / "infra"
@@ -119,9 +119,9 @@ class StandInGoogle:
         executable.parent.mkdir(parents=True)
         executable.write_text(
             "#!/bin/sh\n"
-            "# The tests' stand-in google provider (tests/infra/google_provider/provider.py).\n"
+            "# The tests' stand-in google provider (tests/standins/google_provider/provider.py).\n"
             f"export PYTHONPATH='{ROOT}' {SCHEMA_ENV}='{self.schema_file}' HOME='{self.root}'\n"
-            f"exec '{python}' -m tests.infra.google_provider.provider \"$@\"\n"
+            f"exec '{python}' -m tests.standins.google_provider.provider \"$@\"\n"
         )
         executable.chmod(executable.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
         self.cli_config.write_text(
@@ -244,7 +244,7 @@ def _hcl(value: Any) -> str:
 
 
 def main() -> None:
-    """`python -m tests.infra.tf_harness DIR`: install the stand-in under DIR and print its CLI config."""
+    """`python -m tests.standins.tf_harness DIR`: install the stand-in under DIR and print its CLI config."""
     root = Path(sys.argv[1])
     schema, python = schema_tarball(), provider_python()
     if schema is None or python is None:

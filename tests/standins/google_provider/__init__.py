@@ -1,7 +1,7 @@
 """A stand-in for Terraform's hashicorp/google provider 6.50.0, for the tests only.
 
 The real provider cannot be downloaded here. This one is a Python plugin (the PyPI package `tf`,
-plugin protocol 6) that tests/infra/tf_harness.py installs into a filesystem mirror under the real
+plugin protocol 6) that tests/standins/tf_harness.py installs into a filesystem mirror under the real
 provider's address, so real Terraform runs `init`, `validate`, `plan`, `apply`, `output`, `destroy` and
 `terraform test` over infra/ offline. Parts:
 

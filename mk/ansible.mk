@@ -12,7 +12,7 @@ inventory: ## Write ansible/inventory/hosts.yml from `terraform -chdir=infra out
 provision: setup-tools ## Run the Ansible playbook (ansible/site.yml) against the generated inventory; ARGS passes flags
 	@test -s $(INVENTORY) || { echo "error: $(INVENTORY) is missing: run \`make inventory\` (or \`make infra-up\`) first" >&2; exit 1; }
 	cd $(ANSIBLE_DIR) && ANSIBLE_CONFIG=$(CURDIR)/$(ANSIBLE_DIR)/ansible.cfg \
-		ansible-playbook -i $(CURDIR)/$(INVENTORY) site.yml $(ARGS)
+		ansible-playbook -i $(abspath $(INVENTORY)) site.yml $(ARGS)
 
 lint-ansible: setup-tools ## Lint the playbook and roles (ansible-lint --offline, production profile, and a syntax check)
 	cd $(ANSIBLE_DIR) && ansible-lint --offline --profile production

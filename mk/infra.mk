@@ -29,6 +29,17 @@ $(CLOUD_VERBS): export SOURCE := $(SOURCE)
 $(CLOUD_VERBS): export KEEP_DATA_DISK := $(KEEP_DATA_DISK)
 $(CLOUD_VERBS): export AUTO_APPROVE := $(AUTO_APPROVE)
 TF_CLOUD = scripts/tf_cloud.sh
+# Sub-makes named through a variable: `make -n infra-apply` stays a dry run.
+INFRA_SUBMAKE = $(MAKE) --no-print-directory
+# What provisions a VM that an apply made anew (a first create, or a replacement: spot, the maximum run
+# duration, the GPUs, the boot image, the zone leave a new boot disk with no driver or Docker), in
+# infra-apply (so infra-up) and watch: the playbook. The command reaches scripts/cloud_watch.py
+# through its environment, never spliced into a shell line.
+PROVISION_COMMAND ?= $(INFRA_SUBMAKE) provision
+infra-apply watch: export PROVISION_COMMAND := $(PROVISION_COMMAND)
+infra-apply watch: export INVENTORY_COMMAND := $(INFRA_SUBMAKE) inventory
+# infra-up provisions the VM whatever the apply did (the playbook also syncs the project and the image).
+infra-up: export PROVISION_ALWAYS := 1
 
 .PHONY: infra-init infra-plan infra-apply infra-up infra-down ssh train-cloud fetch logs runs stop
 
@@ -41,14 +52,12 @@ infra-plan: ## Show what infra-up would change (needs infra/terraform.tfvars and
 	@$(TF_CLOUD) init
 	@$(TF_CLOUD) plan
 
-infra-apply: ## Terraform half of infra-up: create or converge the VM, disk and bucket, then write the inventory
+infra-apply: ## Terraform half of infra-up: create or converge the VM, disk and bucket, write the inventory; provision a new VM
 	@$(TF_CLOUD) preflight tfvars ssh-key creds
 	@$(TF_CLOUD) init
-	@$(PY) scripts/cloud_watch.py converge   # terraform apply; the next zone on a GPU stock-out
-	@$(MAKE) --no-print-directory inventory
+	@$(PY) scripts/cloud_watch.py converge --inventory "$$INVENTORY_COMMAND" --provision "$$PROVISION_COMMAND"
 
 infra-up: infra-apply ## Create the T4 VM, data disk, bucket (Terraform), write the inventory, provision (Ansible)
-	@$(MAKE) --no-print-directory provision
 
 infra-down: ## Destroy the VM side; keeps the bucket unless force_destroy (KEEP_DATA_DISK=1 keeps the disk)
 	@$(TF_CLOUD) preflight tfvars creds

@@ -7,9 +7,7 @@ WATCH_SLEEP ?= 60
 # What (re)starts the run on the VM in each round of `make watch`: tf_cloud.sh train restarts an
 # unfinished run (resuming from its checkpoints) or follows a running one, and returns when it ends.
 WATCH_START ?= env $(TF_CLOUD) train "$$TRAINER_RUN" $(ARGS)
-# Sub-makes named through a variable: `make -n watch` stays a dry run.
-WATCH_SUBMAKE = $(MAKE) --no-print-directory
-
+# INVENTORY_COMMAND and PROVISION_COMMAND (what provisions a VM the apply made anew): mk/infra.mk.
 CLOUD_WATCH = $(PY) scripts/cloud_watch.py --infra-dir "$$INFRA_DIR" --tfvars "$$TFVARS"
 
 .PHONY: watch infra-price
@@ -24,7 +22,7 @@ watch: ## Keep RUN=<name> going (converge the VM, other zones on a GPU stock-out
 	@$(TF_CLOUD) preflight tfvars ssh-key creds
 	@$(TF_CLOUD) init >/dev/null
 	@$(CLOUD_WATCH) watch "$$TRAINER_RUN" --attempts "$$WATCH_ATTEMPTS" --sleep "$$WATCH_SLEEP" \
-		--inventory '$(WATCH_SUBMAKE) inventory' --provision '$(WATCH_SUBMAKE) provision' -- $(WATCH_START)
+		--inventory "$$INVENTORY_COMMAND" --provision "$$PROVISION_COMMAND" -- $(WATCH_START)
 
 infra-price: ## Print the hourly price of what infra-up would leave running (an estimate from trainer/prices.py)
 	@$(TF_CLOUD) preflight tfvars creds

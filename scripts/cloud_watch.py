@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Keep a cloud run alive through preemptions and stock-outs, declaratively: `make watch RUN=<name>`.
 
-    cloud_watch.py converge [--auto-approve]          terraform apply, moving zones on a GPU stock-out
+    cloud_watch.py converge [--auto-approve] [--inventory CMD] [--provision CMD [--provision-always]]
+                                                      terraform apply, moving zones on a GPU stock-out
     cloud_watch.py watch RUN [options] -- START...    converge, then (re)start the run until it is done
     cloud_watch.py price                              terraform plan, priced by trainer/prices.py
 
@@ -17,9 +18,15 @@ empty, the checkpoints and artifacts stay in the bucket. The zone that worked is
 infra/zone.auto.tfvars.json (ZONE_FILE), which Terraform reads by itself, so the next plain `terraform
 apply` does not move the VM back (a tfvars file given with -var-file wins over it: pass it after).
 
+A VM that the apply made anew has a bare boot disk (no driver, no Docker): a first create, and every
+replacement, which Terraform does for a change of an argument the google provider marks ForceNew (spot
+or standard, the maximum run duration, the GPUs, the boot image, the zone). `converge` then runs the
+--inventory command (the address is new too) and the --provision command (the playbook) before it says
+done; with --provision-always (PROVISION_ALWAYS=1: `make infra-up`) it provisions the VM it kept too.
+
 `watch` loops at most --attempts times: converge; done when gs://<bucket>/runs/<RUN>/manifest.json
 exists (the trainer writes the manifest last); otherwise refresh the inventory (the address may have
-changed), provision a VM that was just created, and run the START command (everything after `--`, e.g.
+changed), provision a VM that the apply made anew, and run the START command (everything after `--`, e.g.
 `scripts/tf_cloud.sh train RUN`; it should resume the run, not start it over, and may return at once
 for a detached run); then sleep --sleep seconds. Each step prints one `watch:` line; a failure ends in
 one `error:` line and a non-zero exit status (2: bad input).
@@ -217,6 +224,22 @@ def step(what: str, command: list[str]) -> int:
         raise WatchError(f"{what}: cannot run {command[0]}: {exc.strerror}") from None
 
 
+def hand_over(state: Converged, inventory: str, provision: str, always: bool = False, then: str = "") -> None:
+    """After an apply: the inventory rewritten (the address may be new), then the playbook on a VM the
+    apply made anew (or on any VM when `always`). A failure names the way on (`then`: what to run after
+    `make provision`), since the next apply keeps this VM and does not provision it."""
+    if inventory and step("inventory", shlex.split(inventory)) != 0:
+        raise WatchError("writing the inventory failed (see above)")
+    if not provision:
+        return
+    if not (state.created or always):
+        say("the VM was there before: not provisioned again (make provision re-runs the playbook)")
+        return
+    what = "provisioning the new VM" if state.created else "provisioning the VM"
+    if step(what, shlex.split(provision)) != 0:
+        raise WatchError(f"{what} failed (see above): fix it, then make provision{then}")
+
+
 def where(outputs: dict[str, object]) -> str:
     name, status, zone, address = (
         outputs.get(k) for k in ("instance_name", "instance_status", "zone", "external_ip")
@@ -235,10 +258,7 @@ def watch(tf: Terraform, args: argparse.Namespace) -> int:
         if manifest.exists():
             say(f"run {args.run} is finished: {manifest.url}")
             return 0
-        if args.inventory and step("inventory", shlex.split(args.inventory)) != 0:
-            raise WatchError("writing the inventory failed (see above)")
-        if state.created and args.provision and step("provisioning the new VM", shlex.split(args.provision)):
-            raise WatchError("provisioning the new VM failed (see above): fix it and run make watch again")
+        hand_over(state, args.inventory, args.provision, then=f" and make watch RUN={args.run} again")
         say(f"the run command exited {step(f'run {args.run}', args.start)}")
         if manifest.exists():
             say(f"run {args.run} is finished: {manifest.url}")
@@ -287,6 +307,14 @@ def parse(argv: list[str]) -> argparse.Namespace:
         default=os.environ.get("AUTO_APPROVE") == "1",
         help="no prompt (default: AUTO_APPROVE=1 in the environment; else terraform asks)",
     )
+    conv.add_argument("--inventory", default="", help="command that rewrites the inventory after applying")
+    conv.add_argument("--provision", default="", help="command that provisions a VM the apply made anew")
+    conv.add_argument(
+        "--provision-always",
+        action="store_true",
+        default=os.environ.get("PROVISION_ALWAYS") == "1",
+        help="provision the VM also when the apply kept it (default: PROVISION_ALWAYS=1 in the environment)",
+    )
     verbs.add_parser("price", help="the hourly price of what terraform apply would leave running")
     run = verbs.add_parser("watch", help="keep RUN going until its manifest is in the bucket")
     run.add_argument("run")
@@ -326,7 +354,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.verb == "price":
             return price(tf)
         if args.verb == "converge":
-            say(where(converge(tf, auto_approve=args.auto_approve).outputs))
+            state = converge(tf, auto_approve=args.auto_approve)
+            say(where(state.outputs))
+            hand_over(state, args.inventory, args.provision, args.provision_always)
             return 0
         return watch(tf, args)
     except WatchError as exc:

@@ -13,8 +13,9 @@ variables the roles read: `trainer_host_data_disk_device`, `trainer_bucket_url`,
 `trainer_host_gpu_count`, for distributed training `trainer_host_node_rank` (the host's place in
 `instance_names`), `trainer_host_node_count`, `trainer_host_main_address` (node 0's internal address)
 and `trainer_host_rendezvous_port`, `trainer_host_hourly_cost_usd` (an hour of every VM of the
-deployment, priced by trainer/prices.py from the price_inputs output), and where the project and the
-data disk live on the VM,
+deployment, priced by trainer/prices.py from the price_inputs output), `trainer_host_spot` (the
+provisioning model, price_inputs' `spot`: the role derives a run's stop budget from it; true when the
+outputs predate price_inputs, the shorter window), and where the project and the data disk live on the VM,
 `trainer_host_project_dir` and `trainer_host_data_mount` (--project-dir / --data-mount, else
 $TRAINER_VM_PROJECT_DIR / $TRAINER_VM_DATA_MOUNT, else VM_LAYOUT below). The inventory is the one
 place the cloud verbs (scripts/tf_cloud.sh, through --show) and the playbook both read them from.
@@ -127,6 +128,9 @@ def output_values(outputs: dict) -> dict:
             problems.append("instance_names and external_ips should be lists of the same, non-zero length")
         elif not all(isinstance(x, str) and x for x in [*names, *ips]):
             problems.append("instance_names and external_ips should hold non-empty strings")
+    spot = (values.get("price_inputs") or {}).get("spot", False)
+    if not isinstance(spot, bool):
+        problems.append(f"price_inputs.spot should be true or false, got {json.dumps(spot)}")
     if len(names or [None]) > 1 and not values.get("main_process_address"):
         problems.append("several VMs but no main_process_address (node 0's internal address)")
     if missing:
@@ -166,6 +170,15 @@ def hourly_cost(values: dict) -> float:
     return price["running"]
 
 
+def is_spot(values: dict) -> bool:
+    """The provisioning model, from price_inputs' `spot`; unknown (outputs without price_inputs): spot, whose
+    30 s soft-off window is the shorter one, so a run's stop never counts on a standard VM's 120 s."""
+    inputs = values.get("price_inputs")
+    if not inputs or "spot" not in inputs:
+        return True
+    return inputs["spot"]  # a bool: output_values checked it
+
+
 def render_inventory(
     values: dict, ssh_key: str, ssh_port: int = DEFAULT_SSH_PORT, layout: dict | None = None
 ) -> str:
@@ -183,6 +196,7 @@ def render_inventory(
         "  hosts:",
     ]
     hourly = hourly_cost(values)  # the whole deployment's price, the same on every host
+    spot = is_spot(values)
     for rank, (name, ip) in enumerate(hosts):
         host_vars = {
             "ansible_host": ip,
@@ -199,6 +213,8 @@ def render_inventory(
             "trainer_host_rendezvous_port": values.get("rendezvous_port", DEFAULT_RENDEZVOUS_PORT),
             # The price of an hour of the whole deployment: a run's manifest multiplies its hours by it.
             "trainer_host_hourly_cost_usd": hourly,
+            # Spot or standard: how long a soft-off leaves a run to checkpoint (the role derives the budget).
+            "trainer_host_spot": spot,
             **(layout or VM_LAYOUT),
         }
         lines.append(f"    {json.dumps(name)}:")

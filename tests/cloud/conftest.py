@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.support import require
 
@@ -62,3 +63,100 @@ def emulator_client(url: str):
 
 # The stand-in google provider for real Terraform, the same session fixture the infra tests use.
 from tests.infra.conftest import stand_in_google  # noqa: E402, F401
+
+
+@pytest.fixture(scope="session")
+def cloud(tmp_path_factory, gcs_emulator, stand_in_google):
+    """The stand-in deployment (tests/standins/deployment.py), once a session: `make infra-apply` (real
+    Terraform, the stand-in provider giving the instance the booted VM's address) writes the inventory,
+    then `make provision` runs the real playbook over SSH. Its timings go to .ci-cache."""
+    import json
+    import os
+    import shutil
+    from contextlib import ExitStack
+
+    from tests.standins.deployment import INSTANCE, Deployment, adc_file, commit, copy_repo, tools_path
+    from tests.standins.gcs_gate import Gate, Policy
+    from tests.standins.google_provider.cloud import CLOUD_ENV, StandInCloud
+    from tests.standins.vm import Laptop, make_vm
+    from tests.support import ROOT
+
+    for tool_name in ("ssh", "ssh-keygen", "docker", "make", "git"):
+        require(shutil.which(tool_name), f"`{tool_name}` is not installed (.ci/apt-packages.txt)")
+    info = subprocess.run(
+        ["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True
+    )
+    require(info.returncode == 0, "no Docker engine answers at DOCKER_HOST (.ci/services.d/10-docker.sh)")
+    for name, made_by in (("TRAINER_TEST_BASE_IMAGE", ".ci/build-base-image.sh"),
+                          ("TRAINER_TEST_ROOTFS_TAR", ".ci/bookworm-rootfs.sh")):  # fmt: skip
+        require(os.environ.get(name), f"{name} is not set ({made_by}, as .ci/run does)")
+    timings: dict[str, float] = {}
+    started = time.monotonic()
+    tmp = tmp_path_factory.mktemp("cloud")
+    repo = tmp / "repo"
+    repo.mkdir()
+    copy_repo(repo)
+    laptop = Laptop(tmp / "laptop")
+    address = f"127.77.{os.getpid() // 250 % 250}.{os.getpid() % 250 + 1}"
+    vm = make_vm(tmp / "vm", laptop, address)
+    timings["standin_image_s"] = time.monotonic() - started
+
+    # Terraform's half of `make infra-up`, for real, with the stand-in google provider.
+    env = {**stand_in_google.env(repo / "infra"), CLOUD_ENV: str(tmp / "stand-in-cloud.json")}
+    StandInCloud(Path(env[CLOUD_ENV])).instance_address(INSTANCE, address)
+    (repo / "infra" / "terraform.tfvars").write_text(
+        'project_id = "stand-in-project"\nssh_source_ranges = ["127.0.0.1/32"]\n'
+        f'ssh_public_key_path = "{laptop.key}.pub"\n'
+    )
+    inventory = tmp / "hosts.yml"
+    env.update({
+        "PATH": tools_path(),
+        "GOOGLE_APPLICATION_CREDENTIALS": str(adc_file(laptop.home / "adc.json")),
+        "NO_GCE_CHECK": "true",  # no probe of a metadata server outside loopback
+        "STORAGE_EMULATOR_HOST": gcs_emulator,  # the laptop's own bucket access (the project's owner)
+        "SSH_KNOWN_HOSTS": str(laptop.known_hosts),
+        "SSH_PORT": str(vm.port),
+        "TRAINER_VM_PROJECT_DIR": str(vm.project_dir),
+        "TRAINER_VM_DATA_MOUNT": str(vm.data_mount),
+    })  # fmt: skip
+    compose_project = f"standin{os.getpid()}"
+    cloud = Deployment(repo, laptop, vm, None, env, inventory, gcs_emulator, "", compose_project, timings)  # type: ignore[arg-type]
+    with ExitStack() as stack:
+        # The gate in front of the emulator: nothing allowed until Terraform names the VM's account.
+        port = int(gcs_emulator.rsplit(":", 1)[1])
+        cloud.gate = stack.enter_context(Gate(port, Policy("nobody", "", frozenset(), frozenset())))
+        stack.callback(vm.remove)
+        vm.create()
+        timings["boot_to_ssh_s"] = vm.boot_seconds[-1]
+        # `make infra-up`, as the user runs it: Terraform (a new VM), the inventory, the playbook over SSH.
+        cloud.vars_file.write_text(json.dumps(cloud.provision_vars(), indent=2))
+        step = time.monotonic()
+        done = cloud.make("infra-up", "AUTO_APPROVE=1", f"ARGS=-e @{cloud.vars_file}", timeout=1800)
+        (tmp / "infra-up.log").write_text(done.stdout + done.stderr)
+        assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
+        assert (
+            "Apply complete! Resources:" in done.stdout
+            and f"make_inventory: wrote {inventory}" in done.stdout
+        )
+        timings["infra_up_s"] = time.monotonic() - step
+        cloud.first_provision = done.stdout  # type: ignore[attr-defined]
+        commit(repo, "Terraform's lock file, as `terraform init` advises")  # the tree is clean again
+        hosts = yaml.safe_load(inventory.read_text())["trainer"]["hosts"]
+        (host,) = hosts.values()
+        assert host["ansible_host"] == address and int(host["ansible_port"]) == vm.port
+        cloud.bucket = host["trainer_bucket_url"].removeprefix("gs://")
+        output = ["terraform", "-chdir=infra", "output", "-raw", "service_account_email"]
+        account = subprocess.run(output, cwd=repo, env=env, capture_output=True, text=True, check=True).stdout
+        cloud.gate.policy = Policy.from_iam_tf(repo / "infra" / "iam.tf", account, cloud.bucket)
+        # What the bucket resource is on GCP: new and empty for this stand-in.
+        gcs = emulator_client(gcs_emulator)
+        if gcs.lookup_bucket(cloud.bucket) is None:
+            gcs.create_bucket(cloud.bucket)
+        for blob in gcs.list_blobs(cloud.bucket):
+            blob.delete()
+        stack.callback(vm.ssh, f"cd {vm.project_dir} && sudo docker compose down --volumes --rmi local")
+        yield cloud
+    timings["total_s"] = time.monotonic() - started
+    timings_file = ROOT / ".ci-cache" / "cloud-standin-timings.json"
+    timings_file.parent.mkdir(exist_ok=True)
+    timings_file.write_text(json.dumps({k: round(v, 2) for k, v in timings.items()}, indent=2) + "\n")

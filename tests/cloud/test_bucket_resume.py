@@ -3,7 +3,9 @@ and a copy without it is passed over), with the early-stopping state (the patien
 
 Real parts: `python -m trainer` in cloud mode on the tiny model, stopped with SIGTERM as `docker stop` or
 a spot VM's soft-off stops it, and gcp-storage-emulator (a GCS JSON API server on loopback) as the bucket,
-reached through google-cloud-storage. A "new disk" is the run folder deleted between the two starts.
+reached through google-cloud-storage (and, where the stop's upload is cut off by the power-off, through
+the least-privilege gate of tests/standins/gcs_gate.py). A "new disk" is the run folder deleted between
+the two starts.
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.cloud.conftest import emulator_client
+from tests.standins.gcs_gate import Gate, Policy
 from tests.support import ROOT
 from trainer import checkpoints
 
@@ -136,6 +140,77 @@ def test_a_checkpoint_cut_off_mid_upload_is_never_resumed_from(runs):
     assert manifest["training"]["global_steps"] == 3 * STEPS_PER_EPOCH
     assert manifest["timing"]["attempts"] == 2  # the first attempt's record came back from the bucket
     assert not any(p.name.startswith(".restore-") for p in (run.out / "checkpoints").iterdir())
+
+
+class PowerOff(Gate):
+    """The gate in front of the emulator, and a power-off in the middle of the stop's upload: once `armed`,
+    the first upload goes through and the next one hangs (no answer, as from a VM that is gone) until
+    `released`; `holding` says the upload is cut there."""
+
+    def __init__(self, upstream_port: int, policy: Policy):
+        super().__init__(upstream_port, policy)
+        self.armed, self.holding, self.released = threading.Event(), threading.Event(), threading.Event()
+        self.uploads = 0
+
+    def _handler(self):
+        gate, base = self, super()._handler()
+
+        class Handler(base):
+            def do_POST(self):
+                if gate.armed.is_set() and self.path.startswith("/upload/"):
+                    gate.uploads += 1
+                    if gate.uploads > 1:
+                        gate.holding.set()
+                        gate.released.wait(300)
+                        self.close_connection = True
+                        return
+                super().do_POST()
+
+        return Handler
+
+
+def test_a_stop_whose_upload_the_power_off_cuts_resumes_from_the_last_complete_checkpoint(runs):
+    """A spot VM's soft-off whose checkpoint does not reach the bucket within the window (a model too big
+    for the grace): SIGTERM, the trainer saves the stop's checkpoint on the disk (complete: marker
+    written) and starts its upload; the power-off (SIGKILL) cuts the upload after its first file. The disk
+    keeps the whole stop checkpoint (a STOP termination keeps the disks); the bucket has the stop's copy
+    without its marker, and a run on a new disk resumes from the last complete periodic checkpoint."""
+    run = runs()
+    direct = run.emulator
+    port = int(direct.rsplit(":", 1)[1])
+    policy = Policy.from_iam_tf(
+        ROOT / "infra" / "iam.tf", "tweet-trainer-vm@demo.iam.gserviceaccount.com", run.bucket
+    )
+    step = STEPS_PER_EPOCH + 10
+    with PowerOff(port, policy) as gate:
+        run.emulator = gate.url  # the trainer's client: the VM's account, through the gate
+        proc = run.start()
+        log = run.out / "training.log"
+        deadline = time.monotonic() + 300
+        while not (log.is_file() and f"step {step}: " in log.read_text(errors="replace")):
+            assert proc.poll() is None and time.monotonic() < deadline, f"the run did not reach step {step}"
+            time.sleep(0.01)
+        gate.armed.set()
+        proc.send_signal(signal.SIGTERM)
+        assert gate.holding.wait(120), "the stop's checkpoint upload did not start"
+        proc.kill()  # the power-off
+        proc.communicate(timeout=60)
+        gate.released.set()
+    run.emulator = direct
+    stopped = checkpoints.step_of(checkpoints.scan(run.out / "checkpoints").newest)
+    assert stopped is not None and stopped >= step  # the disk has the whole stop checkpoint
+    cut = run.blobs(f"checkpoint-{stopped}/")
+    assert cut and checkpoints.MARKER not in cut  # its first file went up, the marker never did
+    assert checkpoints.MARKER in run.blobs(f"checkpoint-{STEPS_PER_EPOCH}/")
+
+    run.new_disk()
+    stderr = run.finish()
+    where = f"gs://{run.bucket}/checkpoints/run"
+    assert f"skipping {where}/checkpoint-{stopped}: no completion marker (cut off mid-upload)" in stderr
+    assert f"restored checkpoint-{STEPS_PER_EPOCH} from {where}" in stderr
+    manifest = run.manifest()
+    assert manifest["training"]["resumed_from"].endswith(f"checkpoint-{STEPS_PER_EPOCH}")
+    assert manifest["training"]["global_steps"] == 3 * STEPS_PER_EPOCH
 
 
 def test_early_stopping_stops_at_the_same_epoch_across_a_resume(runs):

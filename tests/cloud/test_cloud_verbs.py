@@ -15,28 +15,19 @@ loaded for real by google.auth). Everything after the SSH connection runs as it 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import time
-from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.cloud.conftest import emulator_client
-from tests.standins.gcs_gate import Gate, Policy
-from tests.standins.vm import LOGIN_USER, Laptop, StandInVM, build_standin_image, docker
-from tests.container.test_container import extra_ca_certs
-from tests.standins.google_provider.cloud import CLOUD_ENV, StandInCloud
-from tests.support import ROOT, require
+from tests.standins.deployment import Deployment as Cloud
+from tests.standins.deployment import commit
+from tests.standins.vm import LOGIN_USER, docker
 from trainer.config import all_keys
 
 pytestmark = [pytest.mark.slow, pytest.mark.container, pytest.mark.gcs]
-
-INSTANCE = "tweet-trainer"  # infra/'s default instance_name: the VM's name
-TIMINGS = ROOT / ".ci-cache" / "cloud-standin-timings.json"
 
 
 def run_args() -> str:
@@ -44,164 +35,6 @@ def run_args() -> str:
     if any(key == "runtime.require_gpu" for key, _, _ in all_keys()):
         args += " --set runtime.require_gpu=false"  # the stand-in has no GPU (the one thing it lacks)
     return args
-
-
-def copy_repo(dest: Path) -> str:
-    """The working tree as git sees it (tracked + untracked, not ignored), as a fresh repository."""
-    listing = ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"]
-    for name in subprocess.run(listing, cwd=ROOT, capture_output=True, check=True).stdout.split(b"\0"):
-        source = ROOT / os.fsdecode(name)
-        if name and source.is_file():
-            (dest / os.fsdecode(name)).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, dest / os.fsdecode(name))
-    return commit(dest, "the project, as shipped", init=True)
-
-
-def commit(repo: Path, message: str, init: bool = False) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}  # fmt: skip
-    steps = [["git", "init", "-q", "-b", "main"]] if init else []
-    steps += [["git", "add", "-A"], ["git", "commit", "-q", "-m", message]]
-    for step in steps:
-        subprocess.run(step, cwd=repo, env=env, check=True, capture_output=True)
-    return subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True
-    ).stdout.strip()
-
-
-@dataclass
-class Cloud:
-    repo: Path
-    laptop: Laptop
-    vm: StandInVM
-    gate: Gate
-    env: dict[str, str]
-    inventory: Path
-    emulator: str
-    bucket: str
-    compose_project: str
-    timings: dict[str, float]
-
-    def make(self, *args: str, env: dict[str, str] | None = None, timeout: int = 900):
-        vars_ = [f"VENV={ROOT / '.venv'}", f"SSH_KEY={self.laptop.key}", f"INVENTORY={self.inventory}"]
-        return subprocess.run(
-            ["make", "--no-print-directory", *vars_, *args],
-            cwd=self.repo, env={**self.env, **(env or {})}, capture_output=True, text=True, timeout=timeout,
-        )  # fmt: skip
-
-    def run_dirs(self) -> set[str]:
-        return {p.name for p in (self.vm.data_mount / "runs").iterdir()}
-
-    def containers(self) -> str:
-        label = f"label=com.docker.compose.project={self.compose_project}"
-        return docker("ps", "-a", "-q", "--filter", label).stdout.strip()
-
-    def manifest(self, run: str) -> dict:
-        blob = emulator_client(self.emulator).bucket(self.bucket).blob(f"runs/{run}/manifest.json")
-        return json.loads(blob.download_as_bytes())
-
-
-def adc_file(path: Path) -> Path:
-    """What `gcloud auth application-default login` writes (a user's refresh token), with made-up values."""
-    path.write_text(json.dumps({
-        "type": "authorized_user", "client_id": "stand-in.apps.googleusercontent.com",
-        "client_secret": "stand-in-secret", "refresh_token": "stand-in-refresh-token",
-        "quota_project_id": "stand-in-project",
-    }))  # fmt: skip
-    return path
-
-
-def compose_overrides(gate: Gate) -> str:
-    """The stand-in's compose file: CPU override's partner (host network: the CI engine has no bridge;
-    the local base image for the one registry image; the gate in place of storage.googleapis.com)."""
-    service = {
-        "build": {"network": "host", "args": {"BASE_IMAGE": os.environ["TRAINER_TEST_BASE_IMAGE"],
-                                              "EXTRA_CA_CERTS": extra_ca_certs()}},
-        "network_mode": "host",
-        "environment": {"STORAGE_EMULATOR_HOST": gate.url},
-    }  # fmt: skip
-    return json.dumps({"services": {"trainer": service}}, indent=2) + "\n"  # JSON is YAML
-
-
-@pytest.fixture(scope="module")
-def cloud(tmp_path_factory, gcs_emulator, stand_in_google):
-    for tool_name in ("ssh", "ssh-keygen", "docker", "make", "git"):
-        require(shutil.which(tool_name), f"`{tool_name}` is not installed (.ci/apt-packages.txt)")
-    info = subprocess.run(
-        ["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True
-    )
-    require(info.returncode == 0, "no Docker engine answers at DOCKER_HOST (.ci/services.d/10-docker.sh)")
-    require(
-        os.environ.get("TRAINER_TEST_BASE_IMAGE"),
-        "TRAINER_TEST_BASE_IMAGE is not set (.ci/build-base-image.sh)",
-    )
-    timings: dict[str, float] = {}
-    started = time.monotonic()
-    tmp = tmp_path_factory.mktemp("cloud")
-    repo = tmp / "repo"
-    repo.mkdir()
-    copy_repo(repo)
-    laptop = Laptop(tmp / "laptop")
-    address = f"127.77.{os.getpid() // 250 % 250}.{os.getpid() % 250 + 1}"
-    vm = StandInVM(tmp / "vm", build_standin_image(os.environ["TRAINER_TEST_BASE_IMAGE"]), laptop, address)
-    timings["standin_image_s"] = time.monotonic() - started
-
-    # Terraform's half of `make infra-up`, for real, with the stand-in google provider.
-    env = {**stand_in_google.env(repo / "infra"), CLOUD_ENV: str(tmp / "stand-in-cloud.json")}
-    StandInCloud(Path(env[CLOUD_ENV])).instance_address(INSTANCE, address)
-    (repo / "infra" / "terraform.tfvars").write_text(
-        'project_id = "stand-in-project"\nssh_source_ranges = ["127.0.0.1/32"]\n'
-        f'ssh_public_key_path = "{laptop.key}.pub"\n'
-    )
-    inventory = tmp / "hosts.yml"
-    env.update({
-        "GOOGLE_APPLICATION_CREDENTIALS": str(adc_file(laptop.home / "adc.json")),
-        "NO_GCE_CHECK": "true",  # no probe of a metadata server outside loopback
-        "STORAGE_EMULATOR_HOST": gcs_emulator,  # the laptop's own bucket access (the project's owner)
-        "SSH_KNOWN_HOSTS": str(laptop.known_hosts),
-        "SSH_PORT": str(vm.port),
-        "TRAINER_VM_PROJECT_DIR": str(vm.project_dir),
-        "TRAINER_VM_DATA_MOUNT": str(vm.data_mount),
-    })  # fmt: skip
-    cloud = Cloud(repo, laptop, vm, None, env, inventory, gcs_emulator, "", "", timings)  # type: ignore[arg-type]
-    step = time.monotonic()
-    done = cloud.make("infra-apply", "AUTO_APPROVE=1", timeout=600)
-    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
-    assert "Apply complete! Resources:" in done.stdout and f"make_inventory: wrote {inventory}" in done.stdout
-    timings["terraform_apply_and_inventory_s"] = time.monotonic() - step
-    commit(repo, "Terraform's lock file, as `terraform init` advises")  # the tree is clean again
-    shown = subprocess.run(["python3", "scripts/make_inventory.py", "--show", "--out", str(inventory)],
-                           cwd=repo, capture_output=True, text=True, check=True).stdout  # fmt: skip
-    connection = dict(line.split("=", 1) for line in shown.splitlines())
-    assert connection["host"] == address and connection["port"] == str(vm.port)
-    cloud.bucket = connection["bucket_url"].removeprefix("gs://")
-    output = ["terraform", "-chdir=infra", "output", "-raw", "service_account_email"]
-    account = subprocess.run(output, cwd=repo, env=env, capture_output=True, text=True, check=True).stdout
-
-    with ExitStack() as stack:
-        # What the bucket resource is on GCP: new and empty for this stand-in. The emulator serves the
-        # whole session, and another module's stand-in (same Terraform names) may have made it already.
-        gcs = emulator_client(gcs_emulator)
-        if gcs.lookup_bucket(cloud.bucket) is None:
-            gcs.create_bucket(cloud.bucket)
-        for blob in gcs.list_blobs(cloud.bucket):
-            blob.delete()
-        port = int(gcs_emulator.rsplit(":", 1)[1])
-        cloud.gate = stack.enter_context(
-            Gate(port, Policy.from_iam_tf(repo / "infra" / "iam.tf", account, cloud.bucket))
-        )
-        stack.callback(vm.remove)
-        step = time.monotonic()
-        vm.start()
-        cloud.compose_project = f"standin{os.getpid()}"
-        vm.provision(repo, connection["bucket_url"], {"COMPOSE_PROJECT_NAME": cloud.compose_project},
-                     compose_overrides(cloud.gate))  # fmt: skip
-        timings["vm_boot_and_provision_s"] = time.monotonic() - step
-        stack.callback(vm.ssh, f"cd {vm.project_dir} && sudo docker compose down --volumes --rmi local")
-        yield cloud
-    timings["total_s"] = time.monotonic() - started
-    TIMINGS.parent.mkdir(exist_ok=True)
-    TIMINGS.write_text(json.dumps({k: round(v, 1) for k, v in timings.items()}, indent=2) + "\n")
 
 
 def error_lines(done: subprocess.CompletedProcess) -> list[str]:
@@ -291,11 +124,11 @@ def test_credentials_are_really_loaded(cloud, tmp_path):
 
 
 def test_a_stopped_vm_is_one_line(cloud, tiny_csv):
-    cloud.vm.stop()
+    cloud.vm.soft_off()
     try:
         done = cloud.make("train", "MODE=cloud", "RUN=ok", f"DATA={tiny_csv}")
     finally:
-        cloud.vm.resume()
+        cloud.vm.boot()
     assert done.returncode != 0
     (line,) = error_lines(done)
     assert line.startswith(f"error: cannot reach the VM over SSH at {LOGIN_USER}@{cloud.vm.address}"), line

@@ -1,35 +1,24 @@
-"""Cloud runs that survive: detached from the SSH session, stopped as a spot VM's soft-off stops them,
-resumed from the bucket on a new disk, listed and stopped by hand, and the idle stop.
+"""Cloud runs that survive a dropped connection, listed and stopped by hand.
 
-The stand-in VM of tests/standins/vm.py (Debian's sshd in a container, the real Docker engine, the GCS
-emulator behind the least-privilege gate) with the run manager the trainer_host role installs
-(/usr/local/sbin/trainer-run). What stands in, beyond that harness: systemd. The stand-in has none, so
-`trainer-run start` runs the unit's ExecStart (`trainer-run exec NAME`) in a session of its own there, and
-these tests call the unit's other commands as systemd would: ExecStop (`trainer-run halt NAME`, docker
-stop: what GCE's ACPI soft-off leads to) and, after a "new disk", ExecStart again (what an enabled unit
-does at boot). The unit files themselves are checked by systemd-analyze (test_run_units.py). The idle
-stop's command is a file the test sees: a real shutdown is out of reach in CI.
+The booted stand-in VM (tests/standins/vm.py: systemd as PID 1, the run units and the idle timer the real
+playbook installed over SSH, the Docker engine the CI's, the GCS emulator behind the least-privilege
+gate). Soft-offs, boots and the idle power-off are test_booted_vm.py's.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from tests import support
-from tests.cloud import test_cloud_verbs
 from tests.cloud.conftest import emulator_client
-from tests.standins.vm import RUN_MANAGER, docker
-from tests.cloud.test_cloud_verbs import Cloud
+from tests.standins.deployment import Deployment as Cloud
+from tests.standins.vm import docker
 from tests.support import ROOT, logged_step
-
-stand_in = test_cloud_verbs.cloud  # the `cloud` fixture: this module's own stand-in VM (module-scoped)
 
 pytestmark = [pytest.mark.slow, pytest.mark.container, pytest.mark.gcs]
 
@@ -41,6 +30,12 @@ LONG_RUN = (
     "--set train.gradient_accumulation_steps=1 --set train.eval_batch_size=64 --set train.learning_rate=5e-3 "
     "--set runtime.require_gpu=false"
 )
+
+
+@pytest.fixture(scope="module")
+def stand_in(cloud):
+    """The session's stand-in deployment (tests/cloud/conftest.py)."""
+    return cloud
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -136,11 +131,6 @@ def test_a_dropped_connection_leaves_the_run_going_and_make_logs_shows_it_all(
     assert f"run {run} goes on there: make logs RUN={run} reattaches" in err, out[-2000:] + err[-2000:]
     assert state(cloud, run) == "running"
 
-    # A run keeps the VM up: the idle stop does not fire, however old its last note of activity.
-    cloud.vm.must("sudo mkdir -p /run/trainer-run && sudo touch -d '-30 minutes' /run/trainer-run/last-busy")
-    cloud.vm.must(f"sudo {RUN_MANAGER} idle-check")
-    assert not cloud.vm.idle_stop_mark.exists()
-
     done = cloud.make("logs", f"RUN={run}", timeout=600)  # reattach: follows until the run ends
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     lines = done.stdout.splitlines()
@@ -155,74 +145,6 @@ def test_a_dropped_connection_leaves_the_run_going_and_make_logs_shows_it_all(
     assert manifest["training"]["global_steps"] == 3 * STEPS_PER_EPOCH
     assert manifest["timing"]["attempts"] == 1
     assert state(cloud, run) == "finished"
-
-    # Nothing runs any more: after the idle time the host runs its stop command.
-    cloud.vm.must("sudo touch -d '-11 minutes' /run/trainer-run/last-busy")  # 10 minutes: the setting
-    cloud.vm.must(f"sudo {RUN_MANAGER} idle-check")
-    assert cloud.vm.idle_stop_mark.exists(), "the idle stop did not fire"
-    cloud.vm.idle_stop_mark.unlink()
-
-
-def test_preempted_run_resumes_from_the_bucket_on_a_new_disk(stand_in, tiny_csv, tiny_model_dir):
-    """GCE's soft-off stops the unit (ExecStop: docker stop, SIGTERM) mid-epoch; the disk is new (the run
-    folder wiped); the unit starts again (ExecStart): the run resumes from the bucket and ends where an
-    uninterrupted run with the same seed ends."""
-    cloud = stand_in
-    figures: dict[str, object] = {}
-    reference = train(cloud, "preempt-ref", tiny_csv, tiny_model_dir)
-    assert reference.returncode == 0, (reference.stdout + reference.stderr)[-3000:]
-    uninterrupted = cloud.manifest("preempt-ref")
-
-    run = "preempt-1"
-    done = tf_cloud(cloud, "start", run, *LONG_RUN.split(), timeout=900, DATA=str(tiny_csv),
-                    MODEL=str(tiny_model_dir))  # fmt: skip
-    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-    wait_for(lambda: logged_step(run_folder(cloud, run), STEPS_PER_EPOCH + 15), "step 75 (mid second epoch)")
-    before = set(markers(cloud, run))
-    sent = time.time()
-    cloud.vm.must(f"sudo {RUN_MANAGER} halt {run}")  # the unit's ExecStop: docker stop
-    halted = time.time()
-    wait_for(lambda: state(cloud, run) != "running", "the run's end")
-    assert state(cloud, run) == "interrupted"
-    new = {step: blob for step, blob in markers(cloud, run).items() if step not in before}
-    # The newest is the checkpoint saved on SIGTERM, at the step it stopped. The tiny model's steps are
-    # fast: on a busy machine the stop can land after the second epoch's end, whose own checkpoint then
-    # comes first; the run is still interrupted before its end.
-    step = max(new, default=0)
-    assert STEPS_PER_EPOCH + 15 <= step < 3 * STEPS_PER_EPOCH, (sorted(before), sorted(new))
-    assert all(s % STEPS_PER_EPOCH == 0 for s in new if s != step), (sorted(before), sorted(new))
-    in_bucket = new[step].time_created.timestamp() if new[step].time_created else halted
-    figures["sigterm_to_checkpoint_in_bucket_s"] = round(in_bucket - sent, 2)
-    figures["docker_stop_s"] = round(halted - sent, 2)
-    assert in_bucket - sent < 25, "the checkpoint must be in the bucket within the stop grace period"
-
-    # A new disk: the run folder is gone; the unit starts again as at boot, with the run's own arguments.
-    cloud.vm.must(f"sudo rm -rf {run_folder(cloud, run)}")
-    restarted = time.monotonic()
-    cloud.vm.must(f"sudo {RUN_MANAGER} start {run}")
-    wait_for(lambda: logged_step(run_folder(cloud, run), step + 1), f"the first step after {step}")
-    figures["restart_to_first_step_after_resume_s"] = round(time.monotonic() - restarted, 2)
-    done = cloud.make("logs", f"RUN={run}", timeout=600)
-    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-    log = done.stdout
-    assert f"restored checkpoint-{step} from gs://{cloud.bucket}/checkpoints/{run}" in log
-    restore_line = next(line for line in log.splitlines() if f"restored checkpoint-{step} from" in line)
-    figures["restore_from_bucket_s"] = float(restore_line.rsplit(" in ", 1)[1].split()[0])
-
-    resumed = cloud.manifest(run)
-    assert resumed["training"]["resumed_from"].endswith(f"checkpoint-{step}")
-    assert resumed["training"]["global_steps"] == uninterrupted["training"]["global_steps"]
-    assert resumed["test_f1_macro"] == pytest.approx(uninterrupted["test_f1_macro"], abs=0.01)
-    assert resumed["timing"]["attempts"] == 2  # the attempts record came back from the bucket too
-    figures.update(
-        checkpoint_step=step,
-        global_steps={"resumed": resumed["training"]["global_steps"],
-                      "uninterrupted": uninterrupted["training"]["global_steps"]},
-        test_macro_f1={"resumed": resumed["test_f1_macro"], "uninterrupted": uninterrupted["test_f1_macro"]},
-    )  # fmt: skip
-    FIGURES.parent.mkdir(exist_ok=True)
-    FIGURES.write_text(json.dumps(figures, indent=2) + "\n")
-    print(json.dumps(figures))
 
 
 def test_stop_checkpoints_and_runs_lists_the_vm_and_the_bucket(stand_in, tiny_csv, tiny_model_dir):

@@ -1,36 +1,94 @@
 """The VM's run manager as the trainer_host role installs it: the systemd units checked by systemd's own
-`systemd-analyze verify` (the stand-in VM has no systemd to run them: tests/cloud/test_detached_runs.py
-runs their ExecStart/ExecStop commands there), the stop timeouts against GCE's 30 s soft-off, the
-settings file as the script reads it, and the shell scripts through shellcheck."""
+`systemd-analyze verify` (tests/cloud/test_detached_runs.py runs them on the stand-in VM), each VM kind's
+stop budget (the container's stop grace period and the unit's stop timeout, rendered by Ansible from
+the role's defaults for a spot and a standard VM) against GCE's soft-off window, the settings file as
+the script reads it, and the shell scripts through shellcheck."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
 
+import jinja2
 import pytest
 import yaml
 
-from tests.standins.vm import ROLE, RUN_MANAGER, render_role_template
-from tests.support import ROOT, require
+from tests.standins.vm import RUN_MANAGER
+from tests.support import ROOT, require, tool
 
-SPOT_SOFT_OFF_S = 30  # DESIGN.md: 30 s between a spot VM's ACPI soft-off and its power-off
-DEFAULTS = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
+ROLE = ROOT / "ansible" / "roles" / "trainer_host"
+# DESIGN.md: GCE powers a VM off this many seconds after its ACPI soft-off.
+SOFT_OFF_S = {"spot": 30, "standard": 120}
 
 
-def unit_files(folder: Path, script: Path, **changes: str) -> list[Path]:
-    """The role's units as it installs them, with the run manager at `script` (systemd-analyze checks
-    that ExecStart names an executable) and `changes` as `Key=value` replacements."""
+def render_role_template(name: str, **variables) -> str:
+    """One of the trainer_host role's templates rendered with plain Jinja2 (StrictUndefined, as Ansible
+    renders; Ansible's `quote` filter is shlex.quote)."""
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    env.filters["quote"] = shlex.quote
+    return env.from_string((ROLE / "templates" / name).read_text()).render(**variables)
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory) -> dict[str, dict[str, str]]:
+    """What the role writes on a spot and on a standard VM, rendered by Ansible itself: an inventory of two
+    local hosts that differ only in `trainer_host_spot` (as scripts/make_inventory.py writes it), and a
+    role named trainer_host made of the real one's defaults, argument specs and templates (so Ansible
+    resolves the derived defaults and checks them against the specs) whose tasks only write the compose
+    .env and the run's unit into a folder per host. VM kind -> {file name: text}."""
+    work = tmp_path_factory.mktemp("stop-budget")
+    role = work / "roles" / "trainer_host"
+    (role / "tasks").mkdir(parents=True)
+    for part in ("defaults", "meta", "templates"):
+        (role / part).symlink_to(ROLE / part)
+    user = subprocess.run(["id", "-un"], capture_output=True, text=True, check=True).stdout.strip()
+    tasks = [
+        {"name": "Read the owner's ids", "ansible.builtin.getent": {"database": "passwd", "key": user}},
+        {
+            "name": "Write the compose .env and the run's unit",
+            "ansible.builtin.template": {"src": "{{ item }}.j2", "mode": "0644",
+                                         "dest": f"{work}/" + "{{ inventory_hostname }}-{{ item }}"},
+            "loop": ["env", "trainer-run@.service"],
+        },
+    ]  # fmt: skip
+    (role / "tasks" / "main.yml").write_text(yaml.safe_dump(tasks, sort_keys=False))
+    (work / "play.yml").write_text(
+        yaml.safe_dump([{"name": "Render", "hosts": "all", "gather_facts": False, "roles": ["trainer_host"]}])
+    )
+    python = Path(tool("ansible-playbook")).parent / "python"
+    common = {"ansible_connection": "local", "ansible_python_interpreter": str(python),
+              "trainer_host_owner": user}  # fmt: skip
+    hosts = {kind: {**common, "trainer_host_spot": kind == "spot"} for kind in SOFT_OFF_S}
+    (work / "hosts.yml").write_text(json.dumps({"all": {"hosts": hosts}}))
+    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(work / "roles"), "ANSIBLE_NOCOLOR": "1"}
+    done = subprocess.run(
+        [tool("ansible-playbook"), "-i", "hosts.yml", "play.yml"],
+        cwd=work, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    return {
+        kind: {name: (work / f"{kind}-{name}").read_text() for name in ("env", "trainer-run@.service")}
+        for kind in SOFT_OFF_S
+    }
+
+
+def setting(text: str, key: str) -> str:
+    (value,) = re.findall(rf"^{key}=(.*)$", text, flags=re.M)
+    return value
+
+
+def unit_files(folder: Path, script: Path, unit: str, **changes: str) -> list[Path]:
+    """The role's units as it installs them (`unit`: the run's, as rendered for a VM), with the run
+    manager at `script` (systemd-analyze checks that ExecStart names an executable) and `changes` as
+    `Key=value` replacements."""
     folder.mkdir()
     texts = {
-        "trainer-run@.service": render_role_template(
-            "trainer-run@.service.j2",
-            trainer_host_data_mount="/mnt/trainer-data",
-            trainer_host_project_dir="/opt/trainer",
-            trainer_host_run_stop_timeout=DEFAULTS["trainer_host_run_stop_timeout"],
-        ),
+        "trainer-run@.service": unit,
         **{name: (ROLE / "files" / name).read_text() for name in ("trainer-idle-stop.service",
                                                                    "trainer-idle-stop.timer")},
     }  # fmt: skip
@@ -56,24 +114,38 @@ def script(tmp_path) -> Path:
     return copy
 
 
-def test_the_units_pass_systemd_analyze_verify(tmp_path, script):
-    done = verify(unit_files(tmp_path / "units", script))
+@pytest.mark.ansible
+@pytest.mark.parametrize("kind", list(SOFT_OFF_S))
+def test_the_units_pass_systemd_analyze_verify(tmp_path, script, rendered, kind):
+    done = verify(unit_files(tmp_path / "units", script, rendered[kind]["trainer-run@.service"]))
     assert done.returncode == 0 and not (done.stdout + done.stderr).strip(), done.stdout + done.stderr
 
 
-def test_systemd_analyze_catches_a_broken_unit(tmp_path, script):
-    done = verify(unit_files(tmp_path / "units", script, KillMode="sometimes"))
+@pytest.mark.ansible
+def test_systemd_analyze_catches_a_broken_unit(tmp_path, script, rendered):
+    unit = rendered["spot"]["trainer-run@.service"]
+    done = verify(unit_files(tmp_path / "units", script, unit, KillMode="sometimes"))
     assert "Failed to parse kill mode specification" in done.stdout + done.stderr
 
 
-def test_a_run_stops_within_the_spot_soft_off():
-    """docker stop waits the compose stop grace period, then kills; systemd's stop timeout is above it (it
-    must not cut the checkpoint short) and within GCE's 30 s."""
+@pytest.mark.ansible
+@pytest.mark.parametrize(("kind", "grace", "timeout"), [("spot", 25, 27), ("standard", 110, 115)])
+def test_a_run_stops_within_its_vms_soft_off(rendered, kind, grace, timeout):
+    """docker stop waits the container's stop grace period (the .env's, for compose), then kills; systemd's
+    stop timeout is above it (it must not cut the checkpoint short) and within GCE's soft-off window for
+    the VM's provisioning model (30 s spot, 120 s standard), the rest left to the VM's own shutdown."""
+    env, unit = rendered[kind]["env"], rendered[kind]["trainer-run@.service"]
+    assert setting(env, "TRAINER_STOP_GRACE_PERIOD") == f"{grace}s"
+    assert setting(unit, "TimeoutStopSec") == str(timeout)
+    assert grace < timeout <= SOFT_OFF_S[kind]
+
+
+def test_compose_takes_the_grace_from_the_env_and_falls_back_to_the_spot_one():
+    """docker-compose.yml's stop_grace_period is the .env's TRAINER_STOP_GRACE_PERIOD; without a .env
+    (compose run on a laptop) the spot VM's grace, the shorter one."""
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     grace = compose["services"]["trainer"]["stop_grace_period"]
-    assert grace.endswith("s")
-    timeout = DEFAULTS["trainer_host_run_stop_timeout"]
-    assert int(grace[:-1]) < timeout <= SPOT_SOFT_OFF_S
+    assert grace == "${TRAINER_STOP_GRACE_PERIOD:-25s}"
 
 
 def test_the_settings_file_reads_back_as_written(tmp_path):

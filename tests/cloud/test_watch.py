@@ -226,6 +226,21 @@ def test_missing_tfvars_says_how_to_make_them(tmp_path):
     )
 
 
+def make_env(tf: Terraform, tmp_path: Path, gcs_url: str) -> tuple[dict[str, str], Path, Path]:
+    """What a user's `make` of a cloud verb has: an SSH key, application-default credentials (a file
+    the pre-flight check loads), the stand-in provider's Terraform; and where the inventory goes."""
+    key, adc = tmp_path / "id_ed25519", tmp_path / "adc.json"
+    key.write_text("a key file\n")
+    adc.write_text(json.dumps({"type": "authorized_user", "client_id": "c", "client_secret": "s",
+                               "refresh_token": "r", "quota_project_id": "stand-in-project"}))  # fmt: skip
+    env = {k: v for k, v in tf.env.items() if k not in ("SSH_PORT", "INFRA_DIR", "TFVARS", "AUTO_APPROVE")}
+    env.update({"GOOGLE_APPLICATION_CREDENTIALS": str(adc), "NO_GCE_CHECK": "true",
+                "STORAGE_EMULATOR_HOST": gcs_url})  # fmt: skip
+    for name in ("PROVISION_COMMAND", "INVENTORY_COMMAND", "PROVISION_ALWAYS"):
+        env.pop(name, None)
+    return env, key, tmp_path / "hosts.yml"
+
+
 def test_make_watch_brings_a_preempted_vm_back_and_restarts_the_run(tf, tmp_path, gcs_emulator, bucket):
     """The make target as a user runs it: preflight, init, then the script with the inventory rewritten
     by `make inventory` and the run (re)started by WATCH_START (here: a stand-in that finishes)."""
@@ -233,14 +248,9 @@ def test_make_watch_brings_a_preempted_vm_back_and_restarts_the_run(tf, tmp_path
     tf.apply()
     tf.cloud.set_attributes(VM, "tweet-trainer", current_status="TERMINATED")
     tf.cloud.instance_address("tweet-trainer", "127.0.0.9")
-    key, adc, inventory, finish = (tmp_path / n for n in ("id_ed25519", "adc.json", "hosts.yml", "finish.py"))
-    key.write_text("a key file\n")
-    adc.write_text(json.dumps({"type": "authorized_user", "client_id": "c", "client_secret": "s",
-                               "refresh_token": "r", "quota_project_id": "stand-in-project"}))  # fmt: skip
+    env, key, inventory = make_env(tf, tmp_path, gcs_emulator)
+    finish = tmp_path / "finish.py"
     finish.write_text("\n".join(finish_run()[2].split("; ")) + "\n")
-    env = {k: v for k, v in tf.env.items() if k not in ("SSH_PORT", "INFRA_DIR", "TFVARS")}
-    env.update({"GOOGLE_APPLICATION_CREDENTIALS": str(adc), "NO_GCE_CHECK": "true",
-                "STORAGE_EMULATOR_HOST": gcs_emulator})  # fmt: skip
     done = subprocess.run(
         ["make", "--no-print-directory", "watch", f"RUN={RUN}", f"INFRA_DIR={tf.workdir}",
          f"TFVARS={tfvars(tmp_path)}", f"SSH_KEY={key}", f"INVENTORY={inventory}", "WATCH_SLEEP=0",
@@ -253,6 +263,96 @@ def test_make_watch_brings_a_preempted_vm_back_and_restarts_the_run(tf, tmp_path
     assert said[-1] == f"watch: run {RUN} is finished: gs://{BUCKET}/runs/{RUN}/manifest.json"
     (host,) = yaml.safe_load(inventory.read_text())["trainer"]["hosts"].values()
     assert host["ansible_host"] == "127.0.0.9" and host["ansible_ssh_private_key_file"] == str(key)
+
+
+# ---- a VM made anew is provisioned before the verb says done ---------------------------------------
+
+
+def recorder(tmp_path: Path) -> tuple[str, Path]:
+    """A stand-in for `make provision`: each call adds a line to a log, with the address the inventory
+    holds then (provisioning must reach the new VM, so the inventory is written first)."""
+    script, log = tmp_path / "record.py", tmp_path / "provisioned.log"
+    script.write_text(
+        "import sys\nfrom pathlib import Path\n"
+        "hosts = [line.split()[-1].strip('\\'\"') for name in sys.argv[2:] if Path(name).is_file()\n"
+        "         for line in Path(name).read_text().splitlines() if 'ansible_host:' in line]\n"
+        "with open(sys.argv[1], 'a') as log:\n    log.write(' '.join(['provisioned', *hosts]) + '\\n')\n"
+    )
+    return f"{sys.executable} {script} {log} {tmp_path / 'hosts.yml'}", log
+
+
+def provisioned(log: Path) -> list[str]:
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def test_converge_provisions_a_vm_the_apply_made_anew_and_only_that_one(tf, tmp_path, gcs_emulator):
+    """A first create and a replacement (spot is ForceNew in the google provider: Terraform destroys
+    the VM and creates another, with a bare boot disk) are provisioned; an apply that keeps the VM is
+    not. make infra-apply runs this converge."""
+    provision, log = recorder(tmp_path)
+
+    def converge(**variables) -> subprocess.CompletedProcess:
+        done = cloud_watch(
+            tf, tmp_path, gcs_emulator, "converge", "--auto-approve", "--provision", provision,
+            variables=variables,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr
+        return done
+
+    done = converge(spot=False)
+    assert "watch: provisioning the new VM: " in "\n".join(lines(done))
+    assert provisioned(log) == ["provisioned"]
+    (first,) = tf.cloud.resources(VM)
+    done = converge(spot=False)  # nothing to change: the same VM, already provisioned
+    assert lines(done)[-1] == (
+        "watch: the VM was there before: not provisioned again (make provision re-runs the playbook)"
+    )
+    assert provisioned(log) == ["provisioned"]
+    done = converge(spot=True)
+    assert "google_compute_instance.trainer[0] must be replaced" in done.stdout
+    assert provisioned(log) == ["provisioned", "provisioned"]
+    (second,) = tf.cloud.resources(VM)
+    assert second["instance_id"] != first["instance_id"]
+    assert second["scheduling"][0]["provisioning_model"] == "SPOT"
+
+
+def test_a_failed_provisioning_says_to_run_make_provision(tf, tmp_path, gcs_emulator):
+    """The next apply keeps the VM and would not provision it: the error says what to run."""
+    done = cloud_watch(tf, tmp_path, gcs_emulator, "converge", "--auto-approve", "--provision", "false")
+    assert done.returncode == 1
+    assert done.stderr == "error: provisioning the new VM failed (see above): fix it, then make provision\n"
+
+
+def test_make_infra_apply_provisions_a_replaced_vm_and_infra_up_any_vm(tf, tmp_path, gcs_emulator):
+    """The make targets as a user runs them, with PROVISION_COMMAND standing in for `make provision`:
+    infra-apply writes the inventory, then provisions the VM only when the apply replaced it; infra-up
+    provisions whatever the apply did."""
+    tf.cloud.instance_address("tweet-trainer", "127.0.0.2")
+    tf.apply()
+    tf.cloud.instance_address("tweet-trainer", "127.0.0.5")  # a new VM gets another ephemeral address
+    provision, log = recorder(tmp_path)
+    env, key, inventory = make_env(tf, tmp_path, gcs_emulator)
+
+    def make(target: str, **variables) -> subprocess.CompletedProcess:
+        done = subprocess.run(
+            ["make", "--no-print-directory", target, f"INFRA_DIR={tf.workdir}", "AUTO_APPROVE=1",
+             f"TFVARS={tfvars(tmp_path, **variables)}", f"SSH_KEY={key}", f"INVENTORY={inventory}",
+             f"PROVISION_COMMAND={provision}"],
+            capture_output=True, text=True, env=env, timeout=600, cwd=ROOT,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        return done
+
+    make("infra-apply", spot=True)
+    assert provisioned(log) == ["provisioned 127.0.0.5"]  # the replaced VM, at its new address
+    done = make("infra-apply", spot=True)
+    assert provisioned(log) == ["provisioned 127.0.0.5"]  # nothing changed: not again
+    assert "watch: the VM was there before: not provisioned again" in done.stdout
+    (host,) = yaml.safe_load(inventory.read_text())["trainer"]["hosts"].values()
+    assert host["ansible_host"] == "127.0.0.5"
+    done = make("infra-up", spot=True)
+    assert provisioned(log) == ["provisioned 127.0.0.5"] * 2  # once, though the VM was kept
+    assert "watch: provisioning the VM: " in done.stdout
 
 
 def load_script():

@@ -33,6 +33,7 @@ EXPECTED = {
                 "trainer_host_main_address": "",
                 "trainer_host_rendezvous_port": 29500,
                 "trainer_host_hourly_cost_usd": 0.0,  # the recorded outputs predate price_inputs
+                "trainer_host_spot": True,  # so the provisioning model is unknown: spot, the shorter window
                 "trainer_host_project_dir": "/opt/trainer",
                 "trainer_host_data_mount": "/mnt/trainer-data",
             }
@@ -245,21 +246,56 @@ def test_make_inventory_target(tmp_path):
 ENV_TEMPLATE = ROOT / "ansible" / "roles" / "trainer_host" / "templates" / "env.j2"
 
 
+ROLE_DEFAULTS = yaml.safe_load((ROOT / "ansible/roles/trainer_host/defaults/main.yml").read_text())
+
+
+def _ansible_bool(value) -> bool:
+    """Ansible's `bool` filter (Jinja2 has none)."""
+    return value if isinstance(value, bool) else str(value).strip().lower() in {"yes", "on", "1", "true"}
+
+
+def role_vars(host: dict) -> dict:
+    """The trainer_host role's variables for a host as Ansible resolves them: the role's defaults under
+    the inventory's host variables, each default that is a template evaluated (native types, as Ansible's
+    templating gives them) once the variables it names are known; the ones that need facts or the
+    playbook's folder (or an Ansible-only filter) stay as they are: env.j2 reads none of them."""
+    import jinja2
+    from jinja2.nativetypes import NativeEnvironment
+
+    env = NativeEnvironment(undefined=jinja2.StrictUndefined)
+    env.filters["bool"] = _ansible_bool
+    values = {**ROLE_DEFAULTS, **host}
+    pending = {k for k, v in values.items() if isinstance(v, str) and "{{" in v}
+    while pending:
+        done = set()
+        for key in pending:
+            try:
+                values[key] = env.from_string(values[key]).render(**values)
+                done.add(key)
+            except (jinja2.UndefinedError, jinja2.TemplateAssertionError):  # a fact, an Ansible-only filter
+                continue
+        if not done:
+            break
+        pending -= done
+    return values
+
+
 def render_env(host: dict) -> dict[str, str]:
-    """The role's env.j2 rendered with a host's inventory variables (Jinja2 with undefined names as
-    errors, as Ansible renders it; the getent fact the template reads stands in for the VM's)."""
+    """The role's env.j2 rendered with a host's inventory variables over the role's defaults (Jinja2 with
+    undefined names as errors, as Ansible renders it; the getent fact the template reads stands in for
+    the VM's)."""
     import jinja2
 
-    template = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True).from_string(
-        ENV_TEMPLATE.read_text()
-    )
-    text = template.render(
-        **host,
-        trainer_host_mode="cloud",
-        trainer_host_image="tweet-trainer:latest",
-        trainer_host_owner="trainer",
-        trainer_host_bucket_url=host["trainer_bucket_url"],
-        ansible_facts={"getent_passwd": {"trainer": ["x", "1000", "1000"]}},
+    template = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    template.filters["bool"] = _ansible_bool
+    text = template.from_string(ENV_TEMPLATE.read_text()).render(
+        **role_vars(
+            {
+                **host,
+                "trainer_host_owner": "trainer",
+                "ansible_facts": {"getent_passwd": {"trainer": ["x", "1000", "1000"]}},
+            }
+        )
     )
     return dict(line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#"))
 
@@ -329,6 +365,35 @@ def test_the_hourly_price_reaches_every_vms_env_and_the_cloud_config(changes, ho
     monkeypatch.setenv("TRAINER_HOURLY_COST_USD", env["TRAINER_HOURLY_COST_USD"])
     cfg = load_config(ROOT / "config" / "cloud.yaml", "cloud", {})
     assert cfg.runtime.hourly_cost_usd == pytest.approx(hourly, abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("inputs", "spot", "grace"),
+    [
+        (price_inputs(spot=True), True, "25s"),
+        (price_inputs(spot=False), False, "110s"),
+        (None, True, "25s"),  # outputs from before price_inputs: the shorter, spot window
+    ],
+)
+def test_the_provisioning_model_sets_each_vms_stop_grace(inputs, spot, grace):
+    """Terraform's price_inputs.spot -> the inventory's trainer_host_spot -> the role's stop budget -> the
+    .env's TRAINER_STOP_GRACE_PERIOD, which docker-compose.yml makes the container's stop_grace_period."""
+    data = outputs(price_inputs=inputs)
+    done = run("--from", "-", "--out", "-", "--ssh-key", "/k", stdin=json.dumps(data))
+    assert done.returncode == 0, done.stderr
+    (host,) = yaml.safe_load(done.stdout)["trainer"]["hosts"].values()
+    assert host["trainer_host_spot"] is spot
+    assert render_env(host)["TRAINER_STOP_GRACE_PERIOD"] == grace
+
+
+def test_a_provisioning_model_that_is_not_a_bool_is_one_error(tmp_path):
+    out = tmp_path / "hosts.yml"
+    done = run(
+        "--from", "-", "--out", str(out), stdin=json.dumps(outputs(price_inputs=price_inputs(spot="yes")))
+    )
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert 'price_inputs.spot should be true or false, got "yes"' in done.stderr
+    assert not out.exists()
 
 
 def test_a_machine_the_price_table_lacks_warns_and_prices_nothing():

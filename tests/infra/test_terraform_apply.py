@@ -298,3 +298,64 @@ def test_a_refresh_shows_a_preempted_vm_and_desired_status_stops_one(tf):
     assert [vm["current_status"] for vm in tf.cloud.resources(VM)] == ["TERMINATED"]
     tf.apply()
     assert [vm["current_status"] for vm in tf.cloud.resources(VM)] == ["RUNNING"]
+
+
+# ---- changes that replace the VM -----------------------------------------------------------------
+
+
+def vm_change(plan: dict[str, Any]) -> dict[str, Any]:
+    (change,) = [c for c in plan["resource_changes"] if c["address"] == f"{VM}.trainer[0]"]
+    return change
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "forces"),
+    [
+        ({"spot": False}, {"spot": True}, ["scheduling", 0, "provisioning_model"]),
+        ({"spot": True}, {"spot": False}, ["scheduling", 0, "preemptible"]),
+        (
+            {"spot": True, "max_run_duration_hours": 0},
+            {"spot": True, "max_run_duration_hours": 2},
+            ["scheduling", 0, "max_run_duration"],
+        ),
+        (
+            {"max_run_duration_hours": 12},
+            {"max_run_duration_hours": 2},
+            ["scheduling", 0, "max_run_duration", 0, "seconds"],
+        ),
+        ({"gpu_count": 1}, {"gpu_count": 2}, ["guest_accelerator", 0, "count"]),
+    ],
+    ids=["to-spot", "to-standard", "add-run-duration", "change-run-duration", "gpu-count"],
+)
+def test_a_scheduling_or_gpu_change_replaces_the_vm_and_keeps_the_data_disk_and_bucket(
+    tf, before, after, forces
+):
+    """The google provider marks these ForceNew (see values.FORCE_NEW): Terraform destroys the VM and
+    creates a new one, with a new boot disk; the data disk and the bucket are other resources and stay."""
+    tf.apply(before)
+    (old,) = tf.cloud.resources(VM)
+    kept = {rtype: tf.cloud.resources(rtype) for rtype in ("google_compute_disk", "google_storage_bucket")}
+    plan = tf.plan(after)
+    change = vm_change(plan)
+    assert change["change"]["actions"] == ["delete", "create"]
+    assert forces in change["change"]["replace_paths"]
+    others = {c["address"]: c["change"]["actions"] for c in plan["resource_changes"] if c is not change}
+    assert all(actions == ["no-op"] for actions in others.values()), others
+    shown = tf.run("show", "-no-color", "tfplan").stdout
+    assert "google_compute_instance.trainer[0] must be replaced" in shown and "# forces replacement" in shown
+    tf.apply(after)
+    (new,) = tf.cloud.resources(VM)
+    assert new["instance_id"] != old["instance_id"]  # GCE's numeric id of a new instance
+    assert {rtype: tf.cloud.resources(rtype) for rtype in kept} == kept  # the same disk, the same bucket
+    assert new["attached_disk"][0]["source"] == kept["google_compute_disk"][0]["id"]
+
+
+def test_a_machine_type_change_keeps_the_vm(tf):
+    """machine_type is not ForceNew: the provider stops the VM (allow_stopping_for_update), changes it
+    and starts it again; the same instance, nothing to provision."""
+    tf.apply()
+    (old,) = tf.cloud.resources(VM)
+    assert vm_change(tf.plan({"machine_type": "n1-standard-8"}))["change"]["actions"] == ["update"]
+    tf.apply({"machine_type": "n1-standard-8"})
+    (new,) = tf.cloud.resources(VM)
+    assert new["instance_id"] == old["instance_id"] and new["machine_type"] == "n1-standard-8"

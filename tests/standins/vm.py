@@ -18,7 +18,6 @@ What stands in for GCP, and how (tests/standins/README.md has the whole list):
   folder and data mount are those paths, handed to the verbs through the inventory;
 - no GPU and no kernel of its own: the playbook skips the steps that need them (one condition,
   `provision_has_kernel`, in ansible/site.yml).
-Reboots share the host's boot id: `boot_count()` counts boots from a marker the image writes in /run.
 """
 
 from __future__ import annotations
@@ -160,23 +159,20 @@ class StandInVM:
             "UsePAM no\nLogLevel VERBOSE\n"
         )
         host_pub = Path(f"{host_key}.pub").read_text().split()
-        with self.laptop.known_hosts.open("a") as f:  # the host key the laptop expects, as a first login records it
+        # The host key the laptop expects, as a first login records it.
+        with self.laptop.known_hosts.open("a") as f:
             f.write(f"[{self.address}]:{self.port} {host_pub[0]} {host_pub[1]}\n")
 
     def create(self) -> None:
-        """Make the machine and boot it: systemd as PID 1, the engine's socket and the compose plugin
-        mounted, the disk folder at the same path inside."""
+        """Make the machine and boot it: systemd as PID 1, the engine's socket mounted, the disk folder
+        at the same path inside."""
         self._sshd_config()
         for folder in (self.project_dir, self.data_mount, self.root / "etc"):
             folder.mkdir(parents=True, exist_ok=True)
-        plugin = compose_plugin()
-        if not plugin:
-            raise RuntimeError("the docker compose plugin is needed on the host (~/.docker/cli-plugins)")
         docker("run", "-d", "--name", self.name, "--hostname", "stand-in-vm", "--network", "host",
                "--label", "trainer.standin-vm=1", *cgroup_flags(),
                "--tmpfs", "/run", "--tmpfs", "/run/lock", "--stop-timeout", str(STANDARD_GRACE_S + 10),
                "-v", f"{docker_socket()}:/run/host-docker.sock",
-               "-v", f"{plugin}:/usr/local/lib/docker/cli-plugins/docker-compose:ro",
                "-v", f"{self.sshd_dir}:/etc/ssh/standin:ro",
                "-v", f"{self.root}:{self.root}",
                self.image)  # fmt: skip
@@ -245,10 +241,10 @@ class StandInVM:
         return self.console("systemctl", "list-units", "--failed", "--no-legend", "--plain", check=False)
 
     def sessions(self) -> int:
-        """SSH logins so far (sshd's journal, every boot): 'nothing was started on the VM' means none were added."""
+        """SSH logins so far (sshd's journal): 'nothing was started on the VM' means none were added."""
         return self.journal("-u", "ssh.service").count(f"Accepted publickey for {LOGIN_USER}")
 
-    def ssh(self, command: str, stdin: bytes | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
+    def ssh(self, command: str, stdin: bytes | None = None, timeout: int = 900):
         return subprocess.run(
             ["ssh", "-i", str(self.laptop.key), "-p", str(self.port), "-o", "IdentitiesOnly=yes",
              "-o", f"UserKnownHostsFile={self.laptop.known_hosts}", "-o", "StrictHostKeyChecking=yes",

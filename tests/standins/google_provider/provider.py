@@ -9,7 +9,9 @@ calls itself from the schema file that schema.py generated (TRAINER_STANDIN_GOOG
 - GetProviderSchema: that schema, attribute by attribute and block by block.
 - PlanResourceChange: create = the configuration with every computed attribute it leaves null
   unknown (plus the labels the provider computes at plan time); update = Terraform's proposed state,
-  with `requires_replace` for replace-only arguments (values.REPLACED_BY and the schema's force_new);
+  with `requires_replace` for replace-only arguments (values.REPLACED_BY, the schema's force_new and
+  values.FORCE_NEW, the provider's ForceNew below the top level), so Terraform plans "must be replaced"
+  and applies a delete, then a create;
   destroy = null.
 - ApplyResourceChange: unknowns filled as GCP would (values.Answers, the cloud file's `values` rules
   first); a `create_error`/`delete_error` rule fails the call with GCP's message. The cloud file
@@ -137,7 +139,7 @@ class StandInServicer(tf.provider.ProviderServicer):
         if prior is None:
             v.mark_unknown(planned, block, Unknown)
         else:
-            replace = v.replaced_by(prior, planned, block, Unknown)
+            replace = v.replaced_by(prior, planned, block, Unknown, v.FORCE_NEW.get(type_name, frozenset()))
             self.plan_restart(type_name, prior, planned, read_dynamic_value(request.config) or {})
         if "effective_labels" in planned and isinstance(planned.get("labels"), dict | type(None)):
             labels = {**(planned.get("labels") or {}), **v.ATTRIBUTION_LABEL}

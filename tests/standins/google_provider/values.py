@@ -5,16 +5,18 @@ are lists of such dicts, single blocks one dict or None. `UNKNOWN` stands for a 
 apply (the `tf` package's `Unknown` in the provider process; any sentinel works here).
 
 `computed_value()` answers, for one computed attribute left unknown by the plan, what Google's API
-returns for it: ids and self links in the API's own formats, the service account's email, the bucket's
-gs:// URL, an instance's internal address from its subnet, RUNNING for a new VM. The cloud file's
-`values` rules (cloud.py) come first; an attribute none of this knows stays null, which Terraform
-accepts for a computed attribute.
+returns for it: ids and self links in the API's own formats (numeric ids new at each create, so a
+replaced VM has another `instance_id`), the service account's email, the bucket's gs:// URL, an
+instance's internal address from its subnet, RUNNING for a new VM. The cloud file's `values` rules
+(cloud.py) come first; an attribute none of this knows stays null, which Terraform accepts for a
+computed attribute. `replaced_by()` answers which changes replace a resource (REPLACED_BY, FORCE_NEW).
 """
 
 from __future__ import annotations
 
 import hashlib
 import ipaddress
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from typing import Any
@@ -51,6 +53,42 @@ REPLACED_BY = {
     "member",
     "service",
 }
+# Arguments and blocks below the top level that replace the resource when they change: ForceNew in the
+# real provider's schema, which its JSON schema (and so the bindings) does not carry. Dotted schema paths
+# without list indexes; a block named here replaces on a change of its number of items (added, removed).
+# google_compute_instance, from hashicorp/terraform-provider-google's ResourceComputeInstance schema
+# (google/services/compute/resource_compute_instance.go, 6.x; the same flags in the 6.x copy that
+# GoogleCloudPlatform/terraform-google-conversion keeps): ForceNew are boot_disk and its initialize_params,
+# network_interface (its number), guest_accelerator and its type and count, scheduling.preemptible,
+# scheduling.provisioning_model, scheduling.termination_time and scheduling.max_run_duration (its seconds
+# and nanos too). Not ForceNew there, so updated in place (the VM stopped first where GCE needs it, with
+# allow_stopping_for_update): machine_type, scheduling.on_host_maintenance, automatic_restart and
+# instance_termination_action (ForceNew only in google_compute_instance_template), labels, metadata.
+# Top-level name and zone replace through REPLACED_BY.
+FORCE_NEW = {
+    "google_compute_instance": frozenset({
+        "boot_disk",
+        "boot_disk.device_name",
+        "boot_disk.mode",
+        "boot_disk.source",
+        "boot_disk.initialize_params",
+        "boot_disk.initialize_params.image",
+        "boot_disk.initialize_params.size",
+        "boot_disk.initialize_params.type",
+        "boot_disk.initialize_params.labels",
+        "network_interface",
+        "network_interface.nic_type",
+        "guest_accelerator",
+        "guest_accelerator.type",
+        "guest_accelerator.count",
+        "scheduling.preemptible",
+        "scheduling.provisioning_model",
+        "scheduling.termination_time",
+        "scheduling.max_run_duration",
+        "scheduling.max_run_duration.seconds",
+        "scheduling.max_run_duration.nanos",
+    }),
+}  # fmt: skip
 ATTRIBUTION_LABEL = {"goog-terraform-provisioned": "true"}  # added by google provider 6.x by default
 
 
@@ -112,23 +150,36 @@ def dotted(path: Path) -> str:
     return ".".join(str(step) for step in path)
 
 
-def replaced_by(prior: dict, planned: dict, block: dict, unknown: Any) -> list[Path]:
-    """The arguments whose change replaces the resource (see REPLACED_BY and the schema's force_new)."""
+def replaced_by(
+    prior: dict, planned: dict, block: dict, unknown: Any, force_new: frozenset[str] = frozenset()
+) -> list[Path]:
+    """The arguments whose change replaces the resource: REPLACED_BY, the schema's force_new and
+    `force_new` (FORCE_NEW's dotted paths for this type), attributes and blocks alike."""
     paths = []
     prior_objects = {path: obj for path, obj, _ in objects(prior, block)}
     for path, obj, inner in objects(planned, block):
         before = prior_objects.get(path)
         if before is None:
             continue
+        where = [str(step) for step in path if isinstance(step, str)]
         for name, attribute in inner["attributes"].items():
             if attribute["computed"] and not (attribute["optional"] or attribute["required"]):
                 continue
-            if not (attribute["force_new"] or (not path and name in REPLACED_BY)):
+            listed = ".".join([*where, name]) in force_new
+            if not (attribute["force_new"] or listed or (not path and name in REPLACED_BY)):
                 continue
             after = obj.get(name)
             if after is unknown or (after != before.get(name) and after is not None):
                 paths.append((*path, name))
+        for name in inner["block_types"]:
+            if ".".join([*where, name]) in force_new and _items(obj.get(name)) != _items(before.get(name)):
+                paths.append((*path, name))
     return paths
+
+
+def _items(value: Any) -> int:
+    """How many items a block has: a list's length, 1 or 0 for a single block."""
+    return len(value) if isinstance(value, list) else int(value is not None)
 
 
 def _number(*parts: Any) -> str:
@@ -154,6 +205,7 @@ class Answers:
         self.zone = value.get("zone") if isinstance(value.get("zone"), str) else defaults.get("zone", "")
         self.region = value.get("region") if isinstance(value.get("region"), str) else ""
         self.region = self.region or defaults.get("region") or region_of(self.zone)
+        self.created = uuid.uuid4().hex  # this incarnation: numeric ids differ from a replaced resource's
 
     def fields(self) -> dict[str, Any]:
         known = {k: v for k, v in self.value.items() if isinstance(v, str | int | float)}
@@ -211,17 +263,17 @@ class Answers:
             return extra.get(name, simple.get(name))
         if self.rtype == "google_compute_instance":
             extra = {
-                "instance_id": _number(rid),
+                "instance_id": _number(rid, self.created),
                 "current_status": "RUNNING",
                 "cpu_platform": "Intel Broadwell",
             }
             return extra.get(name, simple.get(name))
         if self.rtype in ("google_compute_disk", "google_compute_network", "google_compute_subnetwork"):
             extra = {
-                "disk_id": _number(rid),
-                "network_id": _number(rid),
-                "numeric_id": _number(rid),
-                "subnetwork_id": int(_number(rid)[:15]),
+                "disk_id": _number(rid, self.created),
+                "network_id": _number(rid, self.created),
+                "numeric_id": _number(rid, self.created),
+                "subnetwork_id": int(_number(rid, self.created)[:15]),
                 "gateway_address": self.gateway(),
                 "type": "pd-standard",
                 "size": 10,

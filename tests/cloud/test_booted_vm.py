@@ -1,0 +1,374 @@
+"""The booted stand-in VM: the real playbook over SSH, real systemd units, real soft-offs, boots and idle
+power-offs (tests/standins/vm.py says what is real and what stands in).
+
+- `make provision` as the user runs it, twice: the second run changes nothing; what only a GPU or a kernel
+  of its own can do is skipped by the one condition (site.yml's provision_has_kernel), nothing else.
+- A spot preemption: `docker stop -t 30` of the VM is GCE's ACPI soft-off and power-off 30 s later; systemd
+  stops the run's unit, the trainer checkpoints to the bucket; at the next boot the enabled unit resumes
+  the run, which ends as an uninterrupted run does. Once on the same disk, once on a new one (the bucket).
+- The idle timer powers the VM off for real (`systemctl poweroff`: the container exits), never while a run,
+  an image build or an SSH session (provisioning, a cloud verb) is going on.
+Figures (boot to SSH, provisioning, soft-off to the checkpoint in the bucket, boot to the resumed first
+step) go to .ci-cache/cloud-booted-figures.json and the test output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests import support
+from tests.cloud.conftest import emulator_client
+from tests.standins.deployment import Deployment
+from tests.standins.vm import SPOT_GRACE_S, docker
+from tests.support import ROOT, logged_step
+
+pytestmark = [pytest.mark.slow, pytest.mark.container, pytest.mark.gcs]
+
+FIGURES = ROOT / ".ci-cache" / "cloud-booted-figures.json"
+STEPS_PER_EPOCH = 240 // 4  # the tiny CSV's 240 training rows in batches of 4
+# Three epochs of 60 steps, evaluated and checkpointed each epoch, one log record a step.
+LONG_RUN = (
+    "--epochs 3 --batch-size 4 --seed 11 --set model.max_length=32 --set train.logging_steps=1 "
+    "--set train.gradient_accumulation_steps=1 --set train.eval_batch_size=64 --set train.learning_rate=5e-3 "
+    "--set runtime.require_gpu=false"
+)
+FIGURES_SO_FAR: dict[str, object] = {}
+
+
+def record(**figures: object) -> None:
+    FIGURES_SO_FAR.update(figures)
+    FIGURES.parent.mkdir(exist_ok=True)
+    FIGURES.write_text(json.dumps(FIGURES_SO_FAR, indent=2) + "\n")
+    print(json.dumps(figures))
+
+
+def recap(output: str) -> dict[str, int]:
+    """The PLAY RECAP's counters of the one host."""
+    line = next(line for line in output.splitlines() if re.search(r"\bok=\d+", line))
+    return {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", line)}
+
+
+def task_results(output: str, name: str) -> list[str]:
+    """What each run of task `name` reported (ok, changed, skipping, failed)."""
+    blocks = re.split(r"^TASK \[", output, flags=re.M)
+    found = []
+    for block in blocks:
+        if block.split("]", 1)[0].split(" : ")[-1] == name:
+            found += re.findall(r"^(ok|changed|skipping|failed|fatal):", block, flags=re.M)
+    return found
+
+
+# ------------------------------------------------------------------ the playbook, as the user runs it
+
+
+def test_provisioning_over_ssh_then_again_changes_nothing(cloud: Deployment):
+    first = cloud.first_provision  # the session fixture's `make provision`
+    counts = recap(first)
+    assert counts["failed"] == 0 and counts["unreachable"] == 0 and counts["changed"] >= 10, counts
+    # The one rule: what needs a GPU or a kernel of its own is skipped, and only that.
+    for name in ("Make a filesystem on the data disk unless it already has one", "Mount the data disk by its stable name",
+                 "Ask nvidia-smi whether the driver is loaded", "Ask torch inside the trainer image whether it sees the GPU",
+                 "Run nvidia-smi in a container"):  # fmt: skip
+        assert set(task_results(first, name)) <= {"skipping"}, name
+    # Everything else ran for real on the booted machine.
+    for name in ("Start Docker", "Check that the daemon answers", "Build the trainer image with compose",
+                 "Turn the idle stop's timer on or off", "Install the unit of a run"):  # fmt: skip
+        assert task_results(first, name) and "skipping" not in task_results(first, name), name
+
+    started = time.monotonic()
+    second = cloud.provision()
+    cloud.timings["provision_rerun_s"] = time.monotonic() - started
+    assert second.returncode == 0, (second.stdout + second.stderr)[-6000:]
+    assert recap(second.stdout)["changed"] == 0, [
+        line for line in second.stdout.splitlines() if line.startswith("changed:")
+    ]
+    vm = cloud.vm
+    assert vm.system_state() == "running", vm.failed_units()
+    for unit in ("docker.service", "trainer-idle-stop.timer", "ssh.service"):
+        assert vm.console("systemctl", "is-enabled", unit).strip() == "enabled", unit
+        assert vm.console("systemctl", "is-active", unit).strip() == "active", unit
+    # Defect 4: Docker 20.10 refuses every container when AppArmor is on and apparmor_parser is missing.
+    assert "Status: install ok installed" in vm.console("dpkg", "-s", "apparmor")
+    assert vm.console("test", "-x", "/sbin/apparmor_parser", check=False) == ""
+    # Defect 3: unattended-upgrades keeps away from the driver (the chroot run checks the dpkg hold).
+    blacklist = vm.console("cat", "/etc/apt/apt.conf.d/51trainer-nvidia-driver")
+    for pattern in ("nvidia-", "libnvidia-", "libcuda"):
+        assert f'"{pattern}";' in blacklist
+    record(
+        boot_to_ssh_s=round(vm.boot_seconds[0], 2),
+        infra_up_with_first_provision_s=round(cloud.timings["infra_up_s"], 1),
+        provision_rerun_s=round(cloud.timings["provision_rerun_s"], 1),
+    )
+
+
+# ------------------------------------------------------------------ preemption: soft-off, power-off, boot
+
+
+def tf_cloud(cloud: Deployment, *args: str, timeout: int = 600, **env: str) -> subprocess.CompletedProcess:
+    env = {**cloud.env, "SSH_KEY": str(cloud.laptop.key), "INVENTORY": str(cloud.inventory),
+           "PY": str(ROOT / ".venv" / "bin" / "python"), **env}  # fmt: skip
+    return subprocess.run(["scripts/tf_cloud.sh", *args], cwd=cloud.repo, env=env, capture_output=True,
+                          text=True, timeout=timeout)  # fmt: skip
+
+
+def wait_for(predicate, what: str, timeout: float = 300) -> None:
+    support.wait_for(predicate, what, timeout, poll=0.05)
+
+
+def run_folder(cloud: Deployment, run: str) -> Path:
+    return cloud.vm.data_mount / "runs" / run
+
+
+def markers(cloud: Deployment, run: str) -> dict[int, object]:
+    """The bucket's complete checkpoints of a run: step -> the marker object."""
+    found = {}
+    for blob in emulator_client(cloud.emulator).list_blobs(cloud.bucket, prefix=f"checkpoints/{run}/"):
+        folder, _, name = blob.name.split("/", 2)[2].partition("/")
+        if name == "checkpoint-complete.json":
+            found[int(folder.removeprefix("checkpoint-"))] = blob
+    return found
+
+
+def in_bucket(cloud: Deployment, name: str) -> bool:
+    return emulator_client(cloud.emulator).bucket(cloud.bucket).blob(name).exists()
+
+
+def power_cut(cloud: Deployment) -> list[str]:
+    """What a power-off does to the run's containers still running (siblings on the host's engine here):
+    they die. Returns the ones it killed."""
+    ids = docker(
+        "ps", "-q", "--filter", f"label=com.docker.compose.project={cloud.compose_project}"
+    ).stdout.split()
+    if ids:
+        docker("kill", *ids, check=False)
+        docker("rm", "-f", *ids, check=False)
+    return ids
+
+
+@pytest.fixture(scope="module")
+def reference(cloud: Deployment, tiny_csv, tiny_model_dir) -> dict:
+    """An uninterrupted run with the same seed and arguments: where a resumed run must end."""
+    done = cloud.make("train", "MODE=cloud", "RUN=boot-ref", f"DATA={tiny_csv}", f"MODEL={tiny_model_dir}",
+                      f"ARGS={LONG_RUN}", timeout=1200)  # fmt: skip
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    return cloud.manifest("boot-ref")
+
+
+def start_and_preempt(cloud: Deployment, run: str, tiny_csv, tiny_model_dir) -> tuple[int, dict[str, float]]:
+    """Start `run` detached, let it reach the middle of its second epoch, then soft-off the VM as GCE
+    preempts a spot VM (power-off 30 s later). Returns the checkpoint step the stop saved and figures."""
+    done = tf_cloud(cloud, "start", run, *LONG_RUN.split(), timeout=900, DATA=str(tiny_csv),
+                    MODEL=str(tiny_model_dir))  # fmt: skip
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    wait_for(lambda: logged_step(run_folder(cloud, run), STEPS_PER_EPOCH + 15), "step 75 (mid second epoch)")
+    before = set(markers(cloud, run))
+    sent = time.time()
+    off_s, exit_code = cloud.vm.soft_off(SPOT_GRACE_S)
+    killed = power_cut(cloud)
+    assert exit_code == 130, f"the VM did not power off cleanly within {SPOT_GRACE_S} s (exit {exit_code})"
+    assert not killed, "the run's container outlived the soft-off"
+    new = {step: blob for step, blob in markers(cloud, run).items() if step not in before}
+    # The newest is the checkpoint saved on SIGTERM; on a busy machine the stop can land after the
+    # second epoch's end, whose own checkpoint then comes first. The run is unfinished all the same.
+    step = max(new, default=0)
+    assert STEPS_PER_EPOCH + 15 <= step < 3 * STEPS_PER_EPOCH, (sorted(before), sorted(new))
+    assert not in_bucket(cloud, f"runs/{run}/manifest.json")
+    marker_at = new[step].time_created.timestamp() if new[step].time_created else sent + off_s
+    return step, {
+        "soft_off_to_marker_in_bucket_s": round(marker_at - sent, 2),
+        "soft_off_to_power_off_s": round(off_s, 2),
+    }
+
+
+def test_a_spot_preemption_checkpoints_and_the_next_boot_resumes_the_run(
+    cloud, reference, tiny_csv, tiny_model_dir
+):
+    run = "boot-1"
+    step, figures = start_and_preempt(cloud, run, tiny_csv, tiny_model_dir)
+    assert figures["soft_off_to_marker_in_bucket_s"] < SPOT_GRACE_S
+
+    booted = time.monotonic()
+    cloud.vm.boot()  # nobody starts the run: the enabled unit does, at boot
+    wait_for(lambda: logged_step(run_folder(cloud, run), step + 1), f"the first step after {step}")
+    figures["boot_to_first_resumed_step_s"] = round(time.monotonic() - booted, 2)
+    # The order of the soft-off: systemd stopped the run's unit (the trainer checkpointed) before Docker.
+    journal = cloud.vm.journal("-o", "cat")
+    stopping = [i for i, line in enumerate(journal.splitlines()) if line.startswith("Stopped ")]
+    lines = journal.splitlines()
+    run_stopped = next(
+        i for i in stopping if f"trainer-run@{run}.service" in lines[i] or "Training run " + run in lines[i]
+    )
+    docker_stopped = next(i for i in stopping if "Docker Application Container Engine" in lines[i])
+    assert run_stopped < docker_stopped, "Docker went down before the run's unit stopped"
+    wait_for(lambda: in_bucket(cloud, f"runs/{run}/manifest.json"), "the resumed run's end", timeout=600)
+
+    resumed = cloud.manifest(run)
+    assert resumed["training"]["resumed_from"].endswith(f"checkpoint-{step}")
+    assert resumed["training"]["global_steps"] == reference["training"]["global_steps"] == 3 * STEPS_PER_EPOCH
+    assert resumed["test_f1_macro"] == pytest.approx(reference["test_f1_macro"], abs=0.01)
+    assert resumed["timing"]["attempts"] == 2
+    assert tf_cloud(cloud, "state", run).stdout.strip() == "finished"
+    # A finished run's unit disables itself: the next boot does not start it again.
+    assert (
+        cloud.vm.console("systemctl", "is-enabled", f"trainer-run@{run}.service", check=False).strip()
+        == "disabled"
+    )
+    record(preemption_same_disk={**figures, "checkpoint_step": step})
+
+
+def test_a_preempted_vm_with_a_new_data_disk_resumes_from_the_bucket(
+    cloud, reference, tiny_csv, tiny_model_dir
+):
+    run = "boot-2"
+    step, figures = start_and_preempt(cloud, run, tiny_csv, tiny_model_dir)
+    # A new data disk: the run folder and the run's record on the VM are gone.
+    for folder in (run_folder(cloud, run), cloud.vm.data_mount / "jobs" / run):
+        docker(
+            "run",
+            "--rm",
+            "-v",
+            f"{folder.parent}:/d",
+            os.environ["TRAINER_TEST_BASE_IMAGE"],
+            "rm",
+            "-rf",
+            f"/d/{folder.name}",
+        )
+    booted = time.monotonic()
+    cloud.vm.boot()
+    # The user (or make watch) starts the run again: it resumes from the bucket.
+    done = cloud.make("train", "MODE=cloud", f"RUN={run}", f"DATA={tiny_csv}", f"MODEL={tiny_model_dir}",
+                      f"ARGS={LONG_RUN}", timeout=1200)  # fmt: skip
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    figures["boot_to_run_finished_s"] = round(time.monotonic() - booted, 2)
+    assert f"restored checkpoint-{step} from gs://{cloud.bucket}/checkpoints/{run}" in done.stdout
+    resumed = cloud.manifest(run)
+    assert resumed["training"]["resumed_from"].endswith(f"checkpoint-{step}")
+    assert resumed["training"]["global_steps"] == reference["training"]["global_steps"]
+    assert resumed["test_f1_macro"] == pytest.approx(reference["test_f1_macro"], abs=0.01)
+    assert resumed["timing"]["attempts"] == 2  # the attempts record came back from the bucket too
+    cloud.vm.console("systemctl", "reset-failed", check=False)  # the unit that found no run record at boot
+    record(preemption_new_disk={**figures, "checkpoint_step": step})
+
+
+# ------------------------------------------------------------------ the idle power-off
+
+
+@pytest.fixture
+def fast_idle_timer(cloud: Deployment):
+    """The idle timer every 2 s instead of every minute; the last busy moment back-dated by the test."""
+    vm = cloud.vm
+    dropin = "/etc/systemd/system/trainer-idle-stop.timer.d"
+    vm.console("mkdir", "-p", dropin)
+    vm.console(
+        "sh", "-c", f"printf '[Timer]\\nOnUnitActiveSec=2s\\nAccuracySec=100ms\\n' > {dropin}/test.conf"
+    )
+    vm.console("systemctl", "daemon-reload")
+    vm.console("systemctl", "restart", "trainer-idle-stop.timer")
+    yield
+    if not vm.running():
+        vm.boot()
+    vm.console("rm", "-rf", dropin)
+    vm.console("systemctl", "daemon-reload")
+    vm.console("systemctl", "restart", "trainer-idle-stop.timer")
+
+
+def idle_minutes(cloud: Deployment) -> int:
+    conf = cloud.vm.console("cat", "/etc/default/trainer-run")
+    return int(re.search(r"^TRAINER_IDLE_STOP_MINUTES=(\d+)", conf, re.M).group(1))
+
+
+def back_date(cloud: Deployment) -> None:
+    """As if the VM had been idle for longer than its setting."""
+    minutes = idle_minutes(cloud) + 1
+    cloud.vm.console(
+        "sh", "-c", f"mkdir -p /run/trainer-run && touch -d '-{minutes} minutes' /run/trainer-run/last-busy"
+    )
+
+
+def idle_checks(cloud: Deployment) -> list[str]:
+    return [line for line in cloud.vm.journal("-u", "trainer-idle-stop.service", "-o", "cat").splitlines()
+            if line.startswith("trainer-run: ")]  # fmt: skip
+
+
+def stays_up_while(cloud: Deployment, reason: str, busy, seconds: float = 8) -> None:
+    """While `busy` runs (a callable, in a thread), the idle check sees `reason` and the VM stays up."""
+    seen = len(idle_checks(cloud))
+    errors: list[BaseException] = []
+
+    def work():
+        try:
+            busy()
+        except BaseException as exc:
+            errors.append(exc)
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and worker.is_alive():
+        back_date(cloud)
+        time.sleep(1)
+    worker.join(timeout=1800)
+    assert not errors, errors
+    assert cloud.vm.running(), f"the VM powered off during {reason}"
+    new = idle_checks(cloud)[seen:]
+    assert any(line.startswith(f"trainer-run: busy: {reason}") for line in new), new[-5:]
+    assert not any("idle for" in line for line in new), new
+
+
+def test_the_idle_timer_powers_off_but_never_while_busy(cloud, fast_idle_timer, tiny_csv, tiny_model_dir):
+    vm = cloud.vm
+    # A cloud verb's SSH session (make ssh, as a user types into it).
+    stays_up_while(
+        cloud, "an SSH session", lambda: cloud.make("ssh", timeout=120, input_text="sleep 8; exit\n")
+    )
+    # An image build, started on the VM's own console (no SSH session).
+    dockerfile = f"FROM {os.environ['TRAINER_TEST_BASE_IMAGE']}\nRUN sleep 8\n"
+    build = [
+        "docker",
+        "exec",
+        "-i",
+        vm.name,
+        "docker",
+        "build",
+        "--network",
+        "host",
+        "-q",
+        "-t",
+        "standin-busy:1",
+        "-",
+    ]
+    stays_up_while(
+        cloud,
+        "an image build",
+        lambda: subprocess.run(build, input=dockerfile, text=True, check=True, capture_output=True),
+    )
+    # Provisioning (make provision: an SSH session the whole time; its image build inside it).
+    stays_up_while(cloud, "an SSH session", lambda: cloud.provision(), seconds=15)
+    # A run.
+    run = "idle-busy"
+    done = tf_cloud(
+        cloud, "start", run, *LONG_RUN.split(), timeout=900, DATA=str(tiny_csv), MODEL=str(tiny_model_dir)
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    try:
+        stays_up_while(
+            cloud, f"run {run}", lambda: wait_for(lambda: logged_step(run_folder(cloud, run), 20), "step 20")
+        )
+    finally:
+        assert cloud.make("stop", f"RUN={run}", timeout=120).returncode == 0
+
+    # Nothing going on: the timer powers the VM off for real (systemctl poweroff: the container exits).
+    back_date(cloud)
+    took = vm.wait_off(60)
+    assert vm.exit_code() == 130, "not a clean poweroff"
+    vm.boot()
+    assert any(f"(limit {idle_minutes(cloud)}): systemctl poweroff" in line for line in idle_checks(cloud))
+    record(idle_back_dated_to_power_off_s=round(took, 2))

@@ -183,7 +183,9 @@ def test_a_stop_whose_upload_the_power_off_cuts_resumes_from_the_last_complete_c
     )
     step = STEPS_PER_EPOCH + 10
     with PowerOff(port, policy) as gate:
-        run.emulator = gate.url  # the trainer's client: the VM's account, through the gate
+        # The trainer's client is the VM's account, through the gate, in both attempts (the emulator
+        # records the links it hands out with the address that asked).
+        run.emulator = gate.url
         proc = run.start()
         log = run.out / "training.log"
         deadline = time.monotonic() + 300
@@ -195,16 +197,18 @@ def test_a_stop_whose_upload_the_power_off_cuts_resumes_from_the_last_complete_c
         assert gate.holding.wait(120), "the stop's checkpoint upload did not start"
         proc.kill()  # the power-off
         proc.communicate(timeout=60)
+        gate.armed.clear()
         gate.released.set()
-    run.emulator = direct
-    stopped = checkpoints.step_of(checkpoints.scan(run.out / "checkpoints").newest)
-    assert stopped is not None and stopped >= step  # the disk has the whole stop checkpoint
-    cut = run.blobs(f"checkpoint-{stopped}/")
-    assert cut and checkpoints.MARKER not in cut  # its first file went up, the marker never did
-    assert checkpoints.MARKER in run.blobs(f"checkpoint-{STEPS_PER_EPOCH}/")
+        stopped = checkpoints.step_of(checkpoints.scan(run.out / "checkpoints").newest)
+        assert stopped is not None and stopped >= step  # the disk has the whole stop checkpoint
+        run.emulator = direct  # the owner's view of the bucket
+        cut = run.blobs(f"checkpoint-{stopped}/")
+        assert cut and checkpoints.MARKER not in cut  # its first file went up, the marker never did
+        assert checkpoints.MARKER in run.blobs(f"checkpoint-{STEPS_PER_EPOCH}/")
 
-    run.new_disk()
-    stderr = run.finish()
+        run.new_disk()
+        run.emulator = gate.url
+        stderr = run.finish()
     where = f"gs://{run.bucket}/checkpoints/run"
     assert f"skipping {where}/checkpoint-{stopped}: no completion marker (cut off mid-upload)" in stderr
     assert f"restored checkpoint-{STEPS_PER_EPOCH} from {where}" in stderr

@@ -270,7 +270,8 @@ def role_vars(host: dict) -> dict:
         done = set()
         for key in pending:
             try:
-                values[key] = env.from_string(values[key]).render(**values)
+                known = {k: v for k, v in values.items() if k not in pending}  # each name once resolved
+                values[key] = env.from_string(values[key]).render(**known)
                 done.add(key)
             except (jinja2.UndefinedError, jinja2.TemplateAssertionError):  # a fact, an Ansible-only filter
                 continue

@@ -170,6 +170,7 @@ class StandInVM:
         for folder in (self.project_dir, self.data_mount, self.root / "etc"):
             folder.mkdir(parents=True, exist_ok=True)
         docker("run", "-d", "--name", self.name, "--hostname", "stand-in-vm", "--network", "host",
+               "--add-host", "stand-in-vm:127.0.1.1",
                "--label", "trainer.standin-vm=1", *cgroup_flags(),
                "--tmpfs", "/run", "--tmpfs", "/run/lock", "--stop-timeout", str(STANDARD_GRACE_S + 10),
                "-v", f"{docker_socket()}:/run/host-docker.sock",

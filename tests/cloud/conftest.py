@@ -66,7 +66,7 @@ from tests.infra.conftest import stand_in_google  # noqa: E402, F401
 
 
 @pytest.fixture(scope="session")
-def cloud(tmp_path_factory, gcs_emulator, stand_in_google):
+def cloud(tmp_path_factory, gcs_emulator, stand_in_google):  # noqa: F811 (the fixture imported above)
     """The stand-in deployment (tests/standins/deployment.py), once a session: `make infra-apply` (real
     Terraform, the stand-in provider giving the instance the booted VM's address) writes the inventory,
     then `make provision` runs the real playbook over SSH. Its timings go to .ci-cache."""

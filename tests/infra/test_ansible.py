@@ -486,6 +486,7 @@ def test_root_has_the_packages(provisioned_root):
         "nvidia-smi",
         "libcuda1",
         "docker.io",
+        "apparmor",  # Docker 20.10 refuses every container on an AppArmor kernel without apparmor_parser
         KERNEL_IMAGE,
         KERNEL_HEADERS,
         "python3-debian",
@@ -534,6 +535,18 @@ def test_cuda_driver_library_is_installed(provisioned_root):
     assert paths, "libcuda.so.1 is not in the linker's cache"
     target = chroot(root, "readlink", "-e", paths[0], check=False)
     assert target.returncode == 0 and "nvidia" in target.stdout, target
+
+
+@pytest.mark.slow
+def test_the_driver_is_held_and_kept_out_of_unattended_upgrades(provisioned_root):
+    """A newer driver from bookworm-security replacing the libraries under the loaded module breaks CUDA
+    until a reboot: the driver packages are held, and unattended-upgrades' blacklist names them."""
+    root = provisioned_root.path
+    held = set(chroot(root, "apt-mark", "showhold").stdout.split())
+    assert {"nvidia-driver", "nvidia-kernel-dkms", "nvidia-smi", "libcuda1"} <= held, held
+    config = chroot(root, "apt-config", "dump", "Unattended-Upgrade::Package-Blacklist").stdout
+    for pattern in ("nvidia-", "libnvidia-", "libcuda"):
+        assert f'"{pattern}";' in config, config
 
 
 @pytest.mark.slow

@@ -12,8 +12,8 @@ import json
 
 import pytest
 
-from tests.standins.google_provider.schema import module_types
 from tests.infra.terraform_schema import ProviderSchema
+from tests.standins.google_provider.schema import module_types
 from tests.standins.tf_harness import INFRA, schema_tarball
 
 pytestmark = pytest.mark.terraform

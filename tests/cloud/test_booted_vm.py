@@ -20,26 +20,17 @@ import re
 import subprocess
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from tests import support
-from tests.cloud.conftest import emulator_client
-from tests.standins.deployment import Deployment
+from tests.standins.deployment import LONG_RUN, STEPS_PER_EPOCH, Deployment
 from tests.standins.vm import SPOT_GRACE_S, docker
 from tests.support import ROOT, logged_step
 
 pytestmark = [pytest.mark.slow, pytest.mark.container, pytest.mark.gcs]
 
 FIGURES = ROOT / ".ci-cache" / "cloud-booted-figures.json"
-STEPS_PER_EPOCH = 240 // 4  # the tiny CSV's 240 training rows in batches of 4
-# Three epochs of 60 steps, evaluated and checkpointed each epoch, one log record a step.
-LONG_RUN = (
-    "--epochs 3 --batch-size 4 --seed 11 --set model.max_length=32 --set train.logging_steps=1 "
-    "--set train.gradient_accumulation_steps=1 --set train.eval_batch_size=64 --set train.learning_rate=5e-3 "
-    "--set runtime.require_gpu=false"
-)
 FIGURES_SO_FAR: dict[str, object] = {}
 
 
@@ -116,33 +107,8 @@ def test_provisioning_over_ssh_then_again_changes_nothing(cloud: Deployment):
 # ------------------------------------------------------------------ preemption: soft-off, power-off, boot
 
 
-def tf_cloud(cloud: Deployment, *args: str, timeout: int = 600, **env: str) -> subprocess.CompletedProcess:
-    env = {**cloud.env, "SSH_KEY": str(cloud.laptop.key), "INVENTORY": str(cloud.inventory),
-           "PY": str(ROOT / ".venv" / "bin" / "python"), **env}  # fmt: skip
-    return subprocess.run(["scripts/tf_cloud.sh", *args], cwd=cloud.repo, env=env, capture_output=True,
-                          text=True, timeout=timeout)  # fmt: skip
-
-
 def wait_for(predicate, what: str, timeout: float = 300) -> None:
     support.wait_for(predicate, what, timeout, poll=0.05)
-
-
-def run_folder(cloud: Deployment, run: str) -> Path:
-    return cloud.vm.data_mount / "runs" / run
-
-
-def markers(cloud: Deployment, run: str) -> dict[int, object]:
-    """The bucket's complete checkpoints of a run: step -> the marker object."""
-    found = {}
-    for blob in emulator_client(cloud.emulator).list_blobs(cloud.bucket, prefix=f"checkpoints/{run}/"):
-        folder, _, name = blob.name.split("/", 2)[2].partition("/")
-        if name == "checkpoint-complete.json":
-            found[int(folder.removeprefix("checkpoint-"))] = blob
-    return found
-
-
-def in_bucket(cloud: Deployment, name: str) -> bool:
-    return emulator_client(cloud.emulator).bucket(cloud.bucket).blob(name).exists()
 
 
 def power_cut(cloud: Deployment) -> list[str]:
@@ -169,22 +135,22 @@ def reference(cloud: Deployment, tiny_csv, tiny_model_dir) -> dict:
 def start_and_preempt(cloud: Deployment, run: str, tiny_csv, tiny_model_dir) -> tuple[int, dict[str, float]]:
     """Start `run` detached, let it reach the middle of its second epoch, then soft-off the VM as GCE
     preempts a spot VM (power-off 30 s later). Returns the checkpoint step the stop saved and figures."""
-    done = tf_cloud(cloud, "start", run, *LONG_RUN.split(), timeout=900, DATA=str(tiny_csv),
+    done = cloud.tf_cloud("start", run, *LONG_RUN.split(), timeout=900, DATA=str(tiny_csv),
                     MODEL=str(tiny_model_dir))  # fmt: skip
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-    wait_for(lambda: logged_step(run_folder(cloud, run), STEPS_PER_EPOCH + 15), "step 75 (mid second epoch)")
-    before = set(markers(cloud, run))
+    wait_for(lambda: logged_step(cloud.run_folder(run), STEPS_PER_EPOCH + 15), "step 75 (mid second epoch)")
+    before = set(cloud.markers(run))
     sent = time.time()
     off_s, exit_code = cloud.vm.soft_off(SPOT_GRACE_S)
     killed = power_cut(cloud)
     assert exit_code == 130, f"the VM did not power off cleanly within {SPOT_GRACE_S} s (exit {exit_code})"
     assert not killed, "the run's container outlived the soft-off"
-    new = {step: blob for step, blob in markers(cloud, run).items() if step not in before}
+    new = {step: blob for step, blob in cloud.markers(run).items() if step not in before}
     # The newest is the checkpoint saved on SIGTERM; on a busy machine the stop can land after the
     # second epoch's end, whose own checkpoint then comes first. The run is unfinished all the same.
     step = max(new, default=0)
     assert STEPS_PER_EPOCH + 15 <= step < 3 * STEPS_PER_EPOCH, (sorted(before), sorted(new))
-    assert not in_bucket(cloud, f"runs/{run}/manifest.json")
+    assert not cloud.in_bucket(f"runs/{run}/manifest.json")
     marker_at = new[step].time_created.timestamp() if new[step].time_created else sent + off_s
     return step, {
         "soft_off_to_marker_in_bucket_s": round(marker_at - sent, 2),
@@ -201,7 +167,7 @@ def test_a_spot_preemption_checkpoints_and_the_next_boot_resumes_the_run(
 
     booted = time.monotonic()
     cloud.vm.boot()  # nobody starts the run: the enabled unit does, at boot
-    wait_for(lambda: logged_step(run_folder(cloud, run), step + 1), f"the first step after {step}")
+    wait_for(lambda: logged_step(cloud.run_folder(run), step + 1), f"the first step after {step}")
     figures["boot_to_first_resumed_step_s"] = round(time.monotonic() - booted, 2)
     # The order of the soft-off: systemd stopped the run's unit (the trainer checkpointed) before Docker.
     lines = cloud.vm.journal("-o", "cat").splitlines()
@@ -210,7 +176,7 @@ def test_a_spot_preemption_checkpoints_and_the_next_boot_resumes_the_run(
     stopped = next(i for i in range(stopping, len(lines)) if lines[i].startswith(f"Stopped {unit}"))
     docker_down = [i for i in range(stopping, len(lines)) if lines[i].startswith("Stopped docker.service")]
     assert docker_down and docker_down[0] > stopped, "Docker went down before the run's unit stopped"
-    wait_for(lambda: in_bucket(cloud, f"runs/{run}/manifest.json"), "the resumed run's end", timeout=600)
+    wait_for(lambda: cloud.in_bucket(f"runs/{run}/manifest.json"), "the resumed run's end", timeout=600)
 
     resumed = cloud.manifest(run)
     assert resumed["training"]["resumed_from"].endswith(f"checkpoint-{step}")
@@ -218,9 +184,7 @@ def test_a_spot_preemption_checkpoints_and_the_next_boot_resumes_the_run(
     assert resumed["test_f1_macro"] == pytest.approx(reference["test_f1_macro"], abs=0.01)
     assert resumed["timing"]["attempts"] == 2
     # The manifest is the trainer's last word; the unit ends a moment later.
-    wait_for(
-        lambda: tf_cloud(cloud, "state", run).stdout.strip() == "finished", "the unit's end", timeout=120
-    )
+    wait_for(lambda: cloud.state(run) == "finished", "the unit's end", timeout=120)
     # A finished run's unit disables itself: the next boot does not start it again.
     assert (
         cloud.vm.console("systemctl", "is-enabled", f"trainer-run@{run}.service", check=False).strip()
@@ -235,7 +199,7 @@ def test_a_preempted_vm_with_a_new_data_disk_resumes_from_the_bucket(
     run = "boot-2"
     step, figures = start_and_preempt(cloud, run, tiny_csv, tiny_model_dir)
     # A new data disk: the run folder and the run's record on the VM are gone.
-    for folder in (run_folder(cloud, run), cloud.vm.data_mount / "jobs" / run):
+    for folder in (cloud.run_folder(run), cloud.vm.data_mount / "jobs" / run):
         docker(
             "run",
             "--rm",
@@ -366,13 +330,13 @@ def test_the_idle_timer_powers_off_but_never_while_busy(cloud, fast_idle_timer, 
     stays_up_while(cloud, "an SSH session", lambda: cloud.provision())
     # A run.
     run = "idle-busy"
-    done = tf_cloud(
-        cloud, "start", run, *LONG_RUN.split(), timeout=900, DATA=str(tiny_csv), MODEL=str(tiny_model_dir)
+    done = cloud.tf_cloud(
+        "start", run, *LONG_RUN.split(), timeout=900, DATA=str(tiny_csv), MODEL=str(tiny_model_dir)
     )
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     try:
         stays_up_while(
-            cloud, f"run {run}", lambda: wait_for(lambda: logged_step(run_folder(cloud, run), 20), "step 20")
+            cloud, f"run {run}", lambda: wait_for(lambda: logged_step(cloud.run_folder(run), 20), "step 20")
         )
     finally:
         assert cloud.make("stop", f"RUN={run}", timeout=120).returncode == 0
@@ -389,3 +353,39 @@ def test_the_idle_timer_powers_off_but_never_while_busy(cloud, fast_idle_timer, 
     vm.boot()
     assert any(f"(limit {idle_minutes(cloud)}): systemctl poweroff" in line for line in idle_checks(cloud))
     record(idle_back_dated_to_power_off_s=round(took, 2))
+
+
+# ------------------------------------------------------------------ a VM made anew by an apply
+
+
+def test_a_vm_replaced_by_a_spot_switch_is_provisioned_by_the_apply(
+    cloud: Deployment, tiny_csv, tiny_model_dir
+):
+    """Switching `spot` makes GCP replace the VM (ForceNew): a bare boot disk, the data disk kept. The
+    `make infra-apply` that replaced it provisions it before it says done, so the next run just trains."""
+    tfvars = cloud.repo / "infra" / "terraform.tfvars"
+    original = tfvars.read_text()
+    # The new instance: a new system disk from the image, the same data disk.
+    cloud.vm.remove()
+    cloud.vm.create()
+    assert cloud.vm.console("sh", "-c", "command -v docker || echo none").strip() == "none"
+    try:
+        tfvars.write_text(original + "spot = true\n")
+        done = cloud.make("infra-apply", "AUTO_APPROVE=1", f"ARGS=-e @{cloud.vars_file}", timeout=1800)
+        assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
+        assert "must be replaced" in done.stdout and "watch: provisioning the new VM" in done.stdout, (
+            done.stdout[-3000:]
+        )
+        assert recap(done.stdout)["failed"] == 0 and recap(done.stdout)["changed"] >= 10
+        assert "trainer_host_spot: true" in cloud.inventory.read_text()
+        short = "--epochs 1 --batch-size 16 --set model.max_length=32 --set runtime.require_gpu=false"
+        done = cloud.make("train", "MODE=cloud", "RUN=after-replace", f"DATA={tiny_csv}",
+                          f"MODEL={tiny_model_dir}", f"ARGS={short}", timeout=1200)  # fmt: skip
+        assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+        # The grace followed the provisioning model: a spot VM's.
+        assert "TRAINER_STOP_GRACE_PERIOD=25s" in (cloud.vm.project_dir / ".env").read_text()
+    finally:
+        tfvars.write_text(original)
+        again = cloud.make("infra-apply", "AUTO_APPROVE=1", f"ARGS=-e @{cloud.vars_file}", timeout=1800)
+    assert again.returncode == 0, (again.stdout + again.stderr)[-6000:]
+    assert "TRAINER_STOP_GRACE_PERIOD=110s" in (cloud.vm.project_dir / ".env").read_text()

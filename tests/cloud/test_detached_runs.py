@@ -16,20 +16,11 @@ import pytest
 
 from tests import support
 from tests.cloud.conftest import emulator_client
-from tests.standins.deployment import Deployment as Cloud
+from tests.standins.deployment import LONG_RUN, STEPS_PER_EPOCH
 from tests.standins.vm import docker
 from tests.support import ROOT, logged_step
 
 pytestmark = [pytest.mark.slow, pytest.mark.container, pytest.mark.gcs]
-
-FIGURES = ROOT / ".ci-cache" / "cloud-preemption-figures.json"
-STEPS_PER_EPOCH = 240 // 4  # the tiny CSV's 240 training rows in batches of 4
-# Three epochs of 60 steps, evaluated and checkpointed each epoch, one log record a step.
-LONG_RUN = (
-    "--epochs 3 --batch-size 4 --seed 11 --set model.max_length=32 --set train.logging_steps=1 "
-    "--set train.gradient_accumulation_steps=1 --set train.eval_batch_size=64 --set train.learning_rate=5e-3 "
-    "--set runtime.require_gpu=false"
-)
 
 
 @pytest.fixture(scope="module")
@@ -48,41 +39,8 @@ def no_run_left_behind(stand_in):
         docker("rm", "-f", *ids, check=False)
 
 
-def tf_cloud(cloud: Cloud, *args: str, timeout: int = 600, **env: str) -> subprocess.CompletedProcess:
-    env = {**cloud.env, "SSH_KEY": str(cloud.laptop.key), "INVENTORY": str(cloud.inventory),
-           "PY": str(ROOT / ".venv" / "bin" / "python"), **env}  # fmt: skip
-    return subprocess.run(["scripts/tf_cloud.sh", *args], cwd=cloud.repo, env=env, capture_output=True,
-                          text=True, timeout=timeout)  # fmt: skip
-
-
-def train(cloud: Cloud, run: str, data: Path, model: Path, args: str = LONG_RUN, **kwargs):
-    return cloud.make("train", "MODE=cloud", f"RUN={run}", f"DATA={data}", f"MODEL={model}", f"ARGS={args}",
-                      **kwargs)  # fmt: skip
-
-
-def run_folder(cloud: Cloud, run: str) -> Path:
-    return cloud.vm.data_mount / "runs" / run
-
-
 def wait_for(predicate, what: str, timeout: float = 300) -> None:
     support.wait_for(predicate, what, timeout, poll=0.05)
-
-
-def state(cloud: Cloud, run: str) -> str:
-    done = tf_cloud(cloud, "state", run)
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
-
-
-def markers(cloud: Cloud, run: str) -> dict[int, object]:
-    """The bucket's complete checkpoints of a run: step -> the marker object."""
-    client = emulator_client(cloud.emulator)
-    found = {}
-    for blob in client.list_blobs(cloud.bucket, prefix=f"checkpoints/{run}/"):
-        folder, _, name = blob.name.split("/", 2)[2].partition("/")
-        if name == "checkpoint-complete.json":
-            found[int(folder.removeprefix("checkpoint-"))] = blob
-    return found
 
 
 def ssh_clients(session: int) -> list[int]:
@@ -115,7 +73,7 @@ def test_a_dropped_connection_leaves_the_run_going_and_make_logs_shows_it_all(
     )  # fmt: skip
     try:
         wait_for(
-            lambda: logged_step(run_folder(cloud, run), 20) or make.poll() is not None, "step 20 of the run"
+            lambda: logged_step(cloud.run_folder(run), 20) or make.poll() is not None, "step 20 of the run"
         )
         assert make.poll() is None, make.communicate()[1][-3000:]
         followers = ssh_clients(make.pid)
@@ -129,7 +87,7 @@ def test_a_dropped_connection_leaves_the_run_going_and_make_logs_shows_it_all(
             make.wait()
     assert make.returncode != 0
     assert f"run {run} goes on there: make logs RUN={run} reattaches" in err, out[-2000:] + err[-2000:]
-    assert state(cloud, run) == "running"
+    assert cloud.state(run) == "running"
 
     done = cloud.make("logs", f"RUN={run}", timeout=600)  # reattach: follows until the run ends
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
@@ -144,22 +102,22 @@ def test_a_dropped_connection_leaves_the_run_going_and_make_logs_shows_it_all(
     manifest = cloud.manifest(run)
     assert manifest["training"]["global_steps"] == 3 * STEPS_PER_EPOCH
     assert manifest["timing"]["attempts"] == 1
-    assert state(cloud, run) == "finished"
+    assert cloud.state(run) == "finished"
 
 
 def test_stop_checkpoints_and_runs_lists_the_vm_and_the_bucket(stand_in, tiny_csv, tiny_model_dir):
     cloud = stand_in
     run = "stopped-1"
     files = {"DATA": str(tiny_csv), "MODEL": str(tiny_model_dir)}
-    done = tf_cloud(cloud, "start", run, *LONG_RUN.split(), timeout=900, **files)
+    done = cloud.tf_cloud("start", run, *LONG_RUN.split(), timeout=900, **files)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-    again = tf_cloud(cloud, "start", run, *LONG_RUN.split(), **files)
+    again = cloud.tf_cloud("start", run, *LONG_RUN.split(), **files)
     assert "nothing shipped" in again.stdout  # a running run is never shipped over or started twice
-    wait_for(lambda: logged_step(run_folder(cloud, run), 10), "step 10")
+    wait_for(lambda: logged_step(cloud.run_folder(run), 10), "step 10")
     done = cloud.make("stop", f"RUN={run}", timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.splitlines()[-1] == f"trainer-run: run {run} is interrupted"
-    assert markers(cloud, run), "no checkpoint in the bucket after make stop"
+    assert cloud.markers(run), "no checkpoint in the bucket after make stop"
 
     done = cloud.make("runs")
     assert done.returncode == 0, done.stdout + done.stderr

@@ -1,5 +1,5 @@
 """The VM's run manager as the trainer_host role installs it: the systemd units checked by systemd's own
-`systemd-analyze verify` (tests/cloud/test_detached_runs.py runs them on the stand-in VM), each VM kind's
+`systemd-analyze verify` (tests/cloud/test_booted_vm.py runs them on the booted stand-in VM), each VM kind's
 stop budget (the container's stop grace period and the unit's stop timeout, rendered by Ansible from
 the role's defaults for a spot and a standard VM) against GCE's soft-off window, the settings file as
 the script reads it, and the shell scripts through shellcheck."""

@@ -22,6 +22,14 @@ from tests.standins.vm import Laptop, StandInVM, compose_plugin, docker
 from tests.support import ROOT, TOOLS_BIN
 
 INSTANCE = "tweet-trainer"  # infra/'s default instance_name: the VM's name
+STEPS_PER_EPOCH = 240 // 4  # the tiny CSV's 240 training rows in batches of 4
+# A run long enough to interrupt: three epochs of 60 steps, evaluated and checkpointed each epoch, one
+# log record a step.
+LONG_RUN = (
+    "--epochs 3 --batch-size 4 --seed 11 --set model.max_length=32 --set train.logging_steps=1 "
+    "--set train.gradient_accumulation_steps=1 --set train.eval_batch_size=64 --set train.learning_rate=5e-3 "
+    "--set runtime.require_gpu=false"
+)
 
 
 def copy_repo(dest: Path) -> str:
@@ -137,6 +145,38 @@ class Deployment:
         self.vars_file.write_text(json.dumps(self.provision_vars(), indent=2))
         return self.make("provision", f"ARGS=-e @{self.vars_file}", timeout=timeout)
 
+    def tf_cloud(self, *args: str, timeout: int = 600, **env: str) -> subprocess.CompletedProcess:
+        """The cloud verbs' script itself (what the make recipes call), e.g. `start NAME ARGS...`."""
+        env = {**self.env, "SSH_KEY": str(self.laptop.key), "INVENTORY": str(self.inventory),
+               "PY": str(ROOT / ".venv" / "bin" / "python"), **env}  # fmt: skip
+        return subprocess.run(["scripts/tf_cloud.sh", *args], cwd=self.repo, env=env, capture_output=True,
+                              text=True, timeout=timeout)  # fmt: skip
+
+    def state(self, run: str) -> str:
+        done = self.tf_cloud("state", run)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    def run_folder(self, run: str) -> Path:
+        return self.vm.data_mount / "runs" / run
+
+    def markers(self, run: str) -> dict[int, object]:
+        """The bucket's complete checkpoints of a run: step -> the marker object."""
+        found = {}
+        for blob in self._client().list_blobs(self.bucket, prefix=f"checkpoints/{run}/"):
+            folder, _, name = blob.name.split("/", 2)[2].partition("/")
+            if name == "checkpoint-complete.json":
+                found[int(folder.removeprefix("checkpoint-"))] = blob
+        return found
+
+    def in_bucket(self, name: str) -> bool:
+        return self._client().bucket(self.bucket).blob(name).exists()
+
+    def _client(self):
+        from tests.cloud.conftest import emulator_client
+
+        return emulator_client(self.emulator)
+
     def run_dirs(self) -> set[str]:
         return {p.name for p in (self.vm.data_mount / "runs").iterdir()}
 
@@ -145,10 +185,9 @@ class Deployment:
         return docker("ps", "-a", "-q", "--filter", label).stdout.strip()
 
     def manifest(self, run: str) -> dict:
-        from tests.cloud.conftest import emulator_client
-
-        blob = emulator_client(self.emulator).bucket(self.bucket).blob(f"runs/{run}/manifest.json")
-        return json.loads(blob.download_as_bytes())
+        return json.loads(
+            self._client().bucket(self.bucket).blob(f"runs/{run}/manifest.json").download_as_bytes()
+        )
 
 
 def tools_path() -> str:

@@ -1,15 +1,15 @@
-"""The cloud flow end to end against a stand-in VM: `make infra-apply` (real Terraform over infra/ with
-the stand-in google provider, which gives the VM the stand-in's address) and `make inventory`, then
-`make train MODE=cloud` over real SSH into the real Docker engine, artifacts into the bucket through
-the least-privilege gate, `make fetch` home, a code change shipped and run; and every bad input of
-the cloud verbs refused in one line with nothing started on the VM.
+"""The cloud flow end to end on the session's stand-in deployment (tests/cloud/conftest.py: `make infra-up`
+with real Terraform and the stand-in google provider, the inventory, the real playbook over SSH against
+the booted stand-in VM), then `make train MODE=cloud` over real SSH, the run a systemd unit on the VM,
+the trainer a container of the real Docker engine, artifacts into the bucket through the least-privilege
+gate, `make fetch` home, a code change shipped and run; and every bad input of the cloud verbs refused in
+one line with nothing started on the VM.
 
-What stands in for GCP (see tests/standins/vm.py and tests/standins/gcs_gate.py): the google provider
-(tests/standins/tf_harness.py), the VM (a container running Debian's sshd on an address of its own in
-127.0.0.0/8), the GPU (none: compose's CPU override), Cloud Storage (gcp-storage-emulator), IAM (the
-gate, which allows the VM's account exactly what infra/iam.tf grants it), the user's login (an
-application-default credentials file of the kind `gcloud auth application-default login` writes,
-loaded for real by google.auth). Everything after the SSH connection runs as it would on the VM.
+What stands in for GCP (tests/standins/README.md): the google provider, the VM (Debian booting systemd in a
+container, sshd on an address of its own in 127.0.0.0/8), the GPU (none: compose's CPU override), Cloud
+Storage (gcp-storage-emulator), IAM (the gate, which allows the VM's account exactly what infra/iam.tf
+grants it), the user's login (an application-default credentials file of the kind `gcloud auth
+application-default login` writes, loaded for real by google.auth).
 """
 
 from __future__ import annotations

@@ -272,7 +272,8 @@ def idle_checks(cloud: Deployment) -> list[str]:
 
 def stays_up_while(cloud: Deployment, reason: str, busy) -> None:
     """While `busy` runs (a callable, in a thread; it must succeed), the idle check sees `reason` and the
-    VM stays up, however long ago its last busy moment was."""
+    VM stays up, however long ago its last busy moment was (back-dated past the limit on every tick). Each
+    `busy` ends with the VM busy or its last busy moment fresh, so no tick between cases finds it idle."""
     seen = len(idle_checks(cloud))
     results: list[object] = []
 
@@ -282,45 +283,44 @@ def stays_up_while(cloud: Deployment, reason: str, busy) -> None:
         except BaseException as exc:  # handed to the test's thread
             results.append(exc)
 
+    def said_busy(since: int) -> bool:
+        return any(line.startswith(f"trainer-run: busy: {reason}") for line in idle_checks(cloud)[since:])
+
     worker = threading.Thread(target=work)
-    started = time.monotonic()
     worker.start()
-    while worker.is_alive():
+    wait_for(lambda: said_busy(seen) or not worker.is_alive(), f"the idle check to see {reason}", timeout=120)
+    assert said_busy(seen), (idle_checks(cloud)[seen:][-5:], results)
+    mark = len(idle_checks(cloud))
+    while worker.is_alive():  # idle for longer than the limit, as far as the clock goes
         back_date(cloud)
         time.sleep(0.5)
-    took = time.monotonic() - started
+    worker.join()
     (result,) = results
     assert not isinstance(result, BaseException), result
     if isinstance(result, subprocess.CompletedProcess):
         assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert cloud.vm.running(), f"the VM powered off during {reason}"
-    new = idle_checks(cloud)[seen:]
-    said = (result.stdout + result.stderr)[-2000:] if isinstance(result, subprocess.CompletedProcess) else ""
-    assert any(line.startswith(f"trainer-run: busy: {reason}") for line in new), (
-        round(took, 1),
-        new[-5:],
-        said,
-    )
-    assert not any("idle for" in line for line in new), new
+    after = idle_checks(cloud)[mark:]
+    assert said_busy(mark), after[-5:]  # ticks with the clock past the limit: busy, not idle
+    assert not any("idle for" in line for line in idle_checks(cloud)[seen:]), after
 
 
 def test_the_idle_timer_powers_off_but_never_while_busy(cloud, fast_idle_timer, tiny_csv, tiny_model_dir):
     vm = cloud.vm
+    fresh = "sudo touch /run/trainer-run/last-busy"
     # A cloud verb's SSH session (make ssh, as a user types into it).
-    stays_up_while(
-        cloud, "an SSH session", lambda: cloud.make("ssh", timeout=120, input_text="sleep 6; exit\n")
-    )
-    # An image build, started on the VM's own console (no SSH session).
-    dockerfile = f"FROM {os.environ['TRAINER_TEST_BASE_IMAGE']}\nRUN sleep 6\n"
-    # --no-cache: a cached build is instant; this one must take its time.
-    build = ["docker", "exec", "-i", vm.name, "docker", "build", "--no-cache", "--network", "host", "-q",
-             "-t", "standin-busy:1", "-"]  # fmt: skip
+    session = f"sleep 8; {fresh}; exit\n"
+    stays_up_while(cloud, "an SSH session", lambda: cloud.make("ssh", timeout=120, input_text=session))
+    # An image build, started on the VM's own console (no SSH session); --no-cache: it takes its time.
+    dockerfile = f"FROM {os.environ['TRAINER_TEST_BASE_IMAGE']}\nRUN sleep 8\n"
+    build = ["docker", "exec", "-i", vm.name, "sh", "-c",
+             f"docker build --no-cache --network host -q -t standin-busy:1 - && {fresh}"]  # fmt: skip
     stays_up_while(
         cloud,
         "an image build",
         lambda: subprocess.run(build, input=dockerfile, text=True, check=True, capture_output=True),
     )
-    # Provisioning (make provision: an SSH session the whole time; its image build inside it).
+    # Provisioning (make provision: an SSH session the whole time, then ansible's persistent connection).
     stays_up_while(cloud, "an SSH session", lambda: cloud.provision())
     # A run.
     run = "idle-busy"
@@ -329,9 +329,8 @@ def test_the_idle_timer_powers_off_but_never_while_busy(cloud, fast_idle_timer, 
     )
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     try:
-        stays_up_while(
-            cloud, f"run {run}", lambda: wait_for(lambda: logged_step(cloud.run_folder(run), 20), "step 20")
-        )
+        wait_for(lambda: logged_step(cloud.run_folder(run), 1), "the run's first step")
+        stays_up_while(cloud, f"run {run}", lambda: time.sleep(8))  # the run goes on after it
     finally:
         assert cloud.make("stop", f"RUN={run}", timeout=120).returncode == 0
 

@@ -284,7 +284,9 @@ def stays_up_while(cloud: Deployment, reason: str, busy) -> None:
             results.append(exc)
 
     def said_busy(since: int) -> bool:
-        return any(line.startswith(f"trainer-run: busy: {reason}") for line in idle_checks(cloud)[since:])
+        return any(
+            line.startswith("trainer-run: busy: ") and reason in line for line in idle_checks(cloud)[since:]
+        )
 
     worker = threading.Thread(target=work)
     worker.start()

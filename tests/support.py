@@ -51,3 +51,25 @@ def logged_step(run_dir: Path, step: int) -> bool:
     """Whether the run's training.log has the line of optimizer step `step` (logging_steps: 1)."""
     log = run_dir / "training.log"
     return log.is_file() and f"step {step}: " in log.read_text(encoding="utf-8", errors="replace")
+
+
+def write_run_config(
+    path: Path, model_dir: Path, csv: Path, *, epochs: int, batch_size: int = 4,
+    learning_rate: float = 5e-3, train_extra: str = "",
+) -> Path:  # fmt: skip
+    """The tests' tiny run as a YAML config: texts cut at 32 tokens, evaluation batches of 64, a log line
+    every step; `train_extra` adds lines (indented two spaces) to its train section."""
+    path.write_text(
+        f"""
+model: {{name: {model_dir}, max_length: 32}}
+data: {{path: {csv}}}
+train:
+  epochs: {epochs}
+  batch_size: {batch_size}
+  eval_batch_size: 64
+  learning_rate: {learning_rate}
+  logging_steps: 1
+{train_extra}""",
+        encoding="utf-8",
+    )
+    return path

@@ -24,32 +24,12 @@ import pytest
 
 from tests.cloud.conftest import emulator_client
 from tests.standins.gcs_gate import Gate, Policy
-from tests.support import ROOT
+from tests.support import ROOT, write_run_config
 from trainer import checkpoints
 
 pytestmark = [pytest.mark.slow, pytest.mark.gcs]
 
 STEPS_PER_EPOCH = 240 // 4  # the tiny CSV's 240 training rows in batches of 4
-
-
-def write_config(
-    path: Path, model_dir: Path, csv: Path, epochs: int, extra: str = "", learning_rate: float = 5e-3
-) -> Path:
-    path.write_text(
-        f"""
-model: {{name: {model_dir}, max_length: 32}}
-data: {{path: {csv}}}
-train:
-  epochs: {epochs}
-  batch_size: 4
-  eval_batch_size: 64
-  learning_rate: {learning_rate}
-  logging_steps: 1
-  save_total_limit: 8
-{extra}""",
-        encoding="utf-8",
-    )
-    return path
 
 
 class Runs:
@@ -107,7 +87,14 @@ def runs(tmp_path, gcs_emulator, tiny_model_dir, tiny_csv, request):
     emulator_client(gcs_emulator).create_bucket(bucket)
 
     def make(epochs: int = 3, extra: str = "", learning_rate: float = 5e-3) -> Runs:
-        config = write_config(tmp_path / "run.yaml", tiny_model_dir, tiny_csv, epochs, extra, learning_rate)
+        config = write_run_config(
+            tmp_path / "run.yaml",
+            tiny_model_dir,
+            tiny_csv,
+            epochs=epochs,
+            learning_rate=learning_rate,
+            train_extra="  save_total_limit: 8\n" + extra,
+        )
         return Runs(config, tmp_path / "run", gcs_emulator, bucket)
 
     return make

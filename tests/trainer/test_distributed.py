@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import ROOT, write_run_config
 from trainer import checkpoints
 
-ROOT = Path(__file__).resolve().parents[2]
 MULTI_GPU = ROOT / "config" / "accelerate" / "multi_gpu.yaml"
 TRAIN_ROWS = 240  # 80% of the 300-row tiny data set
 EFFECTIVE_BATCH = 16
@@ -37,22 +37,8 @@ def free_port() -> int:
 
 
 def write_config(path: Path, model_dir: Path, csv: Path, batch_size: int) -> Path:
-    path.write_text(
-        f"""
-model: {{name: {model_dir}, max_length: 32}}
-data: {{path: {csv}}}
-train:
-  epochs: {EPOCHS}
-  batch_size: {batch_size}
-  eval_batch_size: 64
-  learning_rate: 5.0e-3
-  warmup_ratio: 0.1
-  logging_steps: 1
-  early_stopping: {{enabled: false}}
-""",
-        encoding="utf-8",
-    )
-    return path
+    extra = "  warmup_ratio: 0.1\n  early_stopping: {enabled: false}\n"
+    return write_run_config(path, model_dir, csv, epochs=EPOCHS, batch_size=batch_size, train_extra=extra)
 
 
 def env() -> dict[str, str]:

@@ -19,11 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import logged_step, require, wait_for
+from tests.support import ROOT, logged_step, require, wait_for
 from trainer import checkpoints
 from trainer.cli import main
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def trainer_cmd(config: Path, out: Path, *flags: str) -> list[str]:

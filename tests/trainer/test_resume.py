@@ -18,10 +18,9 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from tests.support import logged_step, wait_for
+from tests.support import ROOT, logged_step, wait_for, write_run_config
 from trainer import checkpoints
 
-ROOT = Path(__file__).resolve().parents[2]
 INTERRUPTED = "trainer: interrupted; rerun the same command to resume from the last checkpoint"
 STEPS_PER_EPOCH = 240 // 4
 EPOCHS = 2
@@ -31,22 +30,8 @@ pytestmark = pytest.mark.slow
 
 def write_config(path: Path, model_dir: Path, csv: Path, extra: str = "") -> Path:
     """The tiny run with 4-row batches (60 steps an epoch), a log line every step, length-grouped."""
-    path.write_text(
-        f"""
-model: {{name: {model_dir}, max_length: 32}}
-data: {{path: {csv}}}
-train:
-  epochs: {EPOCHS}
-  batch_size: 4
-  eval_batch_size: 64
-  learning_rate: 5.0e-3
-  logging_steps: 1
-  group_by_length: true
-  save_total_limit: 8
-{extra}""",
-        encoding="utf-8",
-    )
-    return path
+    extra = "  group_by_length: true\n  save_total_limit: 8\n" + extra
+    return write_run_config(path, model_dir, csv, epochs=EPOCHS, train_extra=extra)
 
 
 @pytest.fixture(scope="module")

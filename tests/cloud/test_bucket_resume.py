@@ -54,14 +54,19 @@ class Runs:
         assert proc.returncode == 0, stderr[-3000:]
         return stderr
 
-    def sigterm_at(self, step: int) -> int:
-        """Start, SIGTERM once `step` is logged; the step of the checkpoint it saved."""
+    def start_until(self, step: int) -> subprocess.Popen:
+        """Start, and return once `step` is logged (the run goes on)."""
         proc = self.start()
         log = self.out / "training.log"
         deadline = time.monotonic() + 300
         while not (log.is_file() and f"step {step}: " in log.read_text(errors="replace")):
             assert proc.poll() is None and time.monotonic() < deadline, f"the run did not reach step {step}"
             time.sleep(0.01)
+        return proc
+
+    def sigterm_at(self, step: int) -> int:
+        """Start, SIGTERM once `step` is logged; the step of the checkpoint it saved."""
+        proc = self.start_until(step)
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=120)
         assert proc.returncode == 130, stderr[-3000:]
@@ -173,12 +178,7 @@ def test_a_stop_whose_upload_the_power_off_cuts_resumes_from_the_last_complete_c
         # The trainer's client is the VM's account, through the gate, in both attempts (the emulator
         # records the links it hands out with the address that asked).
         run.emulator = gate.url
-        proc = run.start()
-        log = run.out / "training.log"
-        deadline = time.monotonic() + 300
-        while not (log.is_file() and f"step {step}: " in log.read_text(errors="replace")):
-            assert proc.poll() is None and time.monotonic() < deadline, f"the run did not reach step {step}"
-            time.sleep(0.01)
+        proc = run.start_until(step)
         gate.armed.set()
         proc.send_signal(signal.SIGTERM)
         assert gate.holding.wait(120), "the stop's checkpoint upload did not start"

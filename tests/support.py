@@ -73,3 +73,9 @@ train:
         encoding="utf-8",
     )
     return path
+
+
+def extra_ca_certs() -> str:
+    """Locally added CAs (Debian keeps them here), e.g. a TLS-intercepting proxy's, for pip in the build."""
+    files = sorted(Path("/usr/local/share/ca-certificates").rglob("*.crt"))
+    return "".join(f.read_text() for f in files)

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support import ROOT, require, tool
+from tests.support import ROOT, extra_ca_certs, require, tool
 
 pytestmark = pytest.mark.container
 
@@ -205,12 +205,6 @@ def test_accelerate_configs_load_with_accelerate(name):
 
 
 # ------------------------------------------------------------------------ a real engine (slow)
-
-
-def extra_ca_certs() -> str:
-    """Locally added CAs (Debian keeps them here), e.g. a TLS-intercepting proxy's, for pip in the build."""
-    files = sorted(Path("/usr/local/share/ca-certificates").rglob("*.crt"))
-    return "".join(f.read_text() for f in files)
 
 
 class Engine:

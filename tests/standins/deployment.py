@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tests.standins.gcs_gate import Gate
 from tests.standins.vm import Laptop, StandInVM, compose_plugin, docker
-from tests.support import ROOT, TOOLS_BIN
+from tests.support import ROOT, TOOLS_BIN, extra_ca_certs
 
 INSTANCE = "tweet-trainer"  # infra/'s default instance_name: the VM's name
 STEPS_PER_EPOCH = 240 // 4  # the tiny CSV's 240 training rows in batches of 4
@@ -63,12 +63,6 @@ def adc_file(path: Path) -> Path:
         "quota_project_id": "stand-in-project",
     }))  # fmt: skip
     return path
-
-
-def extra_ca_certs() -> str:
-    """Locally added CAs (Debian keeps them here), e.g. a TLS-intercepting proxy's, for pip in the build."""
-    files = sorted(Path("/usr/local/share/ca-certificates").rglob("*.crt"))
-    return "".join(f.read_text() for f in files)
 
 
 def compose_overrides(gate: Gate) -> str:

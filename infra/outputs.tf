@@ -50,6 +50,11 @@ output "bucket_force_destroy" {
   value       = google_storage_bucket.artifacts.force_destroy
 }
 
+output "data_read_buckets" {
+  description = "Names (no gs://, sorted, no repeats) of the other buckets the VM's service account may read (objectViewer, from data_read_buckets); with bucket_name, the only buckets a DATA=gs://<bucket>/... run can read."
+  value       = sort([for grant in google_storage_bucket_iam_member.data_read : grant.bucket])
+}
+
 output "service_account_email" {
   description = "Email of the VM's dedicated service account."
   value       = google_service_account.trainer.email

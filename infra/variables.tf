@@ -275,6 +275,26 @@ variable "noncurrent_version_retention_days" {
   }
 }
 
+variable "data_read_buckets" {
+  type        = list(string)
+  description = "Other GCS buckets the VM may read training data from (DATA=gs://<one of these>/...): bucket names without gs://. The VM's service account gets roles/storage.objectViewer (objects.get and objects.list, nothing else) on each; its own bucket needs no entry. [] = only its own bucket."
+  default     = []
+
+  validation {
+    condition     = alltrue([for b in var.data_read_buckets : !strcontains(b, "/") && !strcontains(b, ":")])
+    error_message = "data_read_buckets lists bucket names, not gs:// URLs or paths: for DATA=gs://other-bucket/tweets.csv write data_read_buckets = [\"other-bucket\"] in infra/terraform.tfvars."
+  }
+
+  validation {
+    condition = alltrue([
+      for b in var.data_read_buckets :
+      can(regex("^[a-z0-9][-_.a-z0-9]{1,220}[a-z0-9]$", b)) && alltrue([for part in split(".", b) : length(part) >= 1 && length(part) <= 63])
+      && !startswith(b, "goog") && !strcontains(b, "google") && !can(regex("^[0-9]+([.][0-9]+){3}$", b))
+    ])
+    error_message = "data_read_buckets: each entry must be a GCS bucket name such as \"other-bucket\": 3-63 lowercase letters, digits, - and _ (dots allowed, up to 222 characters with 63 between dots), starting and ending with a letter or digit, not starting with goog, not containing google, not an IP address."
+  }
+}
+
 # ---- Network and SSH ----------------------------------------------------------------------------
 
 variable "ssh_source_ranges" {

@@ -227,3 +227,33 @@ run "subnet_is_a_cidr" {
   variables { subnet_cidr = "10.42.0.0" }
   expect_failures = [var.subnet_cidr]
 }
+
+run "data_read_buckets_grant_object_viewer_only" {
+  command = plan
+  variables { data_read_buckets = ["other-bucket", "shared.data.example.com", "test-project-123-tweet-trainer"] }
+
+  assert {
+    condition     = keys(google_storage_bucket_iam_member.data_read) == tolist(["other-bucket", "shared.data.example.com"])
+    error_message = "one grant per other bucket; the VM's own bucket is left out"
+  }
+  assert {
+    condition     = alltrue([for g in google_storage_bucket_iam_member.data_read : g.role == "roles/storage.objectViewer"])
+    error_message = "read-only: objectViewer"
+  }
+  assert {
+    condition     = output.data_read_buckets == tolist(["other-bucket", "shared.data.example.com"])
+    error_message = "the output lists the buckets granted"
+  }
+}
+
+run "data_read_buckets_are_names_not_urls" {
+  command = plan
+  variables { data_read_buckets = ["gs://other-bucket"] }
+  expect_failures = [var.data_read_buckets]
+}
+
+run "data_read_buckets_pattern" {
+  command = plan
+  variables { data_read_buckets = ["Other_Bucket"] }
+  expect_failures = [var.data_read_buckets]
+}

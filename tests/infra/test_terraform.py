@@ -195,10 +195,30 @@ def test_vm_runs_as_a_dedicated_service_account_with_least_roles(module):
     }
     assert grants == {
         ("google_storage_bucket_iam_member", "roles/storage.objectAdmin"),
+        ("google_storage_bucket_iam_member", "roles/storage.objectViewer"),
         ("google_project_iam_member", "roles/logging.logWriter"),
     }
     bucket_grant = resource(module, "google_storage_bucket_iam_member", "trainer_objects")
     assert expr(bucket_grant["bucket"]) == "google_storage_bucket.artifacts.name"
+
+
+def test_data_read_buckets_get_object_viewer_for_the_vm_account_only(module):
+    """DATA=gs://other-bucket/... reads through these grants: one read-only member per listed bucket
+    (the VM's own bucket left out: it has objectAdmin), for the VM's service account, nothing else."""
+    grant = resource(module, "google_storage_bucket_iam_member", "data_read")
+    assert expr(grant["for_each"]) == "setsubtract(toset(var.data_read_buckets), [local.bucket_name])"
+    assert expr(grant["bucket"]) == "each.value"
+    assert literal(grant["role"]) == "roles/storage.objectViewer"
+    assert expr(grant["member"]) == expr(
+        resource(module, "google_storage_bucket_iam_member", "trainer_objects")["member"]
+    )
+    variable = module.variables["data_read_buckets"]
+    assert expr(variable["type"]) == "list(string)" and variable["default"] == []
+    assert "gs://" in literal(variable["validation"][0]["error_message"])
+    output = module.outputs["data_read_buckets"]
+    assert expr(output["value"]) == (
+        "sort([for grant in google_storage_bucket_iam_member.data_read : grant.bucket])"
+    )
 
 
 def test_firewall_allows_ssh_only_from_the_given_ranges(module):
@@ -734,6 +754,7 @@ def write_state(folder: Path, force_destroy: bool) -> None:
             entry("google_project_service", "apis", "compute.googleapis.com", "storage.googleapis.com"),
             entry("google_storage_bucket", "artifacts"),
             entry("google_storage_bucket_iam_member", "trainer_objects"),
+            entry("google_storage_bucket_iam_member", "data_read", "other-bucket", "shared-data"),
             entry("google_service_account", "trainer"),
             entry("google_compute_network", "trainer"),
             entry("google_compute_disk", "data", 0, 1),
@@ -759,9 +780,10 @@ def test_infra_down_keeps_the_bucket_unless_force_destroy(tmp_path, force_destro
     write_state(tmp_path, force_destroy)
     everything = {
         "google_storage_bucket.artifacts", "google_storage_bucket_iam_member.trainer_objects",
-        "google_service_account.trainer", "google_compute_network.trainer", "google_compute_disk.data",
-        "google_compute_instance.trainer",
+        "google_storage_bucket_iam_member.data_read", "google_service_account.trainer",
+        "google_compute_network.trainer", "google_compute_disk.data", "google_compute_instance.trainer",
     }  # fmt: skip
+    # The read grants on other buckets (data_read_buckets) name the service account: they go with it.
     done = subprocess.run(
         ["bash", str(SCRIPT), "down-targets"], capture_output=True, text=True, timeout=60,
         env={**os.environ, "INFRA_DIR": str(tmp_path), "TERRAFORM": terraform, "KEEP_DATA_DISK": keep_disk},

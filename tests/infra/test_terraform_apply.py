@@ -120,6 +120,85 @@ def test_plan_refuses_a_validation_failure_with_its_message(planner):
     )
 
 
+# ---- data_read_buckets: read-only access to other buckets for DATA=gs://other-bucket/... -----------
+
+DATA_READ = "google_storage_bucket_iam_member.data_read"
+VM_ACCOUNT = "serviceAccount:tweet-trainer-vm@stand-in-project.iam.gserviceaccount.com"
+
+
+def test_plan_grants_no_other_bucket_by_default(planner):
+    plan = planner.plan()
+    assert not [a for a in changes(plan) if a.startswith(DATA_READ)]
+    assert planned_outputs(plan)["data_read_buckets"] == []
+
+
+def test_plan_grants_object_viewer_on_each_listed_bucket_to_the_vm_account(planner):
+    plan = planner.plan({"data_read_buckets": ["other-bucket", "shared.data.example.com", "other-bucket"]})
+    found = {a: c for a, c in changes(plan).items() if a.startswith(DATA_READ)}
+    assert set(found) == {f'{DATA_READ}["other-bucket"]', f'{DATA_READ}["shared.data.example.com"]'}
+    for address, change in found.items():
+        assert change["actions"] == ["create"], address
+        assert change["after"]["role"] == "roles/storage.objectViewer", address
+        assert change["after"]["bucket"] == address.split('"')[1]
+    # The member is the VM's service account, known after apply (its email comes from GCP).
+    after_unknown = {c["address"]: c["change"]["after_unknown"] for c in plan["resource_changes"]}
+    assert after_unknown[f'{DATA_READ}["other-bucket"]']["member"] is True
+    assert planned_outputs(plan)["data_read_buckets"] == ["other-bucket", "shared.data.example.com"]
+
+
+def test_plan_leaves_the_vms_own_bucket_out_of_the_read_grants(planner):
+    plan = planner.plan({"data_read_buckets": ["stand-in-project-tweet-trainer"]})
+    assert not [a for a in changes(plan) if a.startswith(DATA_READ)]
+    assert planned_outputs(plan)["data_read_buckets"] == []
+
+
+@pytest.mark.parametrize(
+    ("buckets", "message"),
+    [
+        (["gs://other-bucket"], "data_read_buckets lists bucket names, not gs:// URLs or paths"),
+        (["other-bucket/tweets"], 'write data_read_buckets = ["other-bucket"] in infra/terraform.tfvars'),
+        (["Other-Bucket"], 'each entry must be a GCS bucket name such as "other-bucket"'),
+        (["ab"], "each entry must be a GCS bucket name"),
+        (["google-data"], "not containing google"),
+        (["192.168.0.1"], "not an IP address"),
+        (["a" * 64], "63 between dots"),
+    ],
+    ids=["gs-url", "path", "upper-case", "too-short", "google", "ip-address", "too-long"],
+)
+def test_plan_refuses_a_data_read_bucket_that_is_not_a_bucket_name(planner, buckets, message):
+    with pytest.raises(TerraformError) as failed:
+        planner.plan({"data_read_buckets": buckets})
+    output = " ".join(failed.value.output.split())
+    assert "Invalid value for variable" in output and message in output, output[-2000:]
+
+
+def test_apply_grants_the_vm_account_read_access_and_infra_down_removes_it(tf, tmp_path):
+    buckets = ["other-bucket", "shared-data"]
+    tf.apply({"data_read_buckets": buckets})
+    assert tf.output()["data_read_buckets"] == {"value": buckets, "type": ["list", "string"],
+                                                "sensitive": False}  # fmt: skip
+    grants = {
+        (g["bucket"], g["role"], g["member"]) for g in tf.cloud.resources("google_storage_bucket_iam_member")
+    }
+    assert grants == {
+        ("stand-in-project-tweet-trainer", "roles/storage.objectAdmin", VM_ACCOUNT),
+        ("other-bucket", "roles/storage.objectViewer", VM_ACCOUNT),
+        ("shared-data", "roles/storage.objectViewer", VM_ACCOUNT),
+    }
+    # A bucket dropped from the list loses its grant; the other one stays.
+    tf.apply({"data_read_buckets": ["shared-data"]})
+    assert tf.output()["data_read_buckets"]["value"] == ["shared-data"]
+    assert [g["bucket"] for g in tf.cloud.resources("google_storage_bucket_iam_member")
+            if g["role"] == "roles/storage.objectViewer"] == ["shared-data"]  # fmt: skip
+    # infra-down destroys the grants with the service account they name; the bucket and APIs stay.
+    infra_down(tf, tmp_path, data_read_buckets=["shared-data"])
+    assert {address.split("[")[0] for address in tf.state_list()} == {
+        "google_project_service.apis",
+        "google_storage_bucket.artifacts",
+    }
+    assert tf.cloud.resources("google_storage_bucket_iam_member") == []
+
+
 # ---- apply -> outputs -> inventory ----------------------------------------------------------------
 
 
@@ -151,6 +230,7 @@ def test_apply_gives_the_outputs_the_inventory_and_the_playbook_expect(tf, tmp_p
         "main_process_address",
         "rendezvous_port",
         "price_inputs",
+        "data_read_buckets",
     }
     values = {name: o["value"] for name, o in outputs.items()}
     assert values["external_ip"] == STAND_IN_VM and values["external_ips"] == [STAND_IN_VM]
@@ -159,6 +239,7 @@ def test_apply_gives_the_outputs_the_inventory_and_the_playbook_expect(tf, tmp_p
     assert values["service_account_email"] == "tweet-trainer-vm@stand-in-project.iam.gserviceaccount.com"
     assert values["zones"] == ["us-central1-a", "us-central1-b", "us-central1-c", "us-central1-f"]
     assert values["instance_status"] == "RUNNING"
+    assert values["data_read_buckets"] == []  # only its own bucket by default
     hosts = inventory(tf, tmp_path / "hosts.yml")["trainer"]["hosts"]
     # The same host variables as the inventory made from the recorded outputs of a real deployment.
     (reference,) = inventory(tf, tmp_path / "reference.yml", "--from", str(FIXTURE_OUTPUTS))["trainer"][

@@ -7,7 +7,9 @@ class sizes and the stratified sample and split by `trainer.stratify`.
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,10 +77,16 @@ def read_table(path: Path) -> pd.DataFrame:
         if kind in ("csv", "tsv"):
             # low_memory=False: one type per column, never ints in one chunk and strings in the next.
             sep = "\t" if kind == "tsv" else ","
+            # pandas renames a repeated name ("text" -> "text.1"): only the header line shows it.
+            _refuse_duplicate_columns(_csv_header(path, sep), path)
             return pd.read_csv(path, sep=sep, encoding="utf-8", low_memory=False)
         if kind == "jsonl":
+            _refuse_duplicate_keys(path)
             # dtype=False: JSON strings stay strings ("2020" is a text, not a number).
             return pd.read_json(path, lines=True, encoding="utf-8", dtype=False)
+        import pyarrow.parquet as pq
+
+        _refuse_duplicate_columns(pq.read_schema(path).names, path)
         return pd.read_parquet(path)
     except UnicodeDecodeError:
         raise UserError(
@@ -89,6 +97,63 @@ def read_table(path: Path) -> pd.DataFrame:
     except (ValueError, OSError, pd.errors.ParserError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"cannot read data file {path} as {kind}: {first}") from None
+
+
+def _refuse_duplicate_columns(names: list[str], path: Path) -> None:
+    """A column name given twice is ambiguous (pandas renames the second "text.1" and uses the first):
+    one line naming the file, the names and their positions."""
+    named = [str(name) for name in names if str(name).strip()]  # empty names (trailing commas) name nothing
+    repeated = sorted({name for name in named if named.count(name) > 1}, key=named.index)
+    if not repeated:
+        return
+    listed = ", ".join(
+        f"{name!r} (columns {', '.join(str(i) for i, n in enumerate(names, 1) if str(n) == name)})"
+        for name in repeated
+    )
+    raise UserError(
+        f"data file {path} has duplicated column names: {listed}; rename or delete the extra "
+        "columns so that each name appears once in the header"
+    )
+
+
+def _csv_header(path: Path, sep: str) -> list[str]:
+    """The header line's names as written (the first non-blank record, as pandas reads it)."""
+    with path.open(encoding="utf-8-sig", newline="") as fh:
+        try:
+            for record in csv.reader(fh, delimiter=sep):
+                if record and not (len(record) == 1 and not record[0].strip()):
+                    return record
+        except csv.Error:
+            pass  # pandas reports the malformed line in its own words
+    return []
+
+
+class _Pairs(list):
+    "one JSON object's (key, value) pairs, in order, repeated keys kept"
+
+
+def _refuse_duplicate_keys(path: Path) -> None:
+    """A key given twice in one JSON record: JSON keeps the last value, silently."""
+    with path.open(encoding="utf-8-sig") as fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line, object_pairs_hook=_Pairs)
+            except ValueError:
+                return  # pandas reports the broken line in its own words
+            keys = [key for key, _ in record] if isinstance(record, _Pairs) else []
+            repeated = sorted({key for key in keys if keys.count(key) > 1}, key=keys.index)
+            if repeated:
+                which = (
+                    f"keys {', '.join(map(repr, repeated))} appear"
+                    if len(repeated) > 1
+                    else (f"key {repeated[0]!r} appears")
+                )
+                raise UserError(
+                    f"data file {path} line {number}: {which} more than once in the record (JSON keeps only "
+                    "the last value, silently): delete or rename the extra key"
+                )
 
 
 def _read_saved_dataset(path: Path) -> pd.DataFrame:

@@ -62,6 +62,14 @@ def data_case_args(case: str, e: dict) -> tuple[list[str], str] | None:
             f"{twice} line 302: the header (text, label) appears again inside the data (files "
             "concatenated?): delete that line"
         )
+    if case == "duplicate-column-names":  # pandas renamed the second 'text' 'text.1' and used the first
+        path = tmp / "two-texts.csv"
+        body = frame.assign(summary=frame["text"].str.upper()).to_csv(index=False).split("\n", 1)[1]
+        path.write_text("text,label,text\n" + body)
+        return _data(path), (
+            f"data file {path} has duplicated column names: 'text' (columns 1, 3); rename or delete the "
+            "extra columns so that each name appears once in the header"
+        )
     if case == "all-blank-texts":
         path = _csv(tmp, "blank.csv", frame.assign(text="   "))
         return _data(path), f"{path}: every text in column 'text' is empty (300 rows): point data.text_column"
@@ -255,6 +263,7 @@ CASES = [
     "metric-typo",
     "foreign-output-folder",
     "repeated-header",
+    "duplicate-column-names",
     "all-blank-texts",
     "numeric-texts",
     "a-number-among-texts",

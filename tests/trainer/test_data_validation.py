@@ -75,6 +75,61 @@ def test_missing_texts_alongside_strings_are_dropped_not_errors(tmp_path):
     assert _splits_of(path).sources[0]["dropped"] == 2
 
 
+# ---------------------------------------------------------------- a column name given twice
+
+
+def test_a_repeated_column_name_is_refused_where_pandas_would_rename_it(tmp_path):
+    """pandas reads `label,text,text` as label, text, text.1 and the first `text` would be trained on."""
+    path = tmp_path / "d.tsv"
+    rows = "".join(
+        f"{lab}\t{t}\tsummary {i}\n" for i, (t, lab) in enumerate(make_texts(30).itertuples(index=False))
+    )
+    path.write_text("\ufeff\nlabel\ttext\ttext\n" + rows, encoding="utf-8")  # a BOM and a blank line first
+    with pytest.raises(UserError) as refused:
+        _splits_of(path)
+    assert str(refused.value) == (
+        f"data file {path} has duplicated column names: 'text' (columns 2, 3); rename or delete the extra "
+        "columns so that each name appears once in the header"
+    )
+
+
+def test_every_repeated_column_name_is_named_in_header_order(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("label,text,id,label,text,text\n" + "b,a,1,b,a,a\n" * 30)
+    with pytest.raises(UserError, match=r"'label' \(columns 1, 4\), 'text' \(columns 2, 5, 6\);"):
+        _splits_of(path)
+
+
+def test_a_key_repeated_in_a_jsonl_record_is_refused_with_its_line(tmp_path):
+    """JSON keeps the last of two equal keys, silently."""
+    path = tmp_path / "d.jsonl"
+    lines = make_texts(30).to_json(orient="records", lines=True).splitlines()
+    lines[6] = '{"text": "first", "label": "positive", "text": "second"}'
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(UserError, match=r"d\.jsonl line 7: key 'text' appears more than once in the record"):
+        _splits_of(path)
+
+
+def test_a_parquet_file_with_a_repeated_column_name_is_refused_in_words(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    frame = make_texts(30)
+    table = pa.table([frame["text"], frame["label"], frame["text"]], names=["text", "label", "text"])
+    path = tmp_path / "d.parquet"
+    pq.write_table(table, path)
+    with pytest.raises(UserError, match=r"d\.parquet has duplicated column names: 'text' \(columns 1, 3\)"):
+        _splits_of(path)
+
+
+def test_unnamed_columns_and_a_real_dotted_name_are_not_duplicates(tmp_path):
+    """Trailing commas (empty header cells) name no column; a column called `text.1` is just a name."""
+    path = tmp_path / "d.csv"
+    rows = "".join(f"{t},{lab},x,,\n" for t, lab in make_texts(30).itertuples(index=False))
+    path.write_text("text,label,text.1,,\n" + rows)
+    assert sum(_splits_of(path).counts().values()) == 30
+
+
 # ---------------------------------------------------------------- the max_rows sample
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from trainer.config import choose_mode, config_file, load_config
 from trainer.errors import OneLineParser, UserError, report
-from trainer.run_folder import RunFolder
+from trainer.run_folder import MANIFEST, MODEL, RunFolder
 
 BLANK = "blank text: nothing to classify"
 
@@ -34,6 +34,7 @@ class Predictor:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         folder = RunFolder(run_dir)
+        refuse_model_folder(folder)
         labels = folder.labels()
         max_length = folder.resolved_config().model.max_length
         try:
@@ -81,6 +82,34 @@ class Predictor:
         )
         with torch.inference_mode():
             return torch.softmax(self.model(**enc).logits, dim=-1).tolist()
+
+
+def refuse_model_folder(folder: RunFolder) -> None:
+    """--run names the run folder. Given the `model/` folder inside a run (or another folder with a model,
+    such as a checkpoint), say so and name the run folder to pass, rather than "not a finished run"."""
+    from transformers.utils import CONFIG_NAME
+
+    given = folder.path
+    if folder.is_finished() or not given.is_dir():
+        return
+    is_model_dir = given.resolve().name == MODEL
+    if not is_model_dir and not (given / CONFIG_NAME).is_file():
+        return
+    # "runs/local/model" -> runs/local, runs (as the user wrote it); "." or ".." -> absolute paths
+    ups = list(given.parents if given.name not in ("", "..") else given.resolve().parents)[:2]
+    run = next((up for up in ups if RunFolder(up).is_finished()), None)
+    if run is None and is_model_dir and ups:
+        run = ups[0]
+    what = f"the {MODEL}/ folder inside a run" if is_model_dir else f"a model folder ({CONFIG_NAME})"
+    if run is not None:
+        raise UserError(
+            f"{given} is {what}, not a run folder: --run takes the run folder, the parent of {MODEL}/ "
+            f"(the folder with {MANIFEST}): pass --run {run}"
+        )
+    raise UserError(
+        f"{given} is {what}, not a run folder: --run takes the folder a training run wrote, which holds "
+        f"{MODEL}/ and {MANIFEST} (e.g. runs/local)"
+    )
 
 
 def read_lines(path: str) -> list[str]:

@@ -111,3 +111,32 @@ def test_a_wrong_flag_is_one_line_exit_2(capsys):
     assert capsys.readouterr().err.strip().splitlines() == [
         "trainer: error: unrecognized arguments: --txt hello (see python -m trainer.predict --help)"
     ]
+
+
+@pytest.mark.parametrize(("cwd", "given", "use"), [("above", "run/model", "run"), ("model", ".", "RUN")])
+def test_the_model_folder_inside_a_run_names_the_run_folder_to_pass(
+    finished, cwd, given, use, monkeypatch, capsys
+):
+    """`--run RUN/model` is the run's model, not an unfinished run: the message names the run folder."""
+    monkeypatch.chdir(finished.parent if cwd == "above" else finished / "model")
+    assert main(["--run", given, "--text", "lovely"]) == 2
+    run = str(finished) if use == "RUN" else use
+    assert one_error_line(capsys) == (
+        f"trainer: error: {given} is the model/ folder inside a run, not a run folder: --run takes the run "
+        f"folder, the parent of model/ (the folder with manifest.json): pass --run {run}"
+    )
+    assert capsys.readouterr().out == ""
+
+
+def test_a_model_folder_outside_any_run_is_not_called_an_unfinished_run(tiny_model_dir, capsys):
+    assert main(["--run", str(tiny_model_dir), "--text", "lovely"]) == 2
+    line = one_error_line(capsys)
+    assert f"{tiny_model_dir} is a model folder (config.json), not a run folder" in line
+    assert "--run takes the folder a training run wrote, which holds model/ and manifest.json" in line
+    assert "let the run finish" not in line
+
+
+def test_an_unfinished_run_is_still_called_one(damaged, capsys):
+    (damaged / "manifest.json").unlink()
+    assert main(["--run", str(damaged), "--text", "lovely"]) == 2
+    assert f"{damaged} is not a finished run (no manifest.json): let the run finish" in one_error_line(capsys)

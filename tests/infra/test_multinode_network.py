@@ -63,7 +63,7 @@ def test_rendezvous_port_is_validated(planner):
     assert "rendezvous_port must be a whole number from 1024 to 32767" in message
 
 
-def test_applied_nodes_learn_node_0s_address_in_the_subnet(stand_in_google, tmp_path):
+def test_applied_nodes_learn_node_0s_address_in_the_subnet(stand_in_google, tmp_path, laptop_env):
     tf = stand_in_google.terraform(tmp_path / "infra")
     tf.init()
     for i, address in enumerate(("127.0.0.2", "127.0.0.3", "127.0.0.4")):
@@ -72,11 +72,17 @@ def test_applied_nodes_learn_node_0s_address_in_the_subnet(stand_in_google, tmp_
     values = {name: o["value"] for name, o in tf.output().items()}
     assert values["main_process_address"] == values["internal_ips"][0]
     assert values["main_process_address"].startswith("10.42.0.")  # subnet_cidr's default 10.42.0.0/24
+    # `python -m ops inventory --from -` with INVENTORY=-: the inventory the playbook would read, printed.
+    settings = ("SSH_PORT", "TRAINER_VM_PROJECT_DIR", "TRAINER_VM_DATA_MOUNT", "INFRA_DIR", "TERRAFORM")
+    env = {k: v for k, v in laptop_env.items() if k not in settings}
     done = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "make_inventory.py"), "--from", "-", "--out", "-"],
+        [sys.executable, "-m", "ops", "inventory", "--from", "-"],
         input=json.dumps(tf.output()),
         capture_output=True,
         text=True,
+        cwd=ROOT,
+        env={**env, "INVENTORY": "-", "SSH_KEY": "/keys/id_ed25519"},
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     hosts = list(yaml.safe_load(done.stdout)["trainer"]["hosts"].values())
@@ -85,3 +91,5 @@ def test_applied_nodes_learn_node_0s_address_in_the_subnet(stand_in_google, tmp_
     assert {h["trainer_host_main_address"] for h in hosts} == {values["main_process_address"]}
     assert {h["trainer_host_gpu_count"] for h in hosts} == {4}
     assert {h["trainer_host_rendezvous_port"] for h in hosts} == {29500}
+    assert [h["ansible_host"] for h in hosts] == ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+    assert {h["trainer_host_project_dir"] for h in hosts} == {"/opt/trainer"}

@@ -1,6 +1,6 @@
 # The user's verbs. `make help` lists every target with its one-line description.
 # Area-specific targets live in mk/*.mk and are included below.
-SHELL := /bin/bash
+SHELL := /bin/sh
 .DEFAULT_GOAL := help
 
 PYTHON ?= python3

@@ -1,6 +1,6 @@
-# Cloud verbs: Terraform (infra/), the Ansible hand-off, training on the VM, fetching results.
-# The work is done by scripts/tf_cloud.sh; every user mistake ends in one "error: ..." line.
-# Credentials: one login, `gcloud auth application-default login` (Terraform and the bucket both use it).
+# Cloud verbs: Terraform (infra/), the Ansible hand-off, training on the VM, fetching results. Each recipe
+# is one line, `python -m ops VERB` (the package ops/: every user mistake ends in one "error: ..." line,
+# exit 2). Credentials: one login, `gcloud auth application-default login` (Terraform and the bucket both).
 
 INFRA_DIR ?= infra
 TFVARS ?= $(INFRA_DIR)/terraform.tfvars
@@ -12,77 +12,69 @@ MODEL ?=
 SOURCE ?= bucket
 KEEP_DATA_DISK ?=
 AUTO_APPROVE ?=
+WATCH_ATTEMPTS ?= 10
+WATCH_SLEEP ?= 60
+OPS = $(PY) -m ops
 
-# Settings reach scripts/tf_cloud.sh through its environment (never spliced into a shell line, so a
-# value with quotes or spaces arrives as typed, and the script's own checks answer it). Only the cloud
-# verbs' recipes get them: `make test` and `make train` (local) run in the caller's own environment.
-CLOUD_VERBS := infra-init infra-plan infra-apply infra-up infra-down ssh train-cloud logs runs stop fetch \
-	watch infra-price inventory provision
+# Settings reach ops through its environment (never spliced into a shell line, so a value with quotes or
+# spaces arrives as typed, and ops' own checks answer it). Only the cloud verbs' recipes get them: `make
+# test` and `make train` (local) run in the caller's own environment. ARGS is the one exception: flags for
+# the trainer (train, watch) or ansible-playbook (provision, infra-apply, infra-up), split as a shell does.
+CLOUD_VERBS := infra-init infra-plan infra-apply infra-up infra-down infra-price ssh train-cloud logs runs \
+	stop fetch watch inventory provision driver-upgrade
 $(CLOUD_VERBS): export INFRA_DIR := $(INFRA_DIR)
 $(CLOUD_VERBS): export TFVARS := $(TFVARS)
 $(CLOUD_VERBS): export SSH_KEY := $(SSH_KEY)
 $(CLOUD_VERBS): export INVENTORY := $(INVENTORY)
-$(CLOUD_VERBS): export PY := $(PY)
+$(CLOUD_VERBS): export RUN := $(RUN)
 $(CLOUD_VERBS): export DATA := $(DATA)
 $(CLOUD_VERBS): export MODEL := $(MODEL)
 $(CLOUD_VERBS): export SOURCE := $(SOURCE)
 $(CLOUD_VERBS): export KEEP_DATA_DISK := $(KEEP_DATA_DISK)
 $(CLOUD_VERBS): export AUTO_APPROVE := $(AUTO_APPROVE)
-TF_CLOUD = scripts/tf_cloud.sh
-# Sub-makes named through a variable: `make -n infra-apply` stays a dry run.
-INFRA_SUBMAKE = $(MAKE) --no-print-directory
-# What provisions a VM that an apply made anew (a first create, or a replacement: spot, the maximum run
-# duration, the GPUs, the boot image, the zone leave a new boot disk with no driver or Docker), in
-# infra-apply (so infra-up) and watch: the playbook. The command reaches scripts/cloud_watch.py
-# through its environment, never spliced into a shell line.
-PROVISION_COMMAND ?= $(INFRA_SUBMAKE) provision
-infra-apply watch: export PROVISION_COMMAND := $(PROVISION_COMMAND)
-infra-apply watch: export INVENTORY_COMMAND := $(INFRA_SUBMAKE) inventory
-# infra-up provisions the VM whatever the apply did (the playbook also syncs the project and the image).
-infra-up: export PROVISION_ALWAYS := 1
+$(CLOUD_VERBS): export WATCH_ATTEMPTS := $(WATCH_ATTEMPTS)
+$(CLOUD_VERBS): export WATCH_SLEEP := $(WATCH_SLEEP)
 
-.PHONY: infra-init infra-plan infra-apply infra-up infra-down ssh train-cloud fetch logs runs stop
+.PHONY: infra-init infra-plan infra-apply infra-up infra-down infra-price ssh train-cloud fetch logs runs stop \
+	watch
 
-infra-init: ## Terraform init in infra/ (local state; GCS state when infra/backend.hcl exists)
-	@$(TF_CLOUD) preflight
-	@$(TF_CLOUD) init
+infra-init: setup ## Terraform init in infra/ (local state; GCS state when infra/backend.hcl exists)
+	@$(OPS) init
 
-infra-plan: ## Show what infra-up would change (needs infra/terraform.tfvars and application-default credentials)
-	@$(TF_CLOUD) preflight tfvars creds
-	@$(TF_CLOUD) init
-	@$(TF_CLOUD) plan
+infra-plan: setup ## Show what infra-up would change, and its hourly price (needs infra/terraform.tfvars and credentials)
+	@$(OPS) plan
 
-infra-apply: ## Terraform half of infra-up: create or converge the VM, disk and bucket, write the inventory; provision a new VM
-	@$(TF_CLOUD) preflight tfvars ssh-key creds
-	@$(TF_CLOUD) init
-	@$(PY) scripts/cloud_watch.py converge --inventory "$$INVENTORY_COMMAND" --provision "$$PROVISION_COMMAND"
+infra-price: setup ## Print the hourly price of what infra-up would leave running (an estimate from ops/prices.py)
+	@$(OPS) price
 
-infra-up: infra-apply ## Create the T4 VM, data disk, bucket (Terraform), write the inventory, provision (Ansible)
+infra-apply: setup setup-tools ## Terraform half of infra-up: create or converge the VM, disk and bucket, write the inventory; provision a new VM
+	@$(OPS) apply $(ARGS)
 
-infra-down: ## Destroy the VM side; keeps the bucket unless force_destroy (KEEP_DATA_DISK=1 keeps the disk)
-	@$(TF_CLOUD) preflight tfvars creds
-	@$(TF_CLOUD) init >/dev/null
-	@$(TF_CLOUD) down
-	@rm -f "$$INVENTORY"
+infra-up: setup setup-tools ## Create the T4 VM, data disk, bucket (Terraform), write the inventory, provision (Ansible)
+	@$(OPS) up $(ARGS)
 
-ssh: ## Open a shell on the training VM (node 0) as ssh_user (SSH_PORT overrides the inventory's port)
-	@$(TF_CLOUD) ssh
+infra-down: setup ## Destroy the VM side; keeps the bucket unless force_destroy (KEEP_DATA_DISK=1 keeps the disk)
+	@$(OPS) down
 
-train-cloud fetch logs stop: export TRAINER_RUN = $(if $(filter train-cloud,$@),$(or $(RUN),cloud-$(shell date +%Y%m%d-%H%M%S)),$(RUN))
+ssh: setup ## Open a shell on the training VM (node 0) as ssh_user (SSH_PORT overrides the inventory's port)
+	@$(OPS) ssh
 
-train-cloud: ## Train on the VM: ship code, config/ and DATA= (MODEL= folder), start the run detached, follow its log
-	@$(TF_CLOUD) preflight-local ssh-key creds
-	@$(TF_CLOUD) train "$$TRAINER_RUN" $(ARGS)
+train-cloud: setup ## Train on the VM: ship code, config/ and DATA= (MODEL= folder), start the run detached, follow its log
+	@$(OPS) train "$$RUN" $(ARGS)
 
-logs: ## Reattach to run RUN=<name> on the VM: its whole log from the start, followed until the run ends
-	@$(TF_CLOUD) logs "$$TRAINER_RUN" --follow
+logs: setup ## Reattach to run RUN=<name> on the VM: its whole log from the start, followed until the run ends
+	@$(OPS) logs "$$RUN" --follow
 
-runs: ## List the runs on the VM and in the bucket: state (running, finished, failed, interrupted) and cost
-	@$(TF_CLOUD) preflight-local creds
-	@$(TF_CLOUD) runs
+runs: setup ## List the runs on the VM and in the bucket: state (running, finished, failed, interrupted) and cost
+	@$(OPS) runs
 
-stop: ## Stop run RUN=<name> cleanly: it saves a checkpoint to the bucket first; make train MODE=cloud RUN=<name> resumes
-	@$(TF_CLOUD) stop "$$TRAINER_RUN"
+stop: setup ## Stop run RUN=<name> cleanly: it saves a checkpoint to the bucket first; make train MODE=cloud RUN=<name> resumes
+	@$(OPS) stop "$$RUN"
 
-fetch: ## Copy a run's artifacts home: RUN=<name> from gs://<bucket>/runs/ (SOURCE=vm: from the VM)
-	@$(TF_CLOUD) fetch "$$TRAINER_RUN"
+fetch: setup ## Copy a run's artifacts home: RUN=<name> from gs://<bucket>/runs/ (SOURCE=vm: from the VM)
+	@$(OPS) fetch "$$RUN"
+
+# Keep a run going through preemptions and GPU stock-outs (ops/watch.py): converge the VM (other zones on a
+# stock-out), provision a VM the apply made anew, (re)start the run, until its manifest is in the bucket.
+watch: setup setup-tools ## Keep RUN=<name> going (converge the VM, other zones on a GPU stock-out) until its manifest is in the bucket
+	@$(OPS) watch "$$RUN" $(ARGS)

@@ -1,8 +1,8 @@
 """GCP list prices (us-central1, dated) and the cost estimates made from them: one owner for prices.
 
     estimate_cost("n1-standard-4", "nvidia-tesla-t4", 1, spot=True, disk_gb=150, hours=2.5)
-    python -m trainer.prices plan tfplan.json      # `terraform show -json tfplan`: its hourly price
-    python -m trainer.prices table                 # the table, with each figure's source
+    python -m ops prices                            # the table, with each figure's source
+    make infra-price                                # the hourly price of what infra-up would leave running
 
 Every figure is an estimate of the bill, never the bill: spot prices move (up to once a day), the
 catalogue changes, sustained-use and committed-use discounts, taxes, network egress and the bucket's
@@ -14,9 +14,6 @@ Each figure names its source; `estimate` says why a figure is not a listed price
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -242,30 +239,3 @@ def table_lines() -> list[str]:
                 f"  {title:8} {name:18} on demand {p.on_demand:<7g} spot {p.spot:<7g} {p.source}{note}"
             )
     return lines
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainer.prices", description=__doc__.splitlines()[0])
-    verbs = parser.add_subparsers(dest="verb", required=True)
-    plan = verbs.add_parser("plan", help="the hourly price of a `terraform show -json` plan (FILE or -)")
-    plan.add_argument("file")
-    verbs.add_parser("table", help="print the price table with its sources")
-    args = parser.parse_args(argv)
-    if args.verb == "table":
-        print("\n".join(table_lines()))
-        return 0
-    try:
-        if args.file == "-":
-            parsed = json.load(sys.stdin)
-        else:
-            with open(args.file, encoding="utf-8") as f:
-                parsed = json.load(f)
-    except (OSError, json.JSONDecodeError) as exc:
-        print(f"error: {args.file}: not a `terraform show -json` plan ({exc})", file=sys.stderr)
-        return 2
-    print("\n".join(plan_lines(parsed)))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

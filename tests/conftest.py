@@ -180,3 +180,27 @@ runtime:
         encoding="utf-8",
     )
     return path
+
+
+@pytest.fixture(scope="session")
+def no_gnu(tmp_path_factory):
+    """(folder, log): `tar`, `sed`, `date`, `find`, `xargs` and `bash` that fail on any use and write it down;
+    the laptop verbs' tests put the folder first on PATH (tests/standins/portability.py)."""
+    from tests.standins.portability import make_wrappers
+
+    return make_wrappers(tmp_path_factory.mktemp("laptop-path"))
+
+
+@pytest.fixture
+def laptop_env(no_gnu):
+    """The environment a laptop verb runs with here: the failing GNU tools first on PATH. The test fails if
+    any of them was called while it ran."""
+    import os
+
+    from tests.standins.portability import calls, laptop_path
+
+    bin_dir, log = no_gnu
+    before = len(calls(log))
+    yield {**os.environ, "PATH": laptop_path(bin_dir)}
+    used = calls(log)[before:]
+    assert not used, f"the laptop side called tools a Mac lacks or has in BSD form: {used}"

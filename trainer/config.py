@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from trainer.errors import ConfigError, UserError
+from trainer.gcs import BUCKET_URL
 
 MODES = ("local", "cloud")
 MODE_ENV = "TRAINER_MODE"
@@ -542,7 +543,7 @@ def validate(c: Config) -> list[str]:
         p.append(f"data.max_rows must be >= 10 or null, got {d.max_rows}")
     if d.text_column == d.label_column:
         p.append("data.text_column and data.label_column must differ")
-    if r.bucket is not None and not re.fullmatch(r"gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9](/.*)?", r.bucket):
+    if r.bucket is not None and not BUCKET_URL.fullmatch(r.bucket):
         p.append(f"runtime.bucket must look like gs://bucket-name[/prefix], got {r.bucket!r}")
     if r.num_workers < 0 or r.hourly_cost_usd < 0:
         p.append("runtime.num_workers and runtime.hourly_cost_usd must be >= 0")

@@ -19,8 +19,8 @@ from typing import Any
 from transformers import TrainerCallback
 
 from trainer import checkpoints
-from trainer.bucket import CHECKPOINTS, RUNS, first_line, split_bucket_url
-from trainer.bucket import client as _client
+from trainer.gcs import checkpoint_prefix, first_line, run_prefix, split_bucket_url
+from trainer.gcs import client as _client
 from trainer.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -69,17 +69,15 @@ def download(url: str, client=None) -> Path:
 
 
 class BucketSync:
-    """Copies a run to the bucket in the layout the Terraform lifecycle rule and `make fetch` expect:
-    checkpoints under gs://bucket[/prefix]/checkpoints/<run>/ (deleted by age), everything else under
-    gs://bucket[/prefix]/runs/<run>/ (kept)."""
+    """Copies a run to the bucket in trainer.gcs's layout (which the Terraform lifecycle rule and the
+    laptop's verbs read): checkpoints under .../checkpoints/<run>/, everything else under .../runs/<run>/."""
 
     def __init__(self, url: str, run_name: str, client=None):
         bucket_name, prefix = split_bucket_url(url)
         self.client = client or _client()
         self.bucket = self.client.bucket(bucket_name)
-        base = f"{prefix}/" if prefix else ""
-        self.run_prefix = f"{base}{RUNS}/{run_name}"
-        self.checkpoint_prefix = f"{base}{CHECKPOINTS}/{run_name}"
+        self.run_prefix = run_prefix(prefix, run_name)
+        self.checkpoint_prefix = checkpoint_prefix(prefix, run_name)
         self.url = f"gs://{bucket_name}/{self.run_prefix}"
 
     def check(self) -> None:

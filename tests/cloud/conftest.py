@@ -66,7 +66,7 @@ from tests.infra.conftest import stand_in_google  # noqa: E402, F401
 
 
 @pytest.fixture(scope="session")
-def cloud(tmp_path_factory, gcs_emulator, stand_in_google):  # noqa: F811 (the fixture imported above)
+def cloud(tmp_path_factory, gcs_emulator, stand_in_google, no_gnu):  # noqa: F811 (the fixture imported above)
     """The stand-in deployment (tests/standins/deployment.py), once a session: `make infra-apply` (real
     Terraform, the stand-in provider giving the instance the booted VM's address) writes the inventory,
     then `make provision` runs the real playbook over SSH. Its timings go to .ci-cache."""
@@ -78,6 +78,7 @@ def cloud(tmp_path_factory, gcs_emulator, stand_in_google):  # noqa: F811 (the f
     from tests.standins.deployment import INSTANCE, Deployment, adc_file, commit, copy_repo, tools_path
     from tests.standins.gcs_gate import Gate, Policy
     from tests.standins.google_provider.cloud import CLOUD_ENV, StandInCloud
+    from tests.standins.portability import laptop_path
     from tests.standins.vm import Laptop, make_vm
     from tests.support import ROOT
 
@@ -90,6 +91,7 @@ def cloud(tmp_path_factory, gcs_emulator, stand_in_google):  # noqa: F811 (the f
     for name, made_by in (("TRAINER_TEST_BASE_IMAGE", ".ci/build-base-image.sh"),
                           ("TRAINER_TEST_ROOTFS_TAR", ".ci/bookworm-rootfs.sh")):  # fmt: skip
         require(os.environ.get(name), f"{name} is not set ({made_by}, as .ci/run does)")
+    no_gnu_bin, _ = no_gnu
     timings: dict[str, float] = {}
     started = time.monotonic()
     tmp = tmp_path_factory.mktemp("cloud")
@@ -110,7 +112,8 @@ def cloud(tmp_path_factory, gcs_emulator, stand_in_google):  # noqa: F811 (the f
     )
     inventory = tmp / "hosts.yml"
     env.update({
-        "PATH": tools_path(),
+        # A laptop without GNU tools (tests/standins/portability.py): the verbs must not call them.
+        "PATH": laptop_path(no_gnu_bin, tools_path()),
         "GOOGLE_APPLICATION_CREDENTIALS": str(adc_file(laptop.home / "adc.json")),
         "NO_GCE_CHECK": "true",  # no probe of a metadata server outside loopback
         "STORAGE_EMULATOR_HOST": gcs_emulator,  # the laptop's own bucket access (the project's owner)
@@ -134,10 +137,7 @@ def cloud(tmp_path_factory, gcs_emulator, stand_in_google):  # noqa: F811 (the f
         done = cloud.make("infra-up", "AUTO_APPROVE=1", f"ARGS=-e @{cloud.vars_file}", timeout=1800)
         (tmp / "infra-up.log").write_text(done.stdout + done.stderr)
         assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
-        assert (
-            "Apply complete! Resources:" in done.stdout
-            and f"make_inventory: wrote {inventory}" in done.stdout
-        )
+        assert "Apply complete! Resources:" in done.stdout and f"inventory: wrote {inventory}" in done.stdout
         timings["infra_up_s"] = time.monotonic() - step
         cloud.first_provision = done.stdout  # type: ignore[attr-defined]
         commit(repo, "Terraform's lock file, as `terraform init` advises")  # the tree is clean again
@@ -160,3 +160,14 @@ def cloud(tmp_path_factory, gcs_emulator, stand_in_google):  # noqa: F811 (the f
     timings_file = ROOT / ".ci-cache" / "cloud-standin-timings.json"
     timings_file.parent.mkdir(exist_ok=True)
     timings_file.write_text(json.dumps({k: round(v, 2) for k, v in timings.items()}, indent=2) + "\n")
+
+
+@pytest.fixture(autouse=True)
+def _laptop_used_no_gnu_tools(request, no_gnu):
+    """Every cloud test: the verbs it ran called none of the failing GNU tools (standins/portability.py)."""
+    from tests.standins.portability import calls
+
+    before = len(calls(no_gnu[1]))
+    yield
+    used = calls(no_gnu[1])[before:]
+    assert not used, f"the laptop side called tools a Mac lacks or has in BSD form: {used}"

@@ -135,7 +135,7 @@ def reference(cloud: Deployment, tiny_csv, tiny_model_dir) -> dict:
 def start_and_preempt(cloud: Deployment, run: str, tiny_csv, tiny_model_dir) -> tuple[int, dict[str, float]]:
     """Start `run` detached, let it reach the middle of its second epoch, then soft-off the VM as GCE
     preempts a spot VM (power-off 30 s later). Returns the checkpoint step the stop saved and figures."""
-    done = cloud.tf_cloud("start", run, *LONG_RUN.split(), timeout=900, DATA=str(tiny_csv),
+    done = cloud.ops("start", run, *LONG_RUN.split(), timeout=900, DATA=str(tiny_csv),
                     MODEL=str(tiny_model_dir))  # fmt: skip
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     wait_for(lambda: logged_step(cloud.run_folder(run), STEPS_PER_EPOCH + 15), "step 75 (mid second epoch)")
@@ -233,22 +233,29 @@ def test_a_preempted_vm_with_a_new_data_disk_resumes_from_the_bucket(
 
 @pytest.fixture
 def fast_idle_timer(cloud: Deployment):
-    """The idle timer every 2 s instead of every minute; the last busy moment back-dated by the test."""
+    """The idle timer every 2 s instead of every minute; the last busy moment back-dated by the test. The
+    check's service is freed from systemd's start rate limit (5 starts in 10 s by default), which a 2 s
+    timer can reach under load: the service would fail with start-limit-hit and the timer with it, so no
+    check would run for the rest of the test."""
     vm = cloud.vm
-    dropin = "/etc/systemd/system/trainer-idle-stop.timer.d"
-    vm.console("mkdir", "-p", dropin)
+    timer = "/etc/systemd/system/trainer-idle-stop.timer.d"
+    service = "/etc/systemd/system/trainer-idle-stop.service.d"
+    vm.console("mkdir", "-p", timer, service)
     vm.console(
         "sh",
         "-c",
-        f"printf '[Timer]\\nOnActiveSec=1s\\nOnUnitActiveSec=2s\\nAccuracySec=100ms\\n' > {dropin}/test.conf",
+        f"printf '[Timer]\\nOnActiveSec=1s\\nOnUnitActiveSec=2s\\nAccuracySec=100ms\\n' > {timer}/test.conf"
+        " && "
+        f"printf '[Unit]\\nStartLimitIntervalSec=0\\n' > {service}/test.conf",
     )
     vm.console("systemctl", "daemon-reload")
     vm.console("systemctl", "restart", "trainer-idle-stop.timer")
     yield
     if not vm.running():
         vm.boot()
-    vm.console("rm", "-rf", dropin)
+    vm.console("rm", "-rf", timer, service)
     vm.console("systemctl", "daemon-reload")
+    vm.console("systemctl", "reset-failed", "trainer-idle-stop.service", "trainer-idle-stop.timer")
     vm.console("systemctl", "restart", "trainer-idle-stop.timer")
 
 
@@ -290,7 +297,12 @@ def stays_up_while(cloud: Deployment, reason: str, busy) -> None:
 
     worker = threading.Thread(target=work)
     worker.start()
-    wait_for(lambda: said_busy(seen) or not worker.is_alive(), f"the idle check to see {reason}", timeout=120)
+    try:
+        wait_for(lambda: said_busy(seen) or not worker.is_alive(), f"the idle check to see {reason}", 120)
+    except AssertionError as exc:
+        units = ("trainer-idle-stop.timer", "trainer-idle-stop.service")
+        status = cloud.vm.console("systemctl", "status", "--no-pager", *units, check=False)
+        raise AssertionError(f"{exc}; last checks: {idle_checks(cloud)[-3:]}; {status[-2000:]}") from None
     assert said_busy(seen), (idle_checks(cloud)[seen:][-5:], results)
     mark = len(idle_checks(cloud))
     while worker.is_alive():  # idle for longer than the limit, as far as the clock goes
@@ -326,7 +338,7 @@ def test_the_idle_timer_powers_off_but_never_while_busy(cloud, fast_idle_timer, 
     stays_up_while(cloud, "an SSH session", lambda: cloud.provision())
     # A run.
     run = "idle-busy"
-    done = cloud.tf_cloud(
+    done = cloud.ops(
         "start", run, *LONG_RUN.split(), timeout=900, DATA=str(tiny_csv), MODEL=str(tiny_model_dir)
     )
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]

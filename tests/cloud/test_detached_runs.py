@@ -109,9 +109,9 @@ def test_stop_checkpoints_and_runs_lists_the_vm_and_the_bucket(stand_in, tiny_cs
     cloud = stand_in
     run = "stopped-1"
     files = {"DATA": str(tiny_csv), "MODEL": str(tiny_model_dir)}
-    done = cloud.tf_cloud("start", run, *LONG_RUN.split(), timeout=900, **files)
+    done = cloud.ops("start", run, *LONG_RUN.split(), timeout=900, **files)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-    again = cloud.tf_cloud("start", run, *LONG_RUN.split(), **files)
+    again = cloud.ops("start", run, *LONG_RUN.split(), **files)
     assert "nothing shipped" in again.stdout  # a running run is never shipped over or started twice
     wait_for(lambda: logged_step(cloud.run_folder(run), 10), "step 10")
     done = cloud.make("stop", f"RUN={run}", timeout=120)

@@ -37,7 +37,7 @@ def render_role_template(name: str, **variables) -> str:
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory) -> dict[str, dict[str, str]]:
     """What the role writes on a spot and on a standard VM, rendered by Ansible itself: an inventory of two
-    local hosts that differ only in `trainer_host_spot` (as scripts/make_inventory.py writes it), and a
+    local hosts that differ only in `trainer_host_spot` (as `make inventory`, ops/inventory.py, writes it), and a
     role named trainer_host made of the real one's defaults, argument specs and templates (so Ansible
     resolves the derived defaults and checks them against the specs) whose tasks only write the compose
     .env and the run's unit into a folder per host. VM kind -> {file name: text}."""
@@ -184,7 +184,7 @@ def test_the_run_manager_refuses_bad_names_in_one_line(script):
 
 
 @pytest.mark.parametrize(
-    "path", ["scripts/tf_cloud.sh", "ansible/roles/trainer_host/files/trainer-run", "docker/entrypoint.sh"]
+    "path", ["ansible/roles/trainer_host/files/trainer-run", "docker/entrypoint.sh"]
 )
 def test_shell_scripts_are_shellcheck_clean(path):
     found = shutil.which("shellcheck")

@@ -139,15 +139,14 @@ class Deployment:
         self.vars_file.write_text(json.dumps(self.provision_vars(), indent=2))
         return self.make("provision", f"ARGS=-e @{self.vars_file}", timeout=timeout)
 
-    def tf_cloud(self, *args: str, timeout: int = 600, **env: str) -> subprocess.CompletedProcess:
-        """The cloud verbs' script itself (what the make recipes call), e.g. `start NAME ARGS...`."""
-        env = {**self.env, "SSH_KEY": str(self.laptop.key), "INVENTORY": str(self.inventory),
-               "PY": str(ROOT / ".venv" / "bin" / "python"), **env}  # fmt: skip
-        return subprocess.run(["scripts/tf_cloud.sh", *args], cwd=self.repo, env=env, capture_output=True,
-                              text=True, timeout=timeout)  # fmt: skip
+    def ops(self, *args: str, timeout: int = 600, **env: str) -> subprocess.CompletedProcess:
+        """The laptop package itself (what the make recipes call), e.g. `start NAME ARGS...`."""
+        env = {**self.env, "SSH_KEY": str(self.laptop.key), "INVENTORY": str(self.inventory), **env}
+        return subprocess.run([str(ROOT / ".venv" / "bin" / "python"), "-m", "ops", *args], cwd=self.repo,
+                              env=env, capture_output=True, text=True, timeout=timeout)  # fmt: skip
 
     def state(self, run: str) -> str:
-        done = self.tf_cloud("state", run)
+        done = self.ops("state", run)
         assert done.returncode == 0, done.stderr
         return done.stdout.strip()
 

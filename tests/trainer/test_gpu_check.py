@@ -1,21 +1,16 @@
-"""scripts/gpu_check.py's pure parts (the script itself needs a CUDA GPU): its arms per device, the cloud
+"""benchmarks/gpu_check.py's pure parts (the script itself needs a CUDA GPU): its arms per device, the cloud
 config's shape, the table row with the fraction of peak."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
+import importlib
 
 from tests.support import ROOT
 from trainer.precision import DeviceInfo
 
 
 def load_gpu_check():
-    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "scripts/gpu_check.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_check"] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("benchmarks.gpu_check")
 
 
 def test_arms_cover_precision_optimizer_and_attention():

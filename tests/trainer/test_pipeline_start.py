@@ -3,23 +3,17 @@ The batching benchmark's arms start from it, so the arms of a seed train the sam
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 
 import torch
 
-from tests.support import ROOT
 from trainer.config import load_config
 from trainer.modeling import load_model
 from trainer.run import prepare
 
 
 def load_benchmark():
-    spec = importlib.util.spec_from_file_location(
-        "benchmark_batching", ROOT / "scripts/benchmark_batching.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("benchmarks.batching")
 
 
 def head(model) -> dict[str, torch.Tensor]:

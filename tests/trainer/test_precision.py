@@ -1,5 +1,5 @@
 """The device policy: the precision table and runtime.require_gpu, pure functions of a device description
-(tests hand in CPU and GPU descriptions; scripts/gpu_check.py checks a real GPU)."""
+(tests hand in CPU and GPU descriptions; benchmarks/gpu_check.py checks a real GPU)."""
 
 from __future__ import annotations
 

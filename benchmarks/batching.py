@@ -1,6 +1,6 @@
 """Benchmark: padding and batching side by side, on two data sets and several seeds, in one run.
 
-    .venv/bin/python scripts/benchmark_batching.py [--rows 2000] [--seeds 42 1 2] [--epochs 1]
+    .venv/bin/python -m benchmarks.batching [--rows 2000] [--seeds 42 1 2] [--epochs 1]
                                                    [--no-dropout] [--arms ...] [--bf16]
                                                    [--max-length 128] [--model name-or-folder]
                                                    [--results results.jsonl] [--table-only]
@@ -48,7 +48,6 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from trainer.config import Config, config_file, load_config  # noqa: E402
 from trainer.data import tokenize  # noqa: E402

@@ -1,6 +1,6 @@
 """GPU check (not a test: CI has no GPU). Run on a machine with a CUDA GPU after `make setup data`:
 
-    .venv/bin/python scripts/gpu_check.py [--rows 4000] [--steps 30] [--model distilbert-base-uncased]
+    .venv/bin/python -m benchmarks.gpu_check [--rows 4000] [--steps 30] [--model distilbert-base-uncased]
 
 1. prints the device description and the precision policy's decision for auto/fp16/bf16;
 2. trains MiniLM-L6 on the demo tweets twice through the trainer, side by side: precision auto (fp16 on
@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from trainer.cli import main as trainer_main  # noqa: E402
 from trainer.config import config_file, load_config  # noqa: E402

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """How long the SIGTERM stop's checkpoint takes: saved, marked complete and uploaded to the bucket.
 
-    .venv/bin/python scripts/benchmark_stop_budget.py                    # DistilBERT-sized, 3 repeats
-    .venv/bin/python scripts/benchmark_stop_budget.py --model tiny --repeats 5
+    .venv/bin/python -m benchmarks.stop_budget                    # DistilBERT-sized, 3 repeats
+    .venv/bin/python -m benchmarks.stop_budget --model tiny --repeats 5
 
 A spot VM's soft-off gives the run's container a stop grace period (docker-compose.yml, set per VM kind by
 the trainer_host role) to save a checkpoint and copy it to the bucket; this prints what that takes here,
@@ -43,8 +43,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 # The VM kinds' stop grace periods (ansible/roles/trainer_host/defaults/main.yml derives them from the
 # soft-off window: 30 s spot, 120 s standard).

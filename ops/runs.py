@@ -1,0 +1,267 @@
+"""Runs on the VM: train (ship, start, follow), start, logs, state, stop, runs, fetch.
+
+On the VM a run is the systemd unit trainer-run@RUN (the trainer_host role installs it with
+/usr/local/sbin/trainer-run, whose header says why a unit rather than a detached container): it does not
+depend on this SSH session, resumes by itself at boot after a preemption, and keeps its console output on
+the data disk. Ctrl-C or a dropped connection while following only stops following. A run whose VM disk
+has no checkpoint resumes from the newest complete one in the bucket (the trainer does it).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ops import bucket, ship
+from ops.inventory import Connection
+from ops.vm import Session
+from trainer import run_state
+from trainer.errors import UserError
+from trainer.gcs import BUCKET_URL, run_prefix, split_bucket_url
+
+DEMO = Path("data/demo/tweets.csv")
+
+
+def check_name(run: str, verb: str) -> str:
+    if not run:
+        raise UserError(f"which run? make {verb} RUN=<run name> (make runs lists them)")
+    if not run_state.valid_name(run):
+        raise UserError(f"RUN={run!r}: a run name has {run_state.RUN_NAME_RULE}")
+    return run
+
+
+def new_name() -> str:
+    return time.strftime("cloud-%Y%m%d-%H%M%S")
+
+
+def say(message: str) -> None:
+    print(f"train-cloud: {message}", flush=True)
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What a run takes from the laptop: DATA (a file, a folder or a gs:// URL) and MODEL (a folder)."""
+
+    data: str = ""
+    model: str = ""
+
+    def check(self, conn: Connection) -> None:
+        if self.data.startswith("gs://"):
+            if not BUCKET_URL.fullmatch(self.data) or not split_bucket_url(self.data)[1]:
+                raise UserError(f"DATA={self.data}: name an object or folder in a bucket, gs://bucket/path")
+            name = split_bucket_url(self.data)[0]
+            if name != conn.bucket and name not in conn.data_buckets:
+                raise UserError(
+                    f"DATA={self.data}: the VM's account may read only gs://{conn.bucket} and the buckets in "
+                    f'data_read_buckets; add "{name}" to data_read_buckets in your tfvars and make '
+                    f"infra-apply"
+                )
+            bucket.check_bucket(self.data)
+        elif self.data:
+            path = Path(self.data).expanduser()
+            if not path.exists():
+                raise UserError(
+                    f"DATA={self.data} does not exist: pass a CSV/JSONL/Parquet file, a saved dataset folder "
+                    "or a gs:// URL"
+                )
+            if not run_state.valid_name(path.name):
+                raise UserError(
+                    f"DATA={self.data}: name the file with letters, digits, '.', '_' and '-' only"
+                )
+        elif not DEMO.is_file():
+            raise UserError(
+                "no data for the run: pass DATA=path/to.csv or DATA=gs://bucket/file.csv, or run make "
+                "data for "
+                "the demo tweets"
+            )
+        if self.model:
+            path = Path(self.model).expanduser()
+            if not path.is_dir():
+                raise UserError(
+                    f"MODEL={self.model} is not a folder: pass a saved model folder (hub models: "
+                    "ARGS='--set model.name=<id>')"
+                )
+            if not run_state.valid_name(path.name):
+                raise UserError(
+                    f"MODEL={self.model}: name the folder with letters, digits, '.', '_' and '-' only"
+                )
+
+    def ship(self, vm: Session) -> list[str]:
+        """Copy them to the data disk; the trainer flags that point the run at them."""
+        conn, extra = vm.conn, []
+        data_dir = f"{conn.data_mount}/data"
+        if not self.data:
+            say(f"copying data/demo/ to {conn.target}:{data_dir}/")  # config/cloud.yaml reads /data/demo/
+            vm.push(DEMO.parent, data_dir)
+        elif self.data.startswith("gs://"):
+            extra += ["--set", f"data.path={self.data}"]
+        else:
+            path = Path(self.data).expanduser()
+            say(f"copying {self.data} to {conn.target}:{data_dir}/")
+            vm.push(path, data_dir)
+            extra += ["--set", f"data.path=/data/{path.name}"]
+        if self.model:
+            path = Path(self.model).expanduser()
+            say(f"copying {self.model} to {conn.target}:{conn.data_mount}/models/")
+            vm.push(path, f"{conn.data_mount}/models")
+            extra += ["--set", f"model.name=/models/{path.name}"]
+        return extra
+
+
+def check_args(args: list[str]) -> None:
+    for arg in args:
+        if re.search(r"[\x00-\x1f\x7f]", arg):
+            raise UserError("ARGS holds a control character (a newline?): pass each flag on one line")
+
+
+def state(vm: Session, run: str) -> str:
+    done = vm.manager("state", run, capture=True)
+    if done.returncode != 0:
+        raise UserError(
+            f"cannot read run {run}'s state on the VM: {(done.stderr.strip().splitlines() or ['?'])[-1]}"
+        )
+    return done.stdout.strip()
+
+
+def train(vm: Session, root: Path, run: str, args: list[str], inputs: Inputs, follow_it: bool = True) -> int:
+    """Ship code, config and data, start run RUN detached, follow its log (a running RUN: just follow).
+    Every check runs before anything is copied or started."""
+    conn = vm.conn
+    check_name(run, "train MODE=cloud")
+    check_args(args)
+    commit = ship.commit(root)
+    inputs.check(conn)
+    # Several VMs: each runs the container with its rank (.env), but starting and following all of them is
+    # not built yet; refuse rather than train on node 0 while the others idle on the bill.
+    if conn.nodes != 1:
+        raise UserError(
+            f"the infrastructure has {conn.nodes} nodes (node_count): make train MODE=cloud runs on one VM "
+            "only; set node_count = 1 in your tfvars and make infra-up, or start the trainer on every "
+            "node by "
+            "hand (README: Scaling out)"
+        )
+    bucket.check_bucket(conn.bucket_url)
+    vm.probe()
+    if state(vm, run) == run_state.RUNNING:
+        say(f"run {run} is already running on the VM: nothing shipped")
+    else:
+        say(f"shipping the project ({commit}) to {conn.target}:{conn.project_dir}")
+        vm.push_project(root)
+        extra = inputs.ship(vm)
+        say("building the image on the VM (only what changed is rebuilt)")
+        build = vm.script(
+            'cd "$1" && sudo env DOCKER_BUILDKIT=0 COMPOSE_BAKE=false docker compose build --quiet trainer',
+            conn.project_dir,
+        )
+        if build.returncode != 0:
+            raise UserError(f"building the image on the VM failed (exit {build.returncode}; see above)")
+        say(f"run {run}; artifacts in /runs/{run} on the data disk and under {conn.bucket_url}/runs/{run}")
+        started = vm.manager(
+            "start", run, "--env", f"TRAINER_GIT_COMMIT={commit}", "--", "--mode", "cloud", *extra, *args
+        )
+        if started.returncode != 0:
+            raise UserError(f"starting run {run} on the VM failed (exit {started.returncode}; see above)")
+    if not follow_it:
+        say(f"follow it with: make logs RUN={run}")
+        return 0
+    follow(vm, run)
+    say(f"done; bring it home with: make fetch RUN={run}")
+    return 0
+
+
+def follow(vm: Session, run: str) -> None:
+    """Follows the run's log until it ends. Ctrl-C or a lost connection ends only the following."""
+    say(f"following run {run} (Ctrl-C stops following, not the run)")
+    try:
+        done = vm.manager("logs", run, "--follow")
+    except KeyboardInterrupt:
+        print(f"\ntrain-cloud: stopped following; run {run} goes on on the VM (make logs RUN={run})")
+        raise SystemExit(130) from None
+    if done.returncode == 0:
+        return
+    try:
+        now = state(vm, run)
+    except UserError:
+        now = "unreachable"
+    if now == run_state.RUNNING:
+        raise UserError(
+            f"stopped following (the connection ended); run {run} goes on there: make logs RUN={run} "
+            f"reattaches"
+        )
+    if now == "unreachable":
+        raise UserError(
+            f"lost the connection to the VM; if it is up, run {run} goes on there: make logs RUN={run} "
+            f"reattaches"
+        )
+    raise UserError(
+        f"run {run} is {now}: make logs RUN={run} shows why; make train MODE=cloud RUN={run} resumes it"
+    )
+
+
+def logs(vm: Session, run: str, follow_it: bool) -> int:
+    check_name(run, "logs")
+    if follow_it:
+        follow(vm, run)
+        return 0
+    return vm.manager("logs", run).returncode
+
+
+def stop(vm: Session, run: str) -> int:
+    check_name(run, "stop")
+    print(f"stop: stopping run {run} (the trainer saves a checkpoint to the bucket first)", flush=True)
+    return vm.manager("stop", run).returncode
+
+
+def table(vm: Session) -> list[tuple[str, str, str, str]]:
+    """Every run the VM knows (its data disk) and the bucket knows (finished ones and checkpoints), merged:
+    the VM's state wins (it knows what is running), the bucket fills in the rest."""
+    rows: dict[str, list[str]] = {}
+    listed = vm.manager("list", capture=True)
+    if listed.returncode == 0:
+        for line in listed.stdout.splitlines():
+            parts = line.split("\t")
+            if len(parts) == 3 and parts[0]:
+                rows[parts[0]] = [parts[1], parts[2], "vm"]
+    else:
+        print("runs: the VM does not answer over SSH (stopped?): runs from the bucket only", file=sys.stderr)
+    for name, (st, co) in bucket.list_runs(vm.conn.bucket_url).items():
+        row = rows.get(name)
+        if row is None:
+            rows[name] = [st, co, "bucket"]
+            continue
+        row[2] += ",bucket"
+        if row[1] == "-":
+            row[1] = co
+        if row[0] == run_state.UNKNOWN:
+            row[0] = st
+    return [(name, *rows[name]) for name in sorted(rows)]  # type: ignore[misc]
+
+
+def show_runs(vm: Session) -> int:
+    print(f"{'RUN':<32} {'STATE':<12} {'COST_USD':<10} WHERE")
+    for name, st, co, where in table(vm):
+        print(f"{name:<32} {st:<12} {co:<10} {where}")
+    print("(cost: the manifest's estimate of finished runs; the bill is in Cloud Billing)")
+    return 0
+
+
+def fetch(conn: Connection, run: str, source: str, vm: Session | None = None) -> int:
+    check_name(run, "fetch")
+    dest = Path("runs") / run
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise UserError(f"{dest} already exists: move it away first (nothing was fetched)")
+    if source == "vm":
+        assert vm is not None
+        vm.pull(f"{conn.data_mount}/runs/{run}", dest)
+        print(f"fetch: {dest} (from the VM's data disk)")
+        return 0
+    if source != "bucket":
+        raise UserError(f"SOURCE={source!r}: fetch from the bucket (SOURCE=bucket, the default) or SOURCE=vm")
+    name, prefix = split_bucket_url(conn.bucket_url)
+    url = f"gs://{name}/{run_prefix(prefix, run)}"
+    count = bucket.fetch(url, dest)
+    print(f"fetch: {dest} ({count} files from {url}/)")
+    return 0

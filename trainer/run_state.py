@@ -1,0 +1,91 @@
+"""A run's state from its folder: one reader for the VM's run manager and the laptop's `make runs`.
+
+    running      the run's lock is held or its container runs (only the run manager can tell)
+    finished     manifest.json is there (the trainer writes it last)
+    failed       the last attempt ended in an error (attempts.json), or it stopped before its first step
+    interrupted  the last attempt was cut off (a stop, a preemption, a power-off): resuming goes on
+    unknown      nothing recorded yet
+
+Standard library only, and runnable as a file: the VM's run manager (trainer-run, on the host, outside the
+image) calls `python3 .../trainer/run_state.py state RUN_FOLDER` and `... name NAME`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+MANIFEST = "manifest.json"  # written last: the "finished" marker
+ATTEMPTS = "attempts.json"
+RUNNING, FINISHED, FAILED, INTERRUPTED, UNKNOWN = STATES = (
+    "running",
+    "finished",
+    "failed",
+    "interrupted",
+    "unknown",
+)
+# A run's name: it becomes a folder, a bucket prefix, a systemd instance and a container name.
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+RUN_NAME_RULE = "letters, digits, '.', '_' and '-' only, a letter or digit first"
+
+
+def valid_name(name: str) -> bool:
+    return bool(RUN_NAME.fullmatch(name)) and len(name) <= 200
+
+
+def recorded(manifest: dict | None, attempts: dict | None) -> str:
+    """The state the trainer's records say: finished, failed, interrupted, or unknown (no attempt)."""
+    if manifest is not None:
+        return FINISHED
+    tries = (attempts or {}).get("attempts") if isinstance(attempts, dict) else None
+    outcome = (
+        tries[-1].get("outcome")
+        if isinstance(tries, list) and tries and isinstance(tries[-1], dict)
+        else None
+    )
+    if outcome in (FINISHED, FAILED):
+        return outcome
+    # "running" with no process left: killed without a word (a power-off): as interrupted.
+    return INTERRUPTED if outcome else UNKNOWN
+
+
+def _json(path: Path) -> dict | None:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else {}
+
+
+def folder_state(run_dir: Path) -> str:
+    manifest = _json(run_dir / MANIFEST) if (run_dir / MANIFEST).is_file() else None
+    return recorded(manifest, _json(run_dir / ATTEMPTS))
+
+
+def cost(manifest: dict | None) -> str:
+    """The manifest's cost estimate in USD, '-' where there is none."""
+    value = manifest.get("estimated_cost_usd") if isinstance(manifest, dict) else None
+    return "-" if value is None else str(value)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) == 2 and argv[0] == "state":
+        print(folder_state(Path(argv[1])))
+        return 0
+    if len(argv) == 2 and argv[0] == "cost":
+        path = Path(argv[1]) / MANIFEST
+        print(cost(_json(path) if path.is_file() else None))
+        return 0
+    if len(argv) == 2 and argv[0] == "name":
+        if valid_name(argv[1]):
+            return 0
+        print(f"run name {argv[1]!r}: {RUN_NAME_RULE}", file=sys.stderr)
+        return 2
+    print("usage: run_state.py state|cost RUN_FOLDER | name NAME", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

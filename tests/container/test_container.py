@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -63,11 +64,15 @@ def compose_env(**extra: str) -> dict[str, str]:
     return env
 
 
+# The repository's own .env (`make setup` writes one for this machine) stays out of the models under test.
+NO_ENV_FILE = ("--env-file", os.devnull)
+
+
 def resolved(*files: Path, **env: str) -> dict:
     """The compose model after merging, interpolation and defaults (`docker compose config`)."""
     args = [a for f in files for a in ("-f", str(f))]
     out = subprocess.run(
-        [*compose_cmd(), *args, "config", "--format", "json"],
+        [*compose_cmd(), *NO_ENV_FILE, *args, "config", "--format", "json"],
         cwd=ROOT,
         env=compose_env(**env),
         capture_output=True,
@@ -152,6 +157,128 @@ def test_cpu_override_drops_the_reservation_and_selects_the_cpu_config(tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+def make_compose_env(project: Path, gpu_listed: bool, **variables: str) -> str:
+    """`make setup`'s compose-env step for the folder `project`, on a machine whose `nvidia-smi -L` lists a
+    GPU or fails (an nvidia-smi of the test's first on PATH); returns what it printed."""
+    fake = project.parent / "fake-bin"
+    fake.mkdir(exist_ok=True)
+    smi = fake / "nvidia-smi"
+    smi.write_text(
+        "#!/bin/sh\necho 'GPU 0: Tesla T4 (UUID: GPU-0)'\n"
+        if gpu_listed
+        else "#!/bin/sh\necho 'NVIDIA-SMI has failed: no NVIDIA driver' >&2\nexit 9\n"
+    )
+    smi.chmod(0o755)
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("GPU", "COMPOSE_ENV_DIR", "MAKEFLAGS", "MAKELEVEL")
+    }
+    env["PATH"] = f"{fake}:{env['PATH']}"
+    extra = [f"{name}={value}" for name, value in variables.items()]
+    out = subprocess.run(
+        [
+            "make",
+            "--no-print-directory",
+            "-C",
+            str(ROOT),
+            "compose-env",
+            f"COMPOSE_ENV_DIR={project}",
+            *extra,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout
+
+
+def compose_project(folder: Path) -> Path:
+    """A folder laid out like the repository for compose: the compose files and config/."""
+    folder.mkdir()
+    for name in (COMPOSE, CPU_OVERRIDE):
+        shutil.copy(name, folder / name.name)
+    shutil.copytree(ROOT / "config", folder / "config")
+    return folder
+
+
+def bare_model(project: Path) -> dict:
+    """The model a bare `docker compose ...` sees in `project`: no -f, the .env there decides."""
+    out = subprocess.run(
+        [*compose_cmd(), "config", "--format", "json"],
+        cwd=project,
+        env=compose_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def env_values(path: Path) -> dict[str, str]:
+    lines = [line for line in path.read_text().splitlines() if line and not line.startswith("#")]
+    return dict(line.split("=", 1) for line in lines)
+
+
+def test_setup_env_makes_the_bare_verb_use_the_cpu_override_where_no_gpu_is_found(tmp_path):
+    """`make setup` on a laptop without a GPU: a bare `docker compose run trainer` gets the CPU override,
+    your ids and local mode; with a GPU, the reservation; unchanged, the file is left alone."""
+    project = compose_project(tmp_path / "project")
+    printed = make_compose_env(project, gpu_listed=False)
+    env_file = project / ".env"
+    assert "COMPOSE_FILE=docker-compose.yml:docker-compose.cpu.yml (GPU=0)" in printed
+    model = bare_model(project)
+    service = model["services"]["trainer"]
+    assert gpu_devices(model) == []
+    assert service["environment"]["TRAINER_ACCELERATE_CONFIG"] == "/config/accelerate/cpu.yaml"
+    assert service["environment"]["TRAINER_MODE"] == "local"
+    uid, gid = str(os.getuid() or 1000), str(os.getgid() if os.getuid() else 1000)
+    assert service["build"]["args"]["TRAINER_UID"] == uid and service["build"]["args"]["TRAINER_GID"] == gid
+    # The mounted folders exist and are the container user's (compose would make missing ones as root).
+    for name in ("data", "runs", "models"):
+        assert (project / name).is_dir()
+    assert (project / "runs").stat().st_uid == int(uid)
+    # Idempotent: a second run prints nothing and leaves the file as it was.
+    before = (env_file.read_bytes(), env_file.stat().st_mtime_ns)
+    assert make_compose_env(project, gpu_listed=False) == ""
+    assert (env_file.read_bytes(), env_file.stat().st_mtime_ns) == before
+    # A GPU appears (drivers installed): the next `make setup` keeps the reservation.
+    assert "(GPU=1)" in make_compose_env(project, gpu_listed=True)
+    assert env_values(env_file)["COMPOSE_FILE"] == "docker-compose.yml"
+    assert gpu_devices(bare_model(project)) == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
+
+
+@pytest.mark.parametrize("gpu_listed", [False, True])
+def test_make_train_container_uses_the_compose_files_the_env_names(tmp_path, gpu_listed):
+    """One GPU decision: `make train-container` passes the files that `make setup` put in .env."""
+    project = compose_project(tmp_path / "project")
+    make_compose_env(project, gpu_listed=gpu_listed)
+    named = env_values(project / ".env")["COMPOSE_FILE"].split(":")
+    fake = tmp_path / "fake-bin"
+    env = {k: v for k, v in os.environ.items() if k not in ("GPU", "MAKEFLAGS", "MAKELEVEL")}
+    dry = subprocess.run(
+        ["make", "--no-print-directory", "-n", "-C", str(ROOT), "train-container", "MODE=cloud"],
+        env={**env, "PATH": f"{fake}:{env['PATH']}"},
+        capture_output=True,
+        text=True,
+    )
+    assert dry.returncode == 0, dry.stderr
+    command = re.search(r"compose((?: -f \S+)+) run --rm trainer", dry.stdout)
+    assert command, dry.stdout
+    assert command.group(1).split()[1::2] == named
+
+
+def test_a_hand_written_env_is_kept_and_never_shipped_to_the_vm(tmp_path):
+    project = compose_project(tmp_path / "project")
+    mine = "# my settings\nTRAINER_MODE=cloud\nTRAINER_BUCKET=gs://mine\n"
+    (project / ".env").write_text(mine)
+    printed = make_compose_env(project, gpu_listed=False)
+    assert (project / ".env").read_text() == mine
+    assert "your .env (kept) sets no COMPOSE_FILE" in printed and "docker-compose.cpu.yml" in printed
+    # Git ignores the repository's .env: what ships to the VM is git's files (tracked, and untracked but
+    # not ignored), so the laptop's .env stays home and the VM's is the one Ansible writes.
+    assert subprocess.run(["git", "check-ignore", "-q", ".env"], cwd=ROOT).returncode == 0
+
+
 def test_hadolint_passes_and_every_ignored_rule_is_explained():
     out = subprocess.run(
         [tool("hadolint"), "--failure-threshold", "info", str(DOCKERFILE)], capture_output=True, text=True
@@ -233,7 +360,7 @@ class Engine:
     def compose(self, *args: str, timeout: int = 900, **env: str) -> subprocess.CompletedProcess:
         files = ["-f", str(COMPOSE), "-f", str(CPU_OVERRIDE), "-f", str(self.override)]
         return subprocess.run(
-            [*compose_cmd(), "-p", self.project, *files, *args],
+            [*compose_cmd(), "-p", self.project, *NO_ENV_FILE, *files, *args],
             cwd=ROOT,
             env={**self.env, **env},
             capture_output=True,
@@ -412,3 +539,39 @@ def test_a_code_change_reuses_the_dependency_layers(engine, built_image, tmp_pat
     code = [s for s in steps if "--no-build-isolation" in s]
     assert len(deps) == 1 and "Using cache" in deps[0], "a code change reinstalled the dependencies"
     assert len(code) == 1 and "Using cache" not in code[0], "the changed code was not reinstalled"
+
+
+@pytest.mark.slow
+def test_bare_compose_run_trains_on_a_machine_without_a_gpu(
+    engine, built_image, tmp_path, tiny_model_dir, tiny_csv
+):
+    """The user's verb as typed, `docker compose run --rm trainer --epochs 1 ...` in the project, no -f and
+    no --mode: the .env that `make setup` writes where nvidia-smi finds no GPU makes it run on the CPU-only
+    engine, in local mode, as the user."""
+    project = compose_project(tmp_path / "project")
+    make_compose_env(project, gpu_listed=False)
+    shutil.copytree(tiny_model_dir, project / "models" / "tiny")
+    shutil.copy(tiny_csv, project / "data" / "tiny.csv")
+    if (
+        os.getuid() == 0
+    ):  # as root, the image's default user owns what it reads, as `make setup` hands runs/ to it
+        for path in [project / "models", *(project / "models").rglob("*"), *(project / "data").rglob("*")]:
+            os.chown(path, engine.uid, int(engine.env["TRAINER_GID"]))
+    # Only the test's image tag and its own project name come from outside the .env.
+    env = compose_env(TRAINER_IMAGE=TEST_IMAGE, COMPOSE_PROJECT_NAME=f"{engine.project}-bare")
+    args = [
+        "--epochs", "1", "--output-dir", "/runs/bare", "--batch-size", "16",
+        "--set", "model.name=/models/tiny", "--set", "data.path=/data/tiny.csv",
+        "--set", "data.max_rows=null", "--set", "model.max_length=32",
+    ]  # fmt: skip
+    run = partial(subprocess.run, cwd=project, env=env, capture_output=True, text=True)
+    try:
+        out = run([*compose_cmd(), "run", "--rm", "trainer", *args], timeout=900)
+    finally:
+        run([*compose_cmd(), "down", "--volumes"], timeout=120)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
+    assert "run finished: /runs/bare" in out.stdout
+    manifest = json.loads((project / "runs/bare/manifest.json").read_text())
+    assert manifest["mode"] == "local" and manifest["environment"]["device"] == "cpu"
+    assert manifest["environment"]["in_container"] is True
+    assert (project / "runs/bare/metrics.json").stat().st_uid == engine.uid

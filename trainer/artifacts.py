@@ -1,4 +1,5 @@
-"""What a run's artifacts say: the manifest's facts about the environment, and the plots.
+"""What a run's artifacts say: the manifest (`build_manifest`, built last from the run's facts), the facts
+about the environment it records, and the plots.
 
 Where each artifact goes, and the reading back, belong to `trainer.run_folder`.
 
@@ -14,14 +15,103 @@ import os
 import platform
 import re
 import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from trainer.attempts import Summary
+    from trainer.config import Config
+    from trainer.data import Splits
+    from trainer.ranks import Ranks
+    from trainer.run import RunPlan
+    from trainer.training import BatchUse, TrainOutcome
 
 log = logging.getLogger(__name__)
 
 GIT_COMMIT_ENV = "TRAINER_GIT_COMMIT"
 _COMMIT = re.compile(r"[0-9a-f]{7,64}(-dirty)?")  # -dirty: the shipped tree had uncommitted changes
+
+
+def build_manifest(
+    cfg: Config,
+    plan: RunPlan,
+    splits: Splits,
+    outcome: TrainOutcome,
+    *,
+    resume_from: Path | None,
+    attempts: Summary,
+    batch: BatchUse,
+    ranks: Ranks | None = None,
+) -> dict[str, Any]:
+    """The manifest, built last: `attempts` is the attempts record with this attempt closed, so the
+    timings, the cost and the resume points cover the whole run, every attempt of it; `batch` is the batch
+    the run really trained with (capped at the training split)."""
+    train_metrics = outcome.train_metrics
+    state = outcome.trainer.state
+    return {
+        "run_name": plan.folder.name,
+        "mode": cfg.mode,
+        "command": sys.argv,
+        "model": cfg.model.name,
+        "versions": package_versions(),
+        "git_commit": git_commit(),
+        "data": {"sources": splits.sources, "rows": splits.counts(), "labels": splits.labels},
+        "environment": {"in_container": in_container(), **hardware(plan.device)},
+        "precision": plan.precision.precision,
+        "precision_reason": plan.precision.reason,
+        "training": {
+            "global_steps": state.global_step,
+            "epochs_completed": state.epoch,
+            "stopped_early": outcome.stopped_early,
+            "best_checkpoint": state.best_model_checkpoint,
+            "best_metric": {cfg.train.early_stopping.metric: state.best_metric},
+            "resumed_from": str(resume_from) if resume_from else None,
+            "resume_points": attempts.resume_points,
+            "train_loss": whole_run_train_loss(state.log_history),
+            # The batch of one optimizer step, as trained: train.batch_size x gradient accumulation x
+            # processes, capped at the training split (the configured one, when it is larger, beside it).
+            "effective_batch_size": batch.used,
+            "configured_effective_batch_size": batch.configured,
+            # What the Trainer loaded per forward pass and accumulated per step (batching split).
+            "device_batch_size": batch.device_batch,
+            "accumulated_batches": batch.accumulated,
+            "batching": outcome.trainer.batching_used,
+        },
+        "distributed": _distributed(outcome.trainer.args.world_size, ranks),
+        "hardware_use": outcome.hardware_use,
+        "timing": {
+            "phase_seconds": outcome.clock.rounded(),
+            "wall_seconds": round(attempts.wall_seconds, 2),
+            "attempts": attempts.count,
+            "this_attempt_wall_seconds": round(attempts.this_attempt_seconds, 2),
+            "train_seconds": round(train_metrics.get("train_runtime", 0.0), 2),
+            "train_samples_per_second": train_metrics.get("train_samples_per_second"),
+            "train_steps_per_second": train_metrics.get("train_steps_per_second"),
+        },
+        "estimated_cost_usd": round(attempts.wall_seconds / 3600 * cfg.runtime.hourly_cost_usd, 4),
+        "bucket": plan.bucket,
+        "test_f1_macro": outcome.test_report["f1_macro"],
+    }
+
+
+def _distributed(world_size: int, ranks: Ranks | None) -> dict[str, int]:
+    """How many processes trained (one per GPU), how many per machine and on how many machines."""
+    world = max(1, world_size)
+    per_machine = ranks.per_machine if ranks else 1
+    return {"world_size": world, "processes_per_machine": per_machine, "machines": world // per_machine}
+
+
+def whole_run_train_loss(history: list[dict[str, Any]]) -> float | None:
+    """Mean training loss over the run's logged steps, every attempt (the Trainer's own `train_loss`
+    covers the last attempt only): each logged loss weighted by the steps since the previous one."""
+    total, steps, previous = 0.0, 0, 0
+    for record in history:
+        if "loss" in record and "step" in record:
+            n = record["step"] - previous
+            total, steps, previous = total + record["loss"] * n, steps + n, record["step"]
+    return round(total / steps, 6) if steps else None
 
 
 def package_versions() -> dict[str, str]:

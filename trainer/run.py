@@ -1,15 +1,17 @@
-"""One run, step by step: plan -> prepare (data, tokenizer, seeded model) -> train -> evaluate -> save.
+"""One run, top to bottom: plan -> check the folder -> prepare (data, tokenizer, seeded model) -> claim the
+folder -> train -> evaluate -> save the results -> close the attempt -> write the manifest, last.
 
-`prepare` is the start of every pipeline (this run, the padding benchmark's arms); the run folder's
-layout, guard and reading back belong to `trainer.run_folder`.
+This module orchestrates; it calls the others and none calls back: the run folder's layout, guard and
+reading back are `trainer.run_folder`'s, the attempts record `trainer.attempts`'s, the manifest's content
+`trainer.artifacts`'s. `prepare` is the start of every pipeline (this run, the padding benchmark's arms).
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from typing import Any
 from transformers import TrainerCallback, set_seed
 
 from trainer import artifacts, checkpoints
+from trainer.attempts import AttemptRecorder
 from trainer.checks import check_before_training
 from trainer.config import Config
 from trainer.data import Splits, load_splits, tokenize
@@ -26,9 +29,9 @@ from trainer.lock import RunLock
 from trainer.modeling import load_model, load_tokenizer
 from trainer.precision import DeviceInfo, PrecisionDecision, check_gpu, decide_precision, detect_device
 from trainer.ranks import Ranks
-from trainer.run_folder import ATTEMPTS, RunFolder
+from trainer.run_folder import RunFolder
 from trainer.timing import PhaseClock
-from trainer.training import build_trainer, build_training_args, train_and_evaluate
+from trainer.training import BatchUse, build_trainer, build_training_args, train_and_evaluate
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +50,7 @@ class RunPlan:
     def derive(cls, cfg: Config, device: DeviceInfo) -> RunPlan:
         check_gpu(cfg.runtime.require_gpu, device)
         return cls(
-            folder=RunFolder(cfg.runtime.output_dir),
+            folder=RunFolder(cfg.runtime.output_dir),  # `~` and $VARS expanded there, once
             device=device,
             precision=decide_precision(cfg.train.precision, device),
             bucket=cfg.runtime.bucket if cfg.mode == "cloud" else None,
@@ -89,12 +92,22 @@ class RunResult:
     manifest: dict[str, Any]
 
 
-def attach_file_log(path: Path) -> logging.Handler:
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    for name in ("trainer", "transformers"):
-        logging.getLogger(name).addHandler(handler)
-    return handler
+@dataclass
+class Job:
+    """What training works with once the folder is checked and the model loaded."""
+
+    cfg: Config
+    plan: RunPlan
+    ranks: Ranks
+    prepared: Prepared
+    clock: PhaseClock
+    "seconds per phase of this attempt"
+    started: float
+    "Unix time this attempt started"
+    checkpoint_bytes: int
+    "what one checkpoint takes on disk (the room checked before the first step)"
+    sync: Any = None
+    "the bucket sync (`trainer.storage.BucketSync`) on the main process of a cloud run, else None"
 
 
 def run(cfg: Config, device: DeviceInfo | None = None) -> RunResult:
@@ -104,8 +117,7 @@ def run(cfg: Config, device: DeviceInfo | None = None) -> RunResult:
     if not ranks.main:
         logging.getLogger("trainer").setLevel(logging.WARNING)  # progress is said once, by the main process
     folder = plan.folder
-    lock = RunLock(folder.path)
-    with sigterm_as_interrupt() as stopper, lock:
+    with sigterm_as_interrupt() as stopper, RunLock(folder.path) as lock, ExitStack() as logs:
         if folder.path.is_dir():
             lock.acquire()  # at once: a second run on this folder hears it before doing any work
         # Every input is checked, on every process alike, before the output folder is touched.
@@ -121,26 +133,39 @@ def run(cfg: Config, device: DeviceInfo | None = None) -> RunResult:
         if sync:
             sync.check()
         ranks.wait()  # every process has checked the folder before one of them writes there
-        handler = None
         with ranks.local_main_first():  # the others wait at accelerate's barrier, then read the folder
             if ranks.local_main:
-                found = _claim(cfg, folder, lock, sync, ranks)
-                handler = attach_file_log(folder.log_file) if ranks.main else None
+                found = _claim(cfg, folder, lock, sync, ranks.main)
+                if ranks.main:
+                    logs.enter_context(file_log(folder.log_file))
                 folder.remove_incomplete(found)  # said in training.log
             else:
                 found = checkpoints.scan(folder.checkpoints_dir)
-        try:
-            return _train(cfg, plan, prepared, found, stopper, sync, needed, started, ranks, clock)
-        finally:
-            if handler:
-                for name in ("trainer", "transformers"):
-                    logging.getLogger(name).removeHandler(handler)
-                handler.close()
+        job = Job(
+            cfg=cfg, plan=plan, ranks=ranks, prepared=prepared, clock=clock, started=started,
+            checkpoint_bytes=needed, sync=sync,
+        )  # fmt: skip
+        return _train(job, resume_from=found.newest, stopper=stopper)
 
 
-def _claim(cfg: Config, folder: RunFolder, lock: RunLock, sync, ranks: Ranks) -> checkpoints.Scan:
-    """Each machine's main process makes the folder its own: created and locked, restored from the
-    bucket, cleared by --overwrite; the resolved config is written by the main process alone."""
+@contextmanager
+def file_log(path: Path) -> Iterator[None]:
+    """The trainer's and transformers' log records also go to `path` while the block runs."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for name in ("trainer", "transformers"):
+        logging.getLogger(name).addHandler(handler)
+    try:
+        yield
+    finally:
+        for name in ("trainer", "transformers"):
+            logging.getLogger(name).removeHandler(handler)
+        handler.close()
+
+
+def _claim(cfg: Config, folder: RunFolder, lock: RunLock, sync, main: bool) -> checkpoints.Scan:
+    """Each machine's main process makes the folder its own: created (here, once) and locked, restored
+    from the bucket, cleared by --overwrite; the resolved config is written by the main process alone."""
     if not lock.held:
         folder.create()
         lock.acquire()
@@ -148,50 +173,39 @@ def _claim(cfg: Config, folder: RunFolder, lock: RunLock, sync, ranks: Ranks) ->
         _restore_from_bucket(folder, sync)
     found = folder.guard(cfg.runtime.overwrite, cfg.runtime.resume)  # again, now that it is ours
     if cfg.runtime.overwrite:
-        folder.clear()
-    folder.create()
-    if ranks.main:
-        folder.start(cfg)
+        folder.clear()  # what a run writes, not the folder itself
+    if main:
+        folder.write_config(cfg)
     return found
 
 
-class AttemptRecorder(TrainerCallback):
-    """Each checkpoint moves the attempt's `last_seen` and `last_checkpoint_step` in attempts.json."""
-
-    def __init__(self, folder: RunFolder):
-        self.folder = folder
-
-    def on_save(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
-            self.folder.update_attempt(last_checkpoint_step=state.global_step)
-
-
-def _train(
-    cfg, plan: RunPlan, prepared: Prepared, found, stopper, sync, needed, started, ranks: Ranks, clock
-):
-    folder = plan.folder
+def _train(job: Job, *, resume_from: Path | None, stopper: TrainerCallback) -> RunResult:
+    cfg, plan, folder, sync = job.cfg, job.plan, job.plan.folder, job.sync
     log.info("precision: %s", plan.precision.reason)
     if plan.precision.warning:
         log.warning(plan.precision.warning)
-    main = ranks.main  # in a multi-process run, one process writes the run's records
-    resume_from = found.newest
+    main = job.ranks.main  # in a multi-process run, one process writes the run's records
     if resume_from:
         log.info("resuming from %s", resume_from)
+    attempts = folder.attempts
     if main:
-        folder.begin_attempt(resume_from, started)
-    splits = prepared.splits
-    with clock.phase("tokenizing"):
-        datasets_ = prepared.encoded(cfg.model.max_length)
+        attempts.begin(resume_from, job.started)
+    splits = job.prepared.splits
+    with job.clock.phase("tokenizing"):
+        datasets_ = job.prepared.encoded(cfg.model.max_length)
     args = build_training_args(cfg, plan.precision, plan.device, folder.checkpoints_dir)
-    extra: list[TrainerCallback] = [AttemptRecorder(folder)]
+    batch = BatchUse.of(cfg.train, args.world_size, len(datasets_["train"]))
+    if main and batch.warning():
+        log.warning(batch.warning())
+    extra: list[TrainerCallback] = [AttemptRecorder(attempts)]
     if sync:
         from trainer.storage import CheckpointSyncCallback
 
-        extra.append(CheckpointSyncCallback(sync, folder.path / ATTEMPTS))
+        extra.append(CheckpointSyncCallback(sync, attempts.path))
     trainer = build_trainer(
         cfg,
-        prepared.model,
-        prepared.tokenizer,
+        job.prepared.model,
+        job.prepared.tokenizer,
         datasets_,
         args,
         plan.device,
@@ -201,25 +215,32 @@ def _train(
     )
     try:
         outcome = train_and_evaluate(
-            trainer, splits.labels, datasets_, str(resume_from) if resume_from else None, clock
+            trainer, splits.labels, datasets_, str(resume_from) if resume_from else None, job.clock
         )
         if not trainer.is_world_process_zero():
             return RunResult(folder.path, {}, {})
-        clock.start("saving")  # ends when the manifest is built, last
-        metrics, manifest = folder.finish(
+        job.clock.start("saving")  # ends when the manifest is built, last
+        metrics = folder.write_results(outcome, splits.labels, cfg.train.early_stopping.metric)
+        attempts.end("finished")  # before the manifest: its timings cover every attempt, this one whole
+        manifest = artifacts.build_manifest(
+            cfg,
+            plan,
+            splits,
             outcome,
-            splits.labels,
-            cfg.train.early_stopping.metric,
-            lambda: build_manifest(cfg, plan, splits, outcome, resume_from, ranks),
+            resume_from=resume_from,
+            attempts=attempts.summary(),
+            batch=batch,
+            ranks=job.ranks,
         )
+        folder.write_manifest(manifest)  # the "finished" marker, last
     except KeyboardInterrupt:
         if main:
-            folder.end_attempt("interrupted")
+            attempts.end("interrupted")
         raise
     except Exception as exc:
         if main:
-            folder.end_attempt("failed")
-        full = None if isinstance(exc, UserError) else folder.disk_full_error(needed)
+            attempts.end("failed")
+        full = None if isinstance(exc, UserError) else folder.disk_full_error(job.checkpoint_bytes)
         if full:
             raise full from None
         raise
@@ -234,7 +255,7 @@ def _restore_from_bucket(folder: RunFolder, sync) -> None:
     from the newest complete checkpoint in the bucket (trainer.storage), before the resume lookup."""
     if folder.is_finished() or folder.last_checkpoint():
         return
-    sync.restore(folder.checkpoints_dir, folder.path / ATTEMPTS)
+    sync.restore(folder.checkpoints_dir, folder.attempts.path)
 
 
 def _bucket_sync(plan: RunPlan):
@@ -243,86 +264,3 @@ def _bucket_sync(plan: RunPlan):
     from trainer.storage import BucketSync
 
     return BucketSync(plan.bucket, plan.folder.name)
-
-
-def build_manifest(
-    cfg, plan: RunPlan, splits: Splits, outcome, resume_from: Path | None, ranks: Ranks | None = None
-) -> dict[str, Any]:
-    """Built last (RunFolder.finish): closes this attempt in attempts.json, so the timings, the cost and
-    the resume points cover the whole run, every attempt of it."""
-    folder = plan.folder
-    folder.end_attempt("finished")
-    attempts = folder.attempts()
-    wall = sum(a["last_seen"] - a["started"] for a in attempts)
-    this = attempts[-1] if attempts else {"started": time.time(), "last_seen": time.time()}
-    train_metrics = outcome.train_metrics
-    state = outcome.trainer.state
-    return {
-        "run_name": folder.name,
-        "mode": cfg.mode,
-        "command": sys.argv,
-        "model": cfg.model.name,
-        "versions": artifacts.package_versions(),
-        "git_commit": artifacts.git_commit(),
-        "data": {"sources": splits.sources, "rows": splits.counts(), "labels": splits.labels},
-        "environment": {"in_container": artifacts.in_container(), **artifacts.hardware(plan.device)},
-        "precision": plan.precision.precision,
-        "precision_reason": plan.precision.reason,
-        "training": {
-            "global_steps": state.global_step,
-            "epochs_completed": state.epoch,
-            "stopped_early": outcome.stopped_early,
-            "best_checkpoint": state.best_model_checkpoint,
-            "best_metric": {cfg.train.early_stopping.metric: state.best_metric},
-            "resumed_from": str(resume_from) if resume_from else None,
-            "resume_points": [
-                {"checkpoint": a["resumed_from"], "step": a["resumed_at_step"], "at": _iso(a["started"])}
-                for a in attempts
-                if a.get("resumed_from")
-            ],
-            "train_loss": whole_run_train_loss(state.log_history),
-            "effective_batch_size": cfg.train.batch_size
-            * cfg.train.gradient_accumulation_steps
-            * max(1, outcome.trainer.args.world_size),
-            # What the Trainer loaded per forward pass and accumulated per step (batching split).
-            "device_batch_size": outcome.trainer.args.per_device_train_batch_size,
-            "accumulated_batches": outcome.trainer.args.gradient_accumulation_steps,
-            "batching": outcome.trainer.batching_used,
-        },
-        "distributed": _distributed(outcome.trainer.args.world_size, ranks),
-        "hardware_use": outcome.hardware_use,
-        "timing": {
-            "phase_seconds": outcome.clock.rounded(),
-            "wall_seconds": round(wall, 2),
-            "attempts": len(attempts),
-            "this_attempt_wall_seconds": round(this["last_seen"] - this["started"], 2),
-            "train_seconds": round(train_metrics.get("train_runtime", 0.0), 2),
-            "train_samples_per_second": train_metrics.get("train_samples_per_second"),
-            "train_steps_per_second": train_metrics.get("train_steps_per_second"),
-        },
-        "estimated_cost_usd": round(wall / 3600 * cfg.runtime.hourly_cost_usd, 4),
-        "bucket": plan.bucket,
-        "test_f1_macro": outcome.test_report["f1_macro"],
-    }
-
-
-def _distributed(world_size: int, ranks: Ranks | None) -> dict[str, int]:
-    """How many processes trained (one per GPU), how many per machine and on how many machines."""
-    world = max(1, world_size)
-    per_machine = ranks.per_machine if ranks else 1
-    return {"world_size": world, "processes_per_machine": per_machine, "machines": world // per_machine}
-
-
-def whole_run_train_loss(history: list[dict[str, Any]]) -> float | None:
-    """Mean training loss over the run's logged steps, every attempt (the Trainer's own `train_loss`
-    covers the last attempt only): each logged loss weighted by the steps since the previous one."""
-    total, steps, previous = 0.0, 0, 0
-    for record in history:
-        if "loss" in record and "step" in record:
-            n = record["step"] - previous
-            total, steps, previous = total + record["loss"] * n, steps + n, record["step"]
-    return round(total / steps, 6) if steps else None
-
-
-def _iso(unix: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(unix))

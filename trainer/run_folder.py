@@ -16,8 +16,11 @@
 `trainer.run` writes a run through `RunFolder`, `trainer.predict` reads one back through it, and so do
 the cloud verbs (`make fetch`, `make runs`): `RunFolder(path).is_finished()`, `.manifest()`,
 `.resolved_config()`. No other module spells a file name of the run folder (inside a checkpoint,
-`trainer.checkpoints` owns the names). The run holds an OS lock on the folder (`trainer.lock`) while it
-writes there.
+`trainer.checkpoints` owns the names; the attempts record's content is `trainer.attempts`'s). The run holds
+an OS lock on the folder (`trainer.lock`) while it writes there.
+
+A folder given as `~/runs/x` or `$RUNS/x` is expanded once, when the `RunFolder` is made: the lock, the
+guard, the resume and the Trainer's checkpoints (`checkpoints_dir`) all name the same folder.
 """
 
 from __future__ import annotations
@@ -27,12 +30,11 @@ import logging
 import os
 import shutil
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from trainer import checkpoints
+from trainer.attempts import TMP, Attempts, write_json
 from trainer.config import Config, load_resolved, to_yaml
 from trainer.errors import UserError
 
@@ -66,19 +68,7 @@ OWN_ENTRIES = frozenset(
     }
 )
 MB = 1024 * 1024
-TMP = ".tmp"
 WRITE_PROBE = ".write-check-"
-
-
-def write_json(path: Path, payload: Any) -> None:
-    """Whole or not at all: written beside the target, then renamed over it."""
-    tmp = path.with_suffix(path.suffix + TMP)
-    try:
-        tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def is_own(name: str) -> bool:
@@ -95,7 +85,7 @@ class RunFolder:
     """One run's folder: where each artifact lives, the guard before a run writes, and the reading back."""
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
+        self.path = Path(os.path.expandvars(os.path.expanduser(path)))
 
     def __repr__(self) -> str:
         return f"RunFolder({str(self.path)!r})"
@@ -121,6 +111,11 @@ class RunFolder:
     @property
     def tensorboard_dir(self) -> Path:
         return self.path / TENSORBOARD
+
+    @property
+    def attempts(self) -> Attempts:
+        """The run's attempts record (`trainer.attempts`): one record per start of the run."""
+        return Attempts(self.path / ATTEMPTS)
 
     # ------------------------------------------------------------------ the guard, before a run writes
 
@@ -236,64 +231,17 @@ class RunFolder:
             ) from None
 
     def start(self, cfg: Config) -> None:
-        """Create the folder and record the config the run uses."""
+        """Create the folder and record the config the run uses (a run folder made without a run)."""
         self.create()
+        self.write_config(cfg)
+
+    def write_config(self, cfg: Config) -> None:
+        """The config the run uses, written at its start (`resolved_config` reads it back)."""
         (self.path / RESOLVED_CONFIG).write_text(to_yaml(cfg), encoding="utf-8")
 
-    # ------------------------------------------------------------------ the attempts record
-
-    def attempts(self) -> list[dict[str, Any]]:
-        """One record per start of this run: started/last_seen/ended (Unix time), resumed_from (a
-        checkpoint name) and resumed_at_step, last_checkpoint_step, outcome. `last_seen` moves at each
-        checkpoint, so an attempt killed without a word still counts up to its last checkpoint."""
-        path = self.path / ATTEMPTS
-        if not path.is_file():
-            return []
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            log.warning("%s is unreadable: the manifest counts this attempt only", path)
-            return []
-        return list(data.get("attempts", [])) if isinstance(data, dict) else []
-
-    def _write_attempts(self, attempts: list[dict[str, Any]]) -> None:
-        write_json(self.path / ATTEMPTS, {"attempts": attempts})
-
-    def begin_attempt(self, resume_from: Path | None, started: float) -> None:
-        record = {
-            "started": started,
-            "last_seen": time.time(),
-            "ended": None,
-            "resumed_from": resume_from.name if resume_from else None,
-            "resumed_at_step": checkpoints.step_of(resume_from) if resume_from else None,
-            "last_checkpoint_step": None,
-            "outcome": "running",
-        }
-        self._write_attempts([*self.attempts(), record])
-
-    def update_attempt(self, **fields: Any) -> None:
-        """Update the current (last) attempt: `last_seen` is now; `fields` as given."""
-        attempts = self.attempts()
-        if not attempts:
-            return
-        attempts[-1].update({"last_seen": time.time(), **fields})
-        self._write_attempts(attempts)
-
-    def end_attempt(self, outcome: str) -> None:
-        """Close the current attempt: finished, interrupted or failed. On a failing disk the record may
-        not be writable: that is logged, and the attempt keeps its last checkpoint's time."""
-        try:
-            now = time.time()
-            self.update_attempt(ended=now, last_seen=now, outcome=outcome)
-        except OSError as exc:
-            log.warning("could not record the end of this attempt in %s (%s)", self.path / ATTEMPTS, exc)
-
-    def finish(
-        self, outcome, labels: list[str], metric: str, build_manifest: Callable[[], dict[str, Any]]
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Model, labels, metrics and plots from a finished training (`training.TrainOutcome`), then the
-        manifest, built and written last: a folder with a manifest holds every other artifact (and its
-        timings cover the saving). Returns the metrics and the manifest."""
+    def write_results(self, outcome, labels: list[str], metric: str) -> dict[str, Any]:
+        """Model, labels, metrics and plots from a finished training (`training.TrainOutcome`); the
+        manifest comes after them (`write_manifest`). Returns the metrics."""
         from trainer import artifacts
 
         metrics = {"validation": outcome.val_report, "test": outcome.test_report}
@@ -302,9 +250,7 @@ class RunFolder:
         write_json(self.path / METRICS, metrics)
         artifacts.plot_confusion_matrix(outcome.test_report, self.path / CONFUSION_MATRIX, "test split")
         artifacts.plot_learning_curve(outcome.log_history, metric, self.path / LEARNING_CURVE)
-        manifest = build_manifest()
-        self.write_manifest(manifest)
-        return metrics, manifest
+        return metrics
 
     def write_labels(self, labels: list[str]) -> None:
         write_json(self.path / LABELS, {"labels": labels, "label2id": {n: i for i, n in enumerate(labels)}})

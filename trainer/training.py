@@ -84,6 +84,65 @@ def build_training_args(cfg: Config, decision: PrecisionDecision, device: Device
     )
 
 
+@dataclass(frozen=True)
+class BatchUse:
+    """The batch of one optimizer step, as configured and as trained. A training split smaller than the
+    effective batch (train.batch_size x gradient_accumulation_steps x processes) is trained as one step
+    per epoch over the whole split: the batch really used is capped at the split."""
+
+    configured: int
+    "texts per optimizer step the config asks for"
+    used: int
+    "texts per optimizer step the run really trains on (at most the training split)"
+    device_batch: int
+    "texts per forward pass on one process (the Trainer's per-device batch, at most its share of the split)"
+    accumulated: int
+    "forward passes accumulated per optimizer step"
+    train_rows: int
+    batch_size: int
+    "train.batch_size, for the message"
+    accumulation: int
+    "train.gradient_accumulation_steps, for the message"
+    world_size: int
+
+    @classmethod
+    def of(cls, train: TrainConfig, world_size: int, train_rows: int) -> BatchUse:
+        device_batch, accumulation = train.micro_batches()
+        world = max(1, world_size)
+        configured = device_batch * accumulation * world
+        share = max(1, -(-train_rows // world))  # each process's rows per epoch
+        device_used = min(device_batch, share)
+        return cls(
+            configured=configured,
+            used=min(configured, train_rows),
+            device_batch=device_used,
+            accumulated=min(accumulation, -(-share // device_used)),
+            train_rows=train_rows,
+            batch_size=train.batch_size,
+            accumulation=train.gradient_accumulation_steps,
+            world_size=world,
+        )
+
+    def warning(self) -> str | None:
+        """One line when the configured batch exceeds the training split: the numbers, and the fix."""
+        if self.configured <= self.train_rows:
+            return None
+        processes = f"{self.world_size} process" + ("es" if self.world_size > 1 else "")
+        per_step = self.accumulation * self.world_size
+        fit = self.train_rows // (2 * per_step)  # a batch size that gives two or more steps per epoch
+        fix = (
+            f"lower --batch-size (train.batch_size) to {fit} or less for two or more steps per epoch"
+            if fit >= 1
+            else "lower train.gradient_accumulation_steps (or use fewer processes)"
+        )
+        return (
+            f"the effective batch ({self.batch_size} train.batch_size x {self.accumulation} "
+            f"gradient_accumulation_steps x {processes} = {self.configured}) is larger than the training "
+            f"split ({self.train_rows} rows): each epoch is one optimizer step over the whole split, and the "
+            f"manifest records a batch of {self.used}; {fix}"
+        )
+
+
 class LogFileCallback(TrainerCallback):
     """Every Trainer log record (loss, lr, eval metrics) also goes to training.log as one JSON line."""
 

@@ -110,3 +110,56 @@ def test_git_commit_of_a_checkout_wins_over_the_environment(tmp_path, monkeypatc
     head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
     monkeypatch.setenv("TRAINER_GIT_COMMIT", "f" * 40)
     assert artifacts.git_commit(tmp_path) == head.stdout.strip()
+
+
+# ---------------------------------------------------------------------- where the folder is, its attempts
+
+
+def test_a_folder_given_with_tilde_or_a_variable_is_the_expanded_one(tmp_path, monkeypatch):
+    """The lock, the guard and the Trainer's checkpoints see one folder: `~` and $VARS expanded once."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("RUNS", str(tmp_path / "runs"))
+    assert RunFolder("~/x").path == tmp_path / "home" / "x"
+    assert RunFolder("~/x").checkpoints_dir == tmp_path / "home" / "x" / "checkpoints"
+    assert RunFolder("$RUNS/x").path == RunFolder("${RUNS}/x").path == tmp_path / "runs" / "x"
+    assert RunFolder(tmp_path / "plain").path == tmp_path / "plain"
+
+
+def test_the_attempts_record_counts_every_start_of_the_run(tmp_path):
+    folder = RunFolder(tmp_path / "run")
+    folder.create()
+    attempts = folder.attempts
+    assert attempts.path == folder.path / "attempts.json" and attempts.records() == []
+    attempts.begin(None, started=1000.0)
+    attempts.update(last_checkpoint_step=15)
+    attempts.end("interrupted")
+    checkpoint = folder.checkpoints_dir / "checkpoint-15"
+    attempts.begin(checkpoint, started=2000.0)
+    attempts.end("finished")
+    first, second = attempts.records()
+    assert (first["outcome"], first["last_checkpoint_step"], first["resumed_from"]) == (
+        "interrupted",
+        15,
+        None,
+    )
+    assert (second["outcome"], second["resumed_from"], second["resumed_at_step"]) == (
+        "finished",
+        "checkpoint-15",
+        15,
+    )
+    summary = attempts.summary()
+    assert summary.count == 2
+    assert summary.wall_seconds == pytest.approx(first["last_seen"] - 1000.0 + second["last_seen"] - 2000.0)
+    assert summary.resume_points == [
+        {"checkpoint": "checkpoint-15", "step": 15, "at": "1970-01-01T00:33:20Z"}
+    ]
+    assert sorted(p.name for p in folder.path.iterdir()) == ["attempts.json"]  # no .tmp left behind
+
+
+def test_an_unreadable_attempts_record_counts_as_none(tmp_path, caplog):
+    folder = RunFolder(tmp_path)
+    (tmp_path / "attempts.json").write_text("{not json", encoding="utf-8")
+    assert folder.attempts.records() == []
+    assert "is unreadable" in caplog.text
+    folder.attempts.update(outcome="failed")  # nothing to update: no record is made up
+    assert (tmp_path / "attempts.json").read_text(encoding="utf-8") == "{not json"

@@ -233,7 +233,7 @@ run "data_read_buckets_grant_object_viewer_only" {
   variables { data_read_buckets = ["other-bucket", "shared.data.example.com", "test-project-123-tweet-trainer"] }
 
   assert {
-    condition     = keys(google_storage_bucket_iam_member.data_read) == tolist(["other-bucket", "shared.data.example.com"])
+    condition     = tolist(keys(google_storage_bucket_iam_member.data_read)) == tolist(["other-bucket", "shared.data.example.com"])
     error_message = "one grant per other bucket; the VM's own bucket is left out"
   }
   assert {

@@ -21,6 +21,7 @@ from typing import Any
 import hcl2
 import pytest
 
+from ops.terraform import Terraform as OpsTerraform
 from tests.infra.terraform_schema import Module, ProviderSchema, check_attribute_paths, check_module, strings
 from tests.standins.tf_harness import Terraform, schema_tarball
 from tests.support import ROOT, require, tool
@@ -28,7 +29,6 @@ from tests.support import ROOT, require, tool
 pytestmark = pytest.mark.terraform
 
 INFRA = ROOT / "infra"
-SCRIPT = ROOT / "scripts" / "tf_cloud.sh"
 CONTRACT_OUTPUTS = {
     "instance_name", "zone", "project_id", "external_ip", "ssh_user", "bucket_name", "bucket_url",
     "service_account_email", "data_disk_device_name", "gpu_type", "gpu_count",
@@ -784,11 +784,9 @@ def test_infra_down_keeps_the_bucket_unless_force_destroy(tmp_path, force_destro
         "google_compute_network.trainer", "google_compute_disk.data", "google_compute_instance.trainer",
     }  # fmt: skip
     # The read grants on other buckets (data_read_buckets) name the service account: they go with it.
-    done = subprocess.run(
-        ["bash", str(SCRIPT), "down-targets"], capture_output=True, text=True, timeout=60,
-        env={**os.environ, "INFRA_DIR": str(tmp_path), "TERRAFORM": terraform, "KEEP_DATA_DISK": keep_disk},
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TF_")} | {"CHECKPOINT_DISABLE": "1"}
+    ops_tf = OpsTerraform(tmp_path, tmp_path / "terraform.tfvars", terraform, env=env)
+    targets, _ = ops_tf.down_targets(keep_data_disk=keep_disk == "1")
     # The APIs are never destroyed (disable_on_destroy = false makes it pointless, and the bucket
     # depends on them: a -target destroy takes dependents along).
-    assert set(done.stdout.split()) == everything - kept
+    assert set(targets) == everything - kept

@@ -3,7 +3,7 @@
 What stands in for GCP: the stand-in google provider (tests/standins/tf_harness.py,
 tests/standins/google_provider/), generated from hashicorp/google 6.50.0's schema, and its cloud file
 (what exists, what apply answers: the VM's address, ids, self links; which creates fail with GCP's
-messages). Terraform, the module, scripts/tf_cloud.sh and scripts/make_inventory.py are the real ones.
+messages). Terraform, the module and the laptop package's verbs (python -m ops) are the real ones.
 What the stand-in cannot check (the provider's own validations, API errors it is not told to make,
 IAM, quotas, defaults chosen by the server) is listed in tests/standins/google_provider/__init__.py.
 """
@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from ops.terraform import Terraform as OpsTerraform
 from tests.standins.tf_harness import BASE_VARS, INFRA, Terraform, TerraformError
 from tests.support import ROOT
 
@@ -203,12 +204,13 @@ def test_apply_grants_the_vm_account_read_access_and_infra_down_removes_it(tf, t
 
 
 def inventory(tf: Terraform, out: Path, *source: str) -> dict[str, Any]:
-    """scripts/make_inventory.py as `make inventory` runs it: it calls `terraform output -json` itself
+    """`python -m ops inventory` as `make inventory` runs it: it calls `terraform output -json` itself
     (or reads `--from FILE` when `source` says so)."""
     done = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "make_inventory.py"), "--infra-dir", str(tf.workdir),
-         "--out", str(out), "--ssh-key", "/keys/id_ed25519", *source],
-        capture_output=True, text=True, env=tf.env, timeout=120,
+        [sys.executable, "-m", "ops", "inventory", *source], capture_output=True, text=True, cwd=ROOT,
+        env={**tf.env, "INFRA_DIR": str(tf.workdir), "INVENTORY": str(out), "SSH_KEY": "/keys/id_ed25519",
+             "TERRAFORM": tf.binary},
+        timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     return yaml.safe_load(out.read_text())
@@ -280,17 +282,14 @@ def test_apply_of_two_nodes_puts_both_in_the_inventory(tf, tmp_path):
 # ---- infra-down ---------------------------------------------------------------------------------
 
 
-def infra_down(tf: Terraform, tmp_path: Path, **variables: Any) -> subprocess.CompletedProcess:
-    """`make infra-down`'s destroy: scripts/tf_cloud.sh down with the user's tfvars."""
+def infra_down(tf: Terraform, tmp_path: Path, **variables: Any) -> None:
+    """`make infra-down`'s destroy (ops.terraform: `python -m ops down` after its credentials check)
+    with the user's tfvars, approved."""
     tfvars = tmp_path / "terraform.tfvars"
     tfvars.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in {**BASE_VARS, **variables}.items()))
-    done = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "tf_cloud.sh"), "down"], capture_output=True, text=True, timeout=300,
-        env={**tf.env, "INFRA_DIR": str(tf.workdir), "TFVARS": str(tfvars), "AUTO_APPROVE": "1",
-             "TERRAFORM": tf.binary},
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return done
+    OpsTerraform(tf.workdir, tfvars, tf.binary, env=dict(tf.env)).down(
+        keep_data_disk=False, auto_approve=True
+    )
 
 
 def test_infra_down_destroys_the_vm_side_and_keeps_the_bucket_with_the_models(tf, tmp_path):

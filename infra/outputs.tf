@@ -1,4 +1,4 @@
-# Read by scripts/make_inventory.py (Ansible inventory) and by mk/infra.mk (ssh, train-cloud, fetch).
+# Read by `make inventory` (ops/inventory.py: the inventory the verbs read too) and ops/terraform.py.
 
 output "instance_name" {
   description = "Name of the training VM (node 0, the main process, when node_count > 1)."
@@ -106,7 +106,7 @@ output "rendezvous_port" {
 }
 
 output "price_inputs" {
-  description = "What the VMs cost by the hour is made of (trainer/prices.py prices it): machine type, GPUs, spot, and each VM's disks."
+  description = "What the VMs cost by the hour is made of (ops/prices.py prices it): machine type, GPUs, spot, and each VM's disks."
   value = {
     machine_type = var.machine_type
     gpu_type     = var.gpu_type

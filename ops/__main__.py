@@ -23,9 +23,11 @@ Every user mistake ends in one `error: ...` line and exit status 2, before anyth
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,12 +136,14 @@ class Settings:
             f"inventory: wrote {self.inventory} (host {values['instance_name']} at {values['external_ip']})"
         )
 
-    def provision(self, extra: list[str] = ()) -> None:  # type: ignore[assignment]
+    def provision(self, extra: Sequence[str] = ()) -> None:
         if not self.inventory.is_file() or not self.inventory.stat().st_size:
             raise UserError(f"{self.inventory} is missing: run `make inventory` (or `make infra-up`) first")
         ansible_dir = ROOT / "ansible"
         env = {**os.environ, "ANSIBLE_CONFIG": str(ansible_dir / "ansible.cfg")}
-        cmd = ["ansible-playbook", "-i", str(self.inventory.resolve()), "site.yml", *extra]
+        # The role packs the project on the controller with `python -m ops pack`: this very Python.
+        packer = json.dumps({"trainer_host_controller_python": sys.executable})
+        cmd = ["ansible-playbook", "-i", str(self.inventory.resolve()), "site.yml", "-e", packer, *extra]
         try:
             code = subprocess.run(cmd, cwd=ansible_dir, env=env, check=False).returncode
         except FileNotFoundError:
@@ -148,7 +152,7 @@ class Settings:
             raise UserError(f"the playbook failed (ansible-playbook exit {code}; see above)")
 
 
-def converge(s: Settings, always: bool) -> int:
+def converge(s: Settings, always: bool, playbook_args: list[str]) -> int:
     from ops.watch import hand_over
 
     tf = s.terraform()
@@ -158,7 +162,7 @@ def converge(s: Settings, always: bool) -> int:
     tf.init()
     state = tf.converge(auto_approve=s.flag("AUTO_APPROVE"))
     print(f"watch: {state.where()}")
-    hand_over(state, s.write_inventory, s.provision, always=always)
+    hand_over(state, s.write_inventory, lambda: s.provision(playbook_args), always=always)
     return 0
 
 
@@ -263,18 +267,6 @@ VERBS = (
     "watch",
     "bucket",
     "pack",
-)
-VERBS = (
-    *TERRAFORM_VERBS,
-    "apply",
-    "up",
-    "inventory",
-    "provision",
-    "ssh",
-    *RUN_VERBS,
-    "watch",
-    "bucket",
-    "pack",
     "prices",
 )
 
@@ -289,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         if verb in TERRAFORM_VERBS:
             return terraform_verb(s, verb)
         if verb in ("apply", "up"):
-            return converge(s, always=verb == "up")
+            return converge(s, always=verb == "up", playbook_args=words)
         if verb == "watch":
             return watch_verb(s, words[0] if words else "", words[1:])
         if verb == "inventory":

@@ -90,7 +90,7 @@ class PriceUnknown(ValueError):
 def _lookup(table: dict[str, Price], key: str, what: str) -> Price:
     if key not in table:
         raise PriceUnknown(
-            f"no {what} price for {key!r} in trainer/prices.py (known: {', '.join(sorted(table))}): "
+            f"no {what} price for {key!r} in ops/prices.py (known: {', '.join(sorted(table))}): "
             "add it with its source"
         )
     return table[key]
@@ -149,7 +149,7 @@ def estimate_cost(
         "gpu": {"type": gpu_type, "count": gpu_count},
         "provisioning": "spot" if spot else "on-demand",
         "nodes": nodes,
-        "prices": f"{REGION} list prices of {PRICE_DATE} (trainer/prices.py): an estimate; "
+        "prices": f"{REGION} list prices of {PRICE_DATE} (ops/prices.py): an estimate; "
         "the bill is in Cloud Billing reports",
     }
 
@@ -211,7 +211,7 @@ def plan_lines(plan: dict[str, Any]) -> list[str]:
         price = plan_price(plan)
     except PriceUnknown as exc:
         return [f"price: unknown ({exc})"]
-    lines = [f"price: an estimate from {REGION} list prices of {PRICE_DATE} (trainer/prices.py)"]
+    lines = [f"price: an estimate from {REGION} list prices of {PRICE_DATE} (ops/prices.py)"]
     for vm in price["vms"]:
         gpu = f" + {vm['gpu_count']} x {vm['gpu_type']}" if vm["gpu_count"] else ""
         kind = "spot" if vm["spot"] else "on demand"

@@ -61,33 +61,19 @@ class Inputs:
                 )
             bucket.check_bucket(self.data)
         elif self.data:
-            path = Path(self.data).expanduser()
-            if not path.exists():
-                raise UserError(
-                    f"DATA={self.data} does not exist: pass a CSV/JSONL/Parquet file, a saved dataset folder "
-                    "or a gs:// URL"
-                )
-            if not run_state.valid_name(path.name):
-                raise UserError(
-                    f"DATA={self.data}: name the file with letters, digits, '.', '_' and '-' only"
-                )
+            local(self.data, "DATA", "a CSV/JSONL/Parquet file, a saved dataset folder or a gs:// URL")
         elif not DEMO.is_file():
             raise UserError(
-                "no data for the run: pass DATA=path/to.csv or DATA=gs://bucket/file.csv, or run make "
-                "data for "
-                "the demo tweets"
+                "no data for the run: pass DATA=path/to.csv or DATA=gs://bucket/file.csv, "
+                "or run make data for the demo tweets"
             )
         if self.model:
-            path = Path(self.model).expanduser()
-            if not path.is_dir():
-                raise UserError(
-                    f"MODEL={self.model} is not a folder: pass a saved model folder (hub models: "
-                    "ARGS='--set model.name=<id>')"
-                )
-            if not run_state.valid_name(path.name):
-                raise UserError(
-                    f"MODEL={self.model}: name the folder with letters, digits, '.', '_' and '-' only"
-                )
+            local(
+                self.model,
+                "MODEL",
+                "a saved model folder (hub models: ARGS='--set model.name=<id>')",
+                folder=True,
+            )
 
     def ship(self, vm: Session) -> list[str]:
         """Copy them to the data disk; the trainer flags that point the run at them."""
@@ -109,6 +95,18 @@ class Inputs:
             vm.push(path, f"{conn.data_mount}/models")
             extra += ["--set", f"model.name=/models/{path.name}"]
         return extra
+
+
+def local(given: str, what: str, expected: str, folder: bool = False) -> Path:
+    """A local file or folder the run takes: it exists, and its name can go on the VM as it is."""
+    path = Path(given).expanduser()
+    if not (path.is_dir() if folder else path.exists()):
+        raise UserError(
+            f"{what}={given} {'is not a folder' if folder else 'does not exist'}: pass {expected}"
+        )
+    if not run_state.valid_name(path.name):
+        raise UserError(f"{what}={given}: name it with letters, digits, '.', '_' and '-' only")
+    return path
 
 
 def check_args(args: list[str]) -> None:

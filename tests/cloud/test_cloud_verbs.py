@@ -53,7 +53,7 @@ def error_lines(done: subprocess.CompletedProcess) -> list[str]:
         (["RUN=.."], "error: RUN='..': a run name"),
         (["RUN=ok", "DATA=/no/such/tweets.csv"], "error: DATA=/no/such/tweets.csv does not exist"),
         (["RUN=ok", "MODEL=/no/such/model"], "error: MODEL=/no/such/model is not a folder"),
-        (["RUN=ok", "DATA=gs://b/$$(id)"], "error: DATA=gs://b/$(id): a gs:// URL of letters"),
+        (["RUN=ok", "DATA=gs://b/$$(id)"], "error: DATA=gs://b/$(id): name an object or folder in a bucket"),
     ],
 )
 def test_bad_input_is_one_line_and_nothing_starts_on_the_vm(cloud, tiny_csv, extra, message):
@@ -118,7 +118,7 @@ def test_credentials_are_really_loaded(cloud, tmp_path):
     assert "gcloud auth application-default login" in line
     done = cloud.make("infra-plan")
     assert "credentials: user login, project stand-in-project" in done.stdout, done.stdout + done.stderr
-    # the plan ends with what it would cost (trainer/prices.py over `terraform show -json`)
+    # the plan ends with what it would cost (ops/prices.py over `terraform show -json`)
     assert "/h while running" in done.stdout, done.stdout
     assert "n1-standard-4 + 1 x nvidia-tesla-t4" in done.stdout, done.stdout
 
@@ -168,7 +168,7 @@ def test_train_on_the_vm_then_fetch_brings_the_run_home_byte_identical(cloud, ti
     assert manifest["git_commit"] == head
     assert manifest["mode"] == "cloud" and manifest["environment"]["in_container"] is True
     assert manifest["bucket"] == f"gs://{cloud.bucket}"
-    # the VM's .env prices an hour of the deployment (the inventory, trainer/prices.py): the run's hours x it
+    # the VM's .env prices an hour of the deployment (the inventory, ops/prices.py): the run's hours x it
     hours = manifest["timing"]["wall_seconds"] / 3600
     assert manifest["estimated_cost_usd"] == pytest.approx(hours * 0.5655, abs=1e-4)
     assert manifest["estimated_cost_usd"] > 0

@@ -27,7 +27,7 @@ Its `cloud` (google_provider/cloud.py) is the stand-in GCP of this working direc
 what apply answers (addresses), which creates fail with GCP's error (`stock_out(zone)`,
 `quota_exceeded(region)`), and drift (`set_attributes(...)`, `remove(...)`) seen at the next refresh.
 `stand_in_google.env(workdir)` gives the same environment for running terraform some other way (make,
-scripts/tf_cloud.sh).
+python -m ops).
 """
 
 from __future__ import annotations

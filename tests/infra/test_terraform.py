@@ -718,7 +718,7 @@ def test_infra_up_without_an_ssh_key_says_how_to_make_one(tfvars, tmp_path):
 def test_fetch_without_a_run_name_asks_for_one():
     done = make("fetch")
     assert done.returncode != 0
-    assert error_lines(done) == ["error: which run? make fetch RUN=<run name> (the name train-cloud printed)"]
+    assert error_lines(done) == ["error: which run? make fetch RUN=<run name> (make runs lists them)"]
 
 
 def test_ssh_before_infra_up_says_to_run_it(tmp_path, ssh_key):

@@ -10,10 +10,12 @@ whatever their mode here (safetensors: 0600).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import subprocess
 import tarfile
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -92,20 +94,23 @@ class Session:
             )
 
     def _stream(self, words: Sequence[str], write) -> None:
-        proc = subprocess.Popen(
-            self.argv(words), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-        assert proc.stdin is not None
-        try:
-            write(proc.stdin)
-        except BrokenPipeError:
-            pass
-        finally:
-            proc.stdin.close()
-        _, err = proc.communicate()
-        if proc.returncode != 0:
-            detail = (err.decode(errors="replace").strip().splitlines() or ["no message"])[-1]
-            raise UserError(f"copying to {self.conn.host} failed (ssh exit {proc.returncode}: {detail})")
+        """Run `words` on the VM with what `write(stream)` writes as its standard input."""
+        with tempfile.TemporaryFile() as errors:  # a file, not a pipe: a chatty remote cannot block the copy
+            proc = subprocess.Popen(
+                self.argv(words), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors
+            )
+            assert proc.stdin is not None
+            try:
+                write(proc.stdin)
+                proc.stdin.close()
+            except BrokenPipeError:  # the remote side ended early: its exit status and message say why
+                with contextlib.suppress(BrokenPipeError):
+                    proc.stdin.close()
+            code = proc.wait()
+            errors.seek(0)
+            detail = (errors.read().decode(errors="replace").strip().splitlines() or ["no message"])[-1]
+        if code != 0:
+            raise UserError(f"copying to {self.conn.host} failed (ssh exit {code}: {detail})")
 
     def push(self, path: Path, dest: str) -> None:
         """path (a file or folder) -> DEST/<its name> on the VM, replacing what was there."""

@@ -89,6 +89,17 @@ class Terraform:
             sys.stdout.flush()
         return proc.wait(), b"".join(chunks).decode(errors="replace")
 
+    def read(self, *args: str) -> str:
+        """A command's standard output alone (JSON, addresses): warnings on stderr stay out of it."""
+        cmd = [self.binary, f"-chdir={self.infra_dir}", *args]
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, env=self.env, stdin=subprocess.DEVNULL)
+        except FileNotFoundError:
+            raise UserError(INSTALL) from None
+        if done.returncode != 0:
+            raise UserError(f"terraform {args[0]} in {self.infra_dir} failed: {last_error(done.stderr)}")
+        return done.stdout
+
     def must(self, *args: str, stream: bool = False) -> str:
         code, text = self.run(*args, stream=stream)
         if code != 0:
@@ -125,8 +136,7 @@ class Terraform:
             args.append("-backend-config=backend.hcl")
         else:
             override.unlink(missing_ok=True)
-        text = self.must(*args, stream=not quiet)
-        del text
+        self.must(*args, stream=not quiet)
 
     def console(self, expression: str) -> object:
         """An expression of the module evaluated with the user's variables (no state needed)."""
@@ -139,7 +149,7 @@ class Terraform:
         return json.loads(json.loads(done.stdout.strip().splitlines()[-1]))
 
     def outputs_json(self) -> str:
-        return self.must("output", "-json", "-no-color")
+        return self.read("output", "-json", "-no-color")
 
     def outputs(self) -> dict[str, object]:
         return {name: o.get("value") for name, o in json.loads(self.outputs_json()).items()}
@@ -149,13 +159,13 @@ class Terraform:
         with tempfile.TemporaryDirectory(prefix="tfplan-") as scratch:
             saved = str(Path(scratch) / "tfplan")
             self.must("plan", "-input=false", "-no-color", f"-out={saved}", *self.var_files(), stream=True)
-            return json.loads(self.must("show", "-json", "-no-color", saved))
+            return json.loads(self.read("show", "-json", "-no-color", saved))
 
     def plan_quietly(self) -> dict:
         with tempfile.TemporaryDirectory(prefix="tfplan-") as scratch:
             saved = str(Path(scratch) / "tfplan")
             self.must("plan", "-input=false", "-no-color", f"-out={saved}", *self.var_files())
-            return json.loads(self.must("show", "-json", "-no-color", saved))
+            return json.loads(self.read("show", "-json", "-no-color", saved))
 
     # ------------------------------------------------------------------ apply, with the zone fallback
 
@@ -213,13 +223,17 @@ class Terraform:
         force_destroy), the enabled APIs (never disabled anyway) and, with KEEP_DATA_DISK=1, the data disk.
         Destroying a resource by -target also destroys what depends on it, so nothing kept may depend on a
         destroyed resource: the bucket depends only on the APIs, the data disk only on the APIs."""
-        code, listed = self.run("state", "list")
-        addresses = (
-            sorted({line.split("[")[0] for line in listed.splitlines() if line.strip()}) if code == 0 else []
-        )
-        code, force = self.run("output", "-json", "bucket_force_destroy")
+        try:
+            listed = self.read("state", "list")
+        except UserError:
+            listed = ""  # no state yet: nothing to destroy
+        addresses = sorted({line.split("[")[0] for line in listed.splitlines() if line.strip()})
+        try:
+            force = self.read("output", "-json", "bucket_force_destroy").strip()
+        except UserError:
+            force = "false"
         keep = ["google_project_service."]
-        if code != 0 or force.strip() != "true":
+        if force != "true":
             keep.append("google_storage_bucket.artifacts")
         if keep_data_disk:
             keep.append("google_compute_disk.data")

@@ -37,7 +37,7 @@ def render_role_template(name: str, **variables) -> str:
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory) -> dict[str, dict[str, str]]:
     """What the role writes on a spot and on a standard VM, rendered by Ansible itself: an inventory of two
-    local hosts that differ only in `trainer_host_spot` (as `make inventory`, ops/inventory.py, writes it), and a
+    local hosts that differ only in `trainer_host_spot` (as `make inventory` writes it), and a
     role named trainer_host made of the real one's defaults, argument specs and templates (so Ansible
     resolves the derived defaults and checks them against the specs) whose tasks only write the compose
     .env and the run's unit into a folder per host. VM kind -> {file name: text}."""

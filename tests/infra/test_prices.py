@@ -143,12 +143,8 @@ def test_a_plan_with_a_type_the_table_lacks_says_the_price_is_unknown():
     assert len(lines) == 1 and lines[0].startswith("price: unknown (no machine price for 'n1-ultramem-40'")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ops/prices.py (lines 93, 152, 214) still names the table trainer/prices.py, which moved to "
-    "ops/prices.py: the price lines, a manifest's `prices` note and PriceUnknown point at a missing file",
-)
 def test_the_prices_name_the_tables_file():
+    """The price lines, a manifest's `prices` note and PriceUnknown point at the table where it lives."""
     assert (ROOT / "ops" / "prices.py").is_file() and not (ROOT / "trainer" / "prices.py").exists()
     with pytest.raises(prices.PriceUnknown) as unknown:
         prices.hourly_price("n1-highmem-8", None, 0, spot=False)

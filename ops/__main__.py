@@ -191,6 +191,9 @@ def watch_verb(s: Settings, run: str, args: list[str]) -> int:
     from ops.watch import watch
 
     runs.check_name(run, "watch")
+    attempts, sleep = s.number("WATCH_ATTEMPTS", "10"), s.number("WATCH_SLEEP", "60", float)
+    if attempts < 1 or sleep < 0:
+        raise UserError(f"WATCH_ATTEMPTS={attempts} WATCH_SLEEP={sleep:g}: at least 1 attempt and 0 seconds")
     tf = s.terraform()
     tf.check()
     s.check_key()
@@ -203,7 +206,7 @@ def watch_verb(s: Settings, run: str, args: list[str]) -> int:
 
     return watch(
         tf, run, start, s.write_inventory, s.provision,
-        attempts=s.number("WATCH_ATTEMPTS", "10"), sleep=s.number("WATCH_SLEEP", "60", float),
+        attempts=attempts, sleep=sleep,
     )  # fmt: skip
 
 

@@ -18,17 +18,25 @@ from pathlib import Path
 
 from trainer import run_state
 from trainer.errors import UserError
-from trainer.gcs import CHECKPOINTS, LOGIN_HINT, RUNS, client, first_line, run_prefix, split_bucket_url
+from trainer.gcs import (
+    CHECKPOINTS,
+    LOGIN_HINT,
+    RUNS,
+    client,
+    default_credentials,
+    first_line,
+    run_prefix,
+    split_bucket_url,
+)
 
 
 def load_credentials() -> tuple[str, str | None]:
     """Really load the application-default credentials (google.auth.default): (kind, project)."""
-    import google.auth
     from google.auth.exceptions import DefaultCredentialsError
 
     named = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
     try:
-        credentials, project = google.auth.default()
+        credentials, project = default_credentials()
     except DefaultCredentialsError as exc:
         if named:
             raise UserError(

@@ -22,10 +22,12 @@ from typing import Any
 from transformers import TrainerCallback
 
 from trainer import checkpoints
+from trainer.run_state import FAILED, FINISHED, INTERRUPTED, RUNNING
 
 log = logging.getLogger(__name__)
 
-OUTCOMES = ("running", "finished", "interrupted", "failed")
+# An attempt's outcome is a run state (trainer/run_state.py reads it back for trainer-run and make runs).
+OUTCOMES = (RUNNING, FINISHED, INTERRUPTED, FAILED)
 TMP = ".tmp"
 
 
@@ -81,7 +83,7 @@ class Attempts:
             "resumed_from": resume_from.name if resume_from else None,
             "resumed_at_step": checkpoints.step_of(resume_from) if resume_from else None,
             "last_checkpoint_step": None,
-            "outcome": "running",
+            "outcome": RUNNING,
         }
         self._write([*self.records(), record])
 

@@ -50,11 +50,10 @@ def client():
         from google.auth.credentials import AnonymousCredentials
 
         return storage.Client(project="emulator", credentials=AnonymousCredentials())
-    import google.auth
     from google.auth.exceptions import DefaultCredentialsError
 
     try:
-        credentials, project = google.auth.default()
+        credentials, project = default_credentials()
     except DefaultCredentialsError as exc:
         raise UserError(f"no usable Google credentials ({first_line(exc)}): {LOGIN_HINT}") from None
     # A user's login names no project (only a quota project); calls on one bucket need none.
@@ -62,6 +61,19 @@ def client():
         project or getattr(credentials, "quota_project_id", None) or os.environ.get("GOOGLE_CLOUD_PROJECT")
     )
     return storage.Client(project=project or "no-project-needed", credentials=credentials)
+
+
+def default_credentials():
+    """google.auth.default(), except for a login made with `gcloud auth application-default login`: its file
+    is read directly, so no `gcloud config config-helper` runs to look for a project (the laptop's verbs
+    start nothing but ssh, terraform and ansible-playbook; the login's quota project names the project)."""
+    import google.auth
+    from google.auth import _cloud_sdk
+
+    well_known = _cloud_sdk.get_application_default_credentials_path()
+    if not os.environ.get("GOOGLE_APPLICATION_CREDENTIALS") and os.path.isfile(well_known):
+        return google.auth.load_credentials_from_file(well_known)
+    return google.auth.default()
 
 
 def first_line(exc: Exception) -> str:

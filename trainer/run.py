@@ -30,6 +30,7 @@ from trainer.modeling import load_model, load_tokenizer
 from trainer.precision import DeviceInfo, PrecisionDecision, check_gpu, decide_precision, detect_device
 from trainer.ranks import Ranks
 from trainer.run_folder import RunFolder
+from trainer.run_state import FAILED, FINISHED, INTERRUPTED
 from trainer.timing import PhaseClock
 from trainer.training import BatchUse, build_trainer, build_training_args, train_and_evaluate
 
@@ -221,7 +222,7 @@ def _train(job: Job, *, resume_from: Path | None, stopper: TrainerCallback) -> R
             return RunResult(folder.path, {}, {})
         job.clock.start("saving")  # ends when the manifest is built, last
         metrics = folder.write_results(outcome, splits.labels, cfg.train.early_stopping.metric)
-        attempts.end("finished")  # before the manifest: its timings cover every attempt, this one whole
+        attempts.end(FINISHED)  # before the manifest: its timings cover every attempt, this one whole
         manifest = artifacts.build_manifest(
             cfg,
             plan,
@@ -235,11 +236,11 @@ def _train(job: Job, *, resume_from: Path | None, stopper: TrainerCallback) -> R
         folder.write_manifest(manifest)  # the "finished" marker, last
     except KeyboardInterrupt:
         if main:
-            attempts.end("interrupted")
+            attempts.end(INTERRUPTED)
         raise
     except Exception as exc:
         if main:
-            attempts.end("failed")
+            attempts.end(FAILED)
         full = None if isinstance(exc, UserError) else folder.disk_full_error(job.checkpoint_bytes)
         if full:
             raise full from None

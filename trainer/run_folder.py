@@ -37,6 +37,7 @@ from trainer import checkpoints
 from trainer.attempts import TMP, Attempts, write_json
 from trainer.config import Config, load_resolved, to_yaml
 from trainer.errors import UserError
+from trainer.run_state import ATTEMPTS, MANIFEST  # the two records a run's state is read from
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +50,6 @@ CHECKPOINTS = "checkpoints"
 TENSORBOARD = "tensorboard"
 CONFUSION_MATRIX = "confusion_matrix.png"
 LEARNING_CURVE = "learning_curve.png"
-MANIFEST = "manifest.json"
-ATTEMPTS = "attempts.json"
 # What a run of ours leaves in its folder; anything else means the folder is not ours to touch.
 OWN_ENTRIES = frozenset(
     {

@@ -264,11 +264,23 @@ def idle_minutes(cloud: Deployment) -> int:
     return int(re.search(r"^TRAINER_IDLE_STOP_MINUTES=(\d+)", conf, re.M).group(1))
 
 
+# A busy case ends by making the last busy moment fresh, and the test back-dates it while the case runs.
+# Both under one lock on the VM, and the end leaves a mark the back-dating respects: otherwise a back-date
+# just after the end (the case's process still exiting) would leave the VM idle by the clock with nothing
+# busy, and the next tick would power it off between cases. The end runs while its case still counts as
+# busy (inside the SSH session, in the build's own shell command, under ansible's persistent connection).
+STATE = "/run/trainer-run"
+END = f"flock {STATE}/test.lock sh -c 'touch {STATE}/test-ended {STATE}/last-busy'"
+
+
 def back_date(cloud: Deployment) -> None:
-    """As if the VM had been idle for longer than its setting."""
+    """As if the VM had been idle for longer than its setting (unless the running case has ended)."""
     minutes = idle_minutes(cloud) + 1
+    stamp = f"touch -d '-{minutes} minutes' {STATE}/last-busy"
     cloud.vm.console(
-        "sh", "-c", f"mkdir -p /run/trainer-run && touch -d '-{minutes} minutes' /run/trainer-run/last-busy"
+        "sh",
+        "-c",
+        f'mkdir -p {STATE} && flock {STATE}/test.lock sh -c "[ -e {STATE}/test-ended ] || {stamp}"',
     )
 
 
@@ -281,6 +293,7 @@ def stays_up_while(cloud: Deployment, reason: str, busy) -> None:
     """While `busy` runs (a callable, in a thread; it must succeed), the idle check sees `reason` and the
     VM stays up, however long ago its last busy moment was (back-dated past the limit on every tick). Each
     `busy` ends with the VM busy or its last busy moment fresh, so no tick between cases finds it idle."""
+    cloud.vm.console("rm", "-f", f"{STATE}/test-ended")
     seen = len(idle_checks(cloud))
     results: list[object] = []
 
@@ -321,21 +334,26 @@ def stays_up_while(cloud: Deployment, reason: str, busy) -> None:
 
 def test_the_idle_timer_powers_off_but_never_while_busy(cloud, fast_idle_timer, tiny_csv, tiny_model_dir):
     vm = cloud.vm
-    fresh = "sudo touch /run/trainer-run/last-busy"
     # A cloud verb's SSH session (make ssh, as a user types into it).
-    session = f"sleep 8; {fresh}; exit\n"
+    session = f"sleep 8; sudo {END}; exit\n"
     stays_up_while(cloud, "an SSH session", lambda: cloud.make("ssh", timeout=120, input_text=session))
     # An image build, started on the VM's own console (no SSH session); --no-cache: it takes its time.
     dockerfile = f"FROM {os.environ['TRAINER_TEST_BASE_IMAGE']}\nRUN sleep 8\n"
     build = ["docker", "exec", "-i", vm.name, "sh", "-c",
-             f"docker build --no-cache --network host -q -t standin-busy:1 - && {fresh}"]  # fmt: skip
+             f"docker build --no-cache --network host -q -t standin-busy:1 - && {END}"]  # fmt: skip
     stays_up_while(
         cloud,
         "an image build",
         lambda: subprocess.run(build, input=dockerfile, text=True, check=True, capture_output=True),
     )
+
     # Provisioning (make provision: an SSH session the whole time, then ansible's persistent connection).
-    stays_up_while(cloud, "an SSH session", lambda: cloud.provision())
+    def provision() -> subprocess.CompletedProcess:
+        done = cloud.provision()
+        vm.console("sh", "-c", END)  # ansible's connection persists 60 s after the playbook: still busy
+        return done
+
+    stays_up_while(cloud, "an SSH session", provision)
     # A run.
     run = "idle-busy"
     done = cloud.ops(
@@ -350,6 +368,7 @@ def test_the_idle_timer_powers_off_but_never_while_busy(cloud, fast_idle_timer, 
 
     # Nothing going on (once ansible's persistent SSH connection, ControlPersist=60s, has closed): the
     # timer powers the VM off for real (systemctl poweroff: the container exits with 130).
+    vm.console("rm", "-f", f"{STATE}/test-ended")
     started = time.monotonic()
     while vm.running() and time.monotonic() - started < 120:
         back_date(cloud)

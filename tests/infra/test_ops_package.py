@@ -216,28 +216,10 @@ def test_each_rule_is_written_once_in_its_owner(rule):
     assert set(where(rule)) == {OWNERS[rule]}, where(rule)
 
 
-def test_run_states_are_written_in_run_state_py_and_no_new_place():
-    """The one known second place (trainer/attempts.py, see the xfail below) aside, nowhere else."""
-    assert set(where("run states")) - {"trainer/attempts.py"} == {OWNERS["run states"]}, where("run states")
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="trainer/attempts.py:28 writes the state words again: OUTCOMES = ('running', 'finished', "
-    "'interrupted', 'failed'); fix: from trainer.run_state import FAILED, FINISHED, INTERRUPTED, RUNNING "
-    "and OUTCOMES = (RUNNING, FINISHED, INTERRUPTED, FAILED)",
-)
 def test_run_states_are_written_once_in_run_state_py():
     assert set(where("run states")) == {OWNERS["run states"]}, where("run states")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="with the usual login (`gcloud auth application-default login`, no "
-    "GOOGLE_APPLICATION_CREDENTIALS) google.auth.default() in ops/bucket.py load_credentials (and "
-    "trainer/gcs.py client) runs `gcloud config config-helper` to find a project; fix: load the "
-    "well-known ADC file with google.auth.load_credentials_from_file when the variable is unset",
-)
 def test_a_gcloud_login_is_read_without_running_gcloud(tmp_path, laptop_env):
     hooks, log = tmp_path / "hooks", tmp_path / "spawned.jsonl"
     hooks.mkdir()

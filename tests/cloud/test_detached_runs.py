@@ -143,8 +143,8 @@ def test_bad_run_names_for_the_run_verbs_are_one_line(stand_in):
         done = cloud.make(verb, "RUN=x;id")
         assert done.returncode != 0
         assert [line for line in done.stderr.splitlines() if line.startswith("error:")] == [
-            "error: RUN='x;id': a run name has letters, digits, '.', '_' and '-' only, and starts with a "
-            "letter or digit"
+            "error: RUN='x;id': a run name has letters, digits, '.', '_' and '-' only, a letter or digit "
+            "first"
         ]
         done = cloud.make(verb)
         assert f"error: which run? make {verb} RUN=<run name>" in done.stderr

@@ -183,9 +183,7 @@ def test_the_run_manager_refuses_bad_names_in_one_line(script):
     ]
 
 
-@pytest.mark.parametrize(
-    "path", ["ansible/roles/trainer_host/files/trainer-run", "docker/entrypoint.sh"]
-)
+@pytest.mark.parametrize("path", ["ansible/roles/trainer_host/files/trainer-run", "docker/entrypoint.sh"])
 def test_shell_scripts_are_shellcheck_clean(path):
     found = shutil.which("shellcheck")
     require(found, "shellcheck is not installed (.ci/apt-packages.txt)")

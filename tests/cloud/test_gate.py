@@ -75,6 +75,7 @@ def test_unknown_calls_are_refused_not_let_through(method, path):
 def test_iam_tf_grants_the_vm_object_admin_on_its_bucket_and_nothing_more_on_storage():
     roles = granted_roles(IAM_TF)
     assert roles["bucket"] == {"roles/storage.objectAdmin"}
+    assert roles["other buckets"] == {"roles/storage.objectViewer"}  # data_read_buckets: read only
     assert "roles/logging.logWriter" in roles["project"]
     policy = Policy.from_iam_tf(IAM_TF, SA, "art")
     assert "storage.objects.create" in policy.on_bucket and "storage.objects.delete" in policy.on_bucket

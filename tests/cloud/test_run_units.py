@@ -176,7 +176,9 @@ def test_idle_stop_off_never_runs_the_command(tmp_path, script):
 
 
 def test_the_run_manager_refuses_bad_names_in_one_line(script):
-    done = subprocess.run([str(script), "state", "x;id"], capture_output=True, text=True)
+    """The rule is trainer/run_state.py's, which the run manager runs from the project on the VM."""
+    env = {**os.environ, "TRAINER_RUN_CONF": "/nonexistent", "TRAINER_PROJECT_DIR": str(ROOT)}
+    done = subprocess.run([str(script), "state", "x;id"], capture_output=True, text=True, env=env)
     assert done.returncode == 2
     assert done.stderr.splitlines() == [
         "trainer-run: error: run name 'x;id': letters, digits, '.', '_' and '-' only, a letter or digit first"

@@ -79,9 +79,10 @@ def _unquote(value: str) -> str:
 
 
 def granted_roles(iam_tf: Path, account: str = "google_service_account.trainer") -> dict[str, set[str]]:
-    """Roles that iam.tf grants to `account`: {"bucket": {...}, "project": {...}} (python-hcl2)."""
+    """Roles that iam.tf grants to `account` (python-hcl2): {"bucket": on the run's own bucket (the
+    artifacts bucket), "other buckets": on the buckets the user lists (data_read_buckets), "project": ...}."""
     parsed = hcl2.loads(iam_tf.read_text(encoding="utf-8"))
-    found: dict[str, set[str]] = {"bucket": set(), "project": set()}
+    found: dict[str, set[str]] = {"bucket": set(), "other buckets": set(), "project": set()}
     scopes = {
         "google_storage_bucket_iam_member": "bucket",
         "google_storage_bucket_iam_binding": "bucket",
@@ -96,7 +97,8 @@ def granted_roles(iam_tf: Path, account: str = "google_service_account.trainer")
             for body in named.values():
                 members = body.get("members") or [body.get("member", "")]
                 if any(f"{account}.email" in str(m) for m in members):
-                    found[scope].add(_unquote(str(body["role"])))
+                    own = scope != "bucket" or "google_storage_bucket.artifacts" in str(body.get("bucket"))
+                    found[scope if own else "other buckets"].add(_unquote(str(body["role"])))
     return found
 
 

@@ -90,8 +90,7 @@ class Settings:
         if named and not Path(named).is_file():
             raise UserError(
                 f"GOOGLE_APPLICATION_CREDENTIALS={named} does not exist: point it to a key file or "
-                f"unset it and "
-                "run 'gcloud auth application-default login'"
+                "unset it and run 'gcloud auth application-default login'"
             )
         # A login on this machine is what counts, not a GCE metadata server: no probe of 169.254.169.254.
         os.environ.setdefault("NO_GCE_CHECK", "true")

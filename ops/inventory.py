@@ -244,7 +244,7 @@ def read(inventory: Path, ssh_key: Path, ssh_port: str | None = None) -> Connect
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise UserError(
             f"SSH port {port_text!r} is not a number from 1 to 65535 (SSH_PORT or the inventory's "
-            f"ansible_port)"
+            "ansible_port)"
         )
     if not USER_NAME.fullmatch(user):
         raise UserError(f"inventory {inventory}: login user {user!r} is not a valid user name")
@@ -252,8 +252,7 @@ def read(inventory: Path, ssh_key: Path, ssh_port: str | None = None) -> Connect
     if not BUCKET_URL.fullmatch(bucket_url):
         raise UserError(
             f"inventory {inventory}: bucket {bucket_url!r} is not a gs://bucket URL: run make inventory "
-            f"after "
-            "make infra-up"
+            "after make infra-up"
         )
     paths = {}
     for key in VM_LAYOUT:

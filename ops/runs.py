@@ -57,7 +57,7 @@ class Inputs:
                 raise UserError(
                     f"DATA={self.data}: the VM's account may read only gs://{conn.bucket} and the buckets in "
                     f'data_read_buckets; add "{name}" to data_read_buckets in your tfvars and make '
-                    f"infra-apply"
+                    "infra-apply"
                 )
             bucket.check_bucket(self.data)
         elif self.data:
@@ -138,8 +138,7 @@ def train(vm: Session, root: Path, run: str, args: list[str], inputs: Inputs, fo
         raise UserError(
             f"the infrastructure has {conn.nodes} nodes (node_count): make train MODE=cloud runs on one VM "
             "only; set node_count = 1 in your tfvars and make infra-up, or start the trainer on every "
-            "node by "
-            "hand (README: Scaling out)"
+            "node by hand (README: Scaling out)"
         )
     bucket.check_bucket(conn.bucket_url)
     vm.probe()
@@ -187,12 +186,12 @@ def follow(vm: Session, run: str) -> None:
     if now == run_state.RUNNING:
         raise UserError(
             f"stopped following (the connection ended); run {run} goes on there: make logs RUN={run} "
-            f"reattaches"
+            "reattaches"
         )
     if now == "unreachable":
         raise UserError(
             f"lost the connection to the VM; if it is up, run {run} goes on there: make logs RUN={run} "
-            f"reattaches"
+            "reattaches"
         )
     raise UserError(
         f"run {run} is {now}: make logs RUN={run} shows why; make train MODE=cloud RUN={run} resumes it"

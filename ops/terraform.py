@@ -121,7 +121,7 @@ class Terraform:
             example = self.infra_dir / "terraform.tfvars.example"
             raise UserError(
                 f"{self.tfvars} not found: cp {example} {self.tfvars} and set project_id and "
-                f"ssh_source_ranges"
+                "ssh_source_ranges"
             )
 
     def init(self, quiet: bool = False) -> None:
@@ -209,7 +209,7 @@ class Terraform:
             nxt = f"moving to {zones[number]}" if number < len(zones) else "no zone left"
             say(
                 f"{zone} has no capacity ({reason}); {nxt} (a new data disk there; the bucket keeps "
-                f"checkpoints)"
+                "checkpoints)"
             )
         raise UserError(
             f"every zone is out of capacity ({', '.join(zones)}): try again later, or set zone and "

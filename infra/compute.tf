@@ -1,4 +1,5 @@
-# The training VM(s): N1 + NVIDIA GPU(s), Debian 12, a separate persistent data disk, shielded VM.
+# The training VM(s): N1 with attached NVIDIA GPU(s), or G2 / A2 that come with theirs; Debian 12,
+# a separate persistent data disk, shielded VM.
 # node_count > 1 makes several identical nodes for multi-node training; node 0 is the main process.
 
 # The data disk is its own resource: a change that replaces the VM (machine type, GPU, image)
@@ -55,9 +56,13 @@ resource "google_compute_instance" "trainer" {
     mode        = "READ_WRITE"
   }
 
-  guest_accelerator {
-    type  = var.gpu_type
-    count = var.gpu_count
+  # N1 machine types get gpu_count x gpu_type attached; G2 and A2 come with theirs (locals.tf).
+  dynamic "guest_accelerator" {
+    for_each = local.attach_gpus ? [var.gpu_type] : []
+    content {
+      type  = guest_accelerator.value
+      count = var.gpu_count
+    }
   }
 
   scheduling {
@@ -107,6 +112,24 @@ resource "google_compute_instance" "trainer" {
   }
 
   lifecycle {
+    # The GPUs and the machine type must agree (a variable's validation cannot read another variable
+    # before Terraform 1.9, and required_version allows 1.5).
+    precondition {
+      condition     = !local.attach_gpus || contains(local.attachable_gpus, var.gpu_type)
+      error_message = "machine_type ${var.machine_type} (N1) takes attached ${join(", ", local.attachable_gpus)} only; ${var.gpu_type} comes with its own machine types: set ${local.gpu_fix}."
+    }
+    precondition {
+      condition     = !local.attach_gpus || !contains(local.attachable_gpus, var.gpu_type) || contains(local.attachable_counts, var.gpu_count)
+      error_message = "machine_type ${var.machine_type} takes 1, 2 or 4 attached ${var.gpu_type}: set gpu_count = 1, 2 or 4 (node_count adds VMs for more GPUs)."
+    }
+    precondition {
+      condition     = local.attach_gpus || local.built_in.type == var.gpu_type
+      error_message = "machine_type ${var.machine_type} comes with ${local.built_in.count} ${local.built_in.type}: set gpu_type = \"${local.built_in.type}\" and gpu_count = ${local.built_in.count}, or ${local.gpu_fix}."
+    }
+    precondition {
+      condition     = local.attach_gpus || local.built_in.type != var.gpu_type || local.built_in.count == var.gpu_count
+      error_message = "machine_type ${var.machine_type} comes with ${local.built_in.count} ${local.built_in.type}: set gpu_count = ${local.built_in.count}, or ${local.gpu_fix}."
+    }
     precondition {
       condition     = alltrue([for z in local.zone_order : startswith(z, "${local.region}-")])
       error_message = "fallback_zones must be zones of ${local.region} (the region of zone): the subnet and the bucket are regional."

@@ -77,34 +77,34 @@ variable "desired_status" {
 
 variable "machine_type" {
   type        = string
-  description = "Machine type of the VM. T4, P4, V100 and P100 GPUs attach to N1 machine types only."
+  description = "Machine type of the VM. N1 types take attached GPUs (gpu_type T4, P4, V100, P100); G2 types (g2-standard-4 ... 96) come with L4s, A2 types with A100s (a2-highgpu-*, a2-megagpu-16g: 40GB; a2-ultragpu-*: 80GB), and gpu_type / gpu_count must name those."
   default     = "n1-standard-4"
 
   validation {
-    condition     = can(regex("^n1-(standard|highmem|highcpu)-[0-9]+$", var.machine_type))
-    error_message = "machine_type must be an N1 type (n1-standard-4, n1-highmem-8, ...): the attachable GPUs (T4, P4, V100, P100) need the N1 family."
+    condition     = can(regex("^(n1-(standard|highmem|highcpu)-[0-9]+|g2-standard-(4|8|12|16|24|32|48|96)|a2-highgpu-(1|2|4|8)g|a2-megagpu-16g|a2-ultragpu-(1|2|4|8)g)$", var.machine_type))
+    error_message = "machine_type must be an N1 type (n1-standard-4, n1-highmem-8, ...) for an attached T4, P4, V100 or P100, a G2 type with L4s (g2-standard-4, 8, 12, 16, 24, 32, 48, 96), or an A2 type with A100s (a2-highgpu-1g, 2g, 4g, 8g, a2-megagpu-16g: 40GB; a2-ultragpu-1g, 2g, 4g, 8g: 80GB)."
   }
 }
 
 variable "gpu_type" {
   type        = string
-  description = "Accelerator type attached to each VM."
+  description = "GPU type of each VM: attached to an N1 machine type (nvidia-tesla-t4, -p4, -v100, -p100), or the one a G2 / A2 machine type comes with (nvidia-l4, nvidia-tesla-a100, nvidia-a100-80gb)."
   default     = "nvidia-tesla-t4"
 
   validation {
-    condition     = contains(["nvidia-tesla-t4", "nvidia-tesla-p4", "nvidia-tesla-v100", "nvidia-tesla-p100"], var.gpu_type)
-    error_message = "gpu_type must be one of nvidia-tesla-t4, nvidia-tesla-p4, nvidia-tesla-v100, nvidia-tesla-p100 (the GPUs that attach to N1 VMs)."
+    condition     = contains(["nvidia-tesla-t4", "nvidia-tesla-p4", "nvidia-tesla-v100", "nvidia-tesla-p100", "nvidia-l4", "nvidia-tesla-a100", "nvidia-a100-80gb"], var.gpu_type)
+    error_message = "gpu_type must be one of nvidia-tesla-t4, nvidia-tesla-p4, nvidia-tesla-v100, nvidia-tesla-p100 (attached to N1 VMs), nvidia-l4 (G2), nvidia-tesla-a100 or nvidia-a100-80gb (A2)."
   }
 }
 
 variable "gpu_count" {
   type        = number
-  description = "GPUs per VM (1, 2 or 4); the trainer runs one process per GPU."
+  description = "GPUs per VM: 1, 2 or 4 attached to an N1 machine type; for G2 / A2 the number the machine type comes with (up to 8, 16 for a2-megagpu-16g). The trainer runs one process per GPU."
   default     = 1
 
   validation {
-    condition     = contains([1, 2, 4], var.gpu_count)
-    error_message = "gpu_count must be 1, 2 or 4."
+    condition     = contains([1, 2, 4, 8, 16], var.gpu_count)
+    error_message = "gpu_count must be 1, 2 or 4 (N1), or 8 or 16 with a G2 / A2 machine type that has them."
   }
 }
 

@@ -23,6 +23,9 @@ HOURS_PER_MONTH = 730  # Google's own conversion for per-month prices (disks, ad
 
 DESIGN = "DESIGN.md, 'Facts about GCP': the 2026-11 catalogue snapshot of Google's prices, us-central1"
 VM_PRICING = "https://cloud.google.com/compute/vm-instance-pricing (N1 predefined, us-central1)"
+ACCELERATOR_VM_PRICING = (
+    "https://cloud.google.com/compute/vm-instance-pricing (G2 and A2 machine types, us-central1)"
+)
 GPU_PRICING = "https://cloud.google.com/compute/gpus-pricing (us-central1)"
 DISK_PRICING = "https://cloud.google.com/compute/disks-image-pricing (zonal persistent disk, us-central1)"
 CATALOGUE = (
@@ -62,6 +65,58 @@ MACHINES: dict[str, Price] = {
     ),
 }
 
+# G2 and A2 machine types come with their GPUs; Google bills the machine's vCPUs and memory (and an
+# a2-ultragpu's local SSD) at the series' rates and each GPU at the GPU's rate, so MACHINES holds the
+# machine part alone and GPUS the per-GPU rate, as for N1, and the module's price_inputs name the GPUs
+# the machine type comes with. The machine parts are estimates: vCPUs and GiB times the series' rates
+# as last read from VM_PRICING, not re-read on PRICE_DATE; spot at the 40% of on-demand that the
+# catalogue's GPU rows show (spot prices move daily).
+G2_RATES = "G2: $0.02499 per vCPU-hour + $0.00293 per GiB-hour (4 GiB per vCPU)"
+A2_RATES = "A2: $0.031611 per vCPU-hour + $0.004237 per GiB-hour"
+A2_ULTRA_RATES = f"{A2_RATES} + 375 GB local SSD per GPU at $0.08 per GB-month"
+SPOT_SHARE = 0.4
+
+
+def _estimated_machine(
+    vcpus: int, gib: float, vcpu_rate: float, gib_rate: float, extra: float, rates: str
+) -> Price:
+    on_demand = round(vcpus * vcpu_rate + gib * gib_rate + extra, 6)
+    why = f"{NOT_RECHECKED}: {rates}; spot = {SPOT_SHARE:.0%} of on-demand"
+    return Price(on_demand, round(on_demand * SPOT_SHARE, 6), ACCELERATOR_VM_PRICING, why)
+
+
+MACHINES.update(
+    {
+        f"g2-standard-{n}": _estimated_machine(n, 4 * n, 0.02499, 0.00293, 0.0, G2_RATES)
+        for n in (4, 8, 12, 16, 24, 32, 48, 96)
+    }
+)
+MACHINES.update(
+    {
+        f"a2-highgpu-{n}g": _estimated_machine(12 * n, 85 * n, 0.031611, 0.004237, 0.0, A2_RATES)
+        for n in (1, 2, 4, 8)
+    }
+)
+MACHINES["a2-megagpu-16g"] = _estimated_machine(96, 1360, 0.031611, 0.004237, 0.0, A2_RATES)
+MACHINES.update(
+    {
+        f"a2-ultragpu-{n}g": _estimated_machine(
+            12 * n, 170 * n, 0.031611, 0.004237, n * 375 * 0.08 / HOURS_PER_MONTH, A2_ULTRA_RATES
+        )
+        for n in (1, 2, 4, 8)
+    }
+)
+
+# The GPUs each G2 / A2 machine type comes with (infra/locals.tf's built_in_gpus; a test keeps the two
+# equal): a planned VM of these types has no guest_accelerator, so plan_price reads its GPUs here.
+BUILT_IN_GPUS: dict[str, tuple[str, int]] = {
+    **{f"g2-standard-{n}": ("nvidia-l4", 1) for n in (4, 8, 12, 16, 32)},
+    **{f"g2-standard-{n}": ("nvidia-l4", gpus) for n, gpus in ((24, 2), (48, 4), (96, 8))},
+    **{f"a2-highgpu-{n}g": ("nvidia-tesla-a100", n) for n in (1, 2, 4, 8)},
+    "a2-megagpu-16g": ("nvidia-tesla-a100", 16),
+    **{f"a2-ultragpu-{n}g": ("nvidia-a100-80gb", n) for n in (1, 2, 4, 8)},
+}
+
 # Per GPU. T4: DESIGN.md's figures (the catalogue snapshot below has T4 spot at $0.14 that day: spot
 # prices move). P4, V100, P100: SkyPilot's catalogue of GCP prices (made from Google's Cloud Billing
 # catalogue), the rows for one GPU in us-central1 zones.
@@ -70,6 +125,11 @@ GPUS: dict[str, Price] = {
     "nvidia-tesla-p4": Price(0.60, 0.24, CATALOGUE),
     "nvidia-tesla-v100": Price(2.48, 0.992, CATALOGUE),
     "nvidia-tesla-p100": Price(1.46, 0.584, CATALOGUE),
+    # L4 (G2) and A100 (A2): the per-GPU list prices as last read from GPU_PRICING, not re-read on
+    # PRICE_DATE; spot at 40% of on-demand like the catalogue's rows above.
+    "nvidia-l4": Price(0.56, 0.224, GPU_PRICING, f"{NOT_RECHECKED}; spot = 40% of on-demand"),
+    "nvidia-tesla-a100": Price(2.933908, 1.173563, GPU_PRICING, f"{NOT_RECHECKED}; spot = 40% of on-demand"),
+    "nvidia-a100-80gb": Price(3.93, 1.572, GPU_PRICING, f"{NOT_RECHECKED}; spot = 40% of on-demand"),
 }
 
 # Per GB-month of provisioned size, billed while the disk exists (a stopped VM's disks too).
@@ -175,9 +235,13 @@ def plan_price(plan: dict[str, Any]) -> dict[str, Any]:
             accelerators = values.get("guest_accelerator") or [{}]
             scheduling = (values.get("scheduling") or [{}])[0]
             boot = ((values.get("boot_disk") or [{}])[0].get("initialize_params") or [{}])[0]
+            # Attached GPUs (N1), else the ones the machine type comes with (G2, A2), else none.
+            built_in = BUILT_IN_GPUS.get(values.get("machine_type"), (None, 0))
+            gpu_type = accelerators[0].get("type") or built_in[0]
+            gpu_count = accelerators[0].get("count") or built_in[1]
             vms.append({
                 "name": values.get("name"), "machine_type": values.get("machine_type"),
-                "gpu_type": accelerators[0].get("type"), "gpu_count": accelerators[0].get("count") or 0,
+                "gpu_type": gpu_type, "gpu_count": gpu_count,
                 "spot": scheduling.get("provisioning_model") == "SPOT",
             })  # fmt: skip
             kind = boot.get("type") or "pd-standard"

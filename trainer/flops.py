@@ -10,13 +10,15 @@ The run counts real tokens (attention mask 1), never padding: padding costs time
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 # Dense (no sparsity) peak TFLOP/s per precision, from NVIDIA's datasheets: tensor cores for fp16/bf16,
 # plain fp32 (no TF32) for fp32. Datasheets quote fp16/bf16 "with sparsity": the dense figure is half.
 # T4: nvidia.com/content/dam/en-zz/Solutions/Data-Center/tesla-t4/t4-tensor-core-datasheet-951643.pdf
-# L4: resources.nvidia.com/en-us-data-center-overview/l4-gpu-datasheet (242 sparse fp16/bf16, 30.3 fp32)
-# A100: nvidia.com/content/dam/en-zz/Solutions/Data-Center/a100/pdf/
+# L4 (GCP G2): resources.nvidia.com/en-us-data-center-overview/l4-gpu-datasheet (242 sparse fp16/bf16,
+#       so 121 dense; 30.3 fp32)
+# A100 (GCP A2, 40GB and 80GB alike): nvidia.com/content/dam/en-zz/Solutions/Data-Center/a100/pdf/
 #       nvidia-a100-datasheet-us-nvidia-1758950-r4-web.pdf (312 bf16/fp16 dense, 19.5 fp32)
 # H100: nvidia.com/en-us/data-center/h100/ datasheet (SXM 1,979 / PCIe 1,513 bf16 sparse; 67 / 51 fp32);
 #       the same dense figures in glennklockwood.com/garden/processors/h100
@@ -62,7 +64,8 @@ def peak_tflops(device_name: str, precision: str) -> float | None:
     """The dense peak of a known GPU for a precision, else None (a CPU, an unlisted GPU)."""
     name = device_name.upper()
     for key in sorted(PEAK_TFLOPS, key=len, reverse=True):  # "H100 PCIE" before "H100"
-        if key.upper() in name:
+        # A whole model name: "NVIDIA L4" is an L4, "NVIDIA L40S" is not.
+        if re.search(rf"(?<![A-Z0-9]){re.escape(key.upper())}(?![A-Z0-9])", name):
             return PEAK_TFLOPS[key].get(precision)
     return None
 

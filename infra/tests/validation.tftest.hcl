@@ -257,3 +257,85 @@ run "data_read_buckets_pattern" {
   variables { data_read_buckets = ["Other_Bucket"] }
   expect_failures = [var.data_read_buckets]
 }
+
+run "an_l4_vm_is_a_g2_machine_type_with_nothing_attached" {
+  command = plan
+  variables {
+    machine_type = "g2-standard-4"
+    gpu_type     = "nvidia-l4"
+    spot         = true
+  }
+
+  assert {
+    condition     = length(google_compute_instance.trainer[0].guest_accelerator) == 0
+    error_message = "a G2 machine type comes with its L4: nothing is attached"
+  }
+  assert {
+    condition     = google_compute_instance.trainer[0].scheduling[0].on_host_maintenance == "TERMINATE" && google_compute_instance.trainer[0].scheduling[0].provisioning_model == "SPOT"
+    error_message = "a G2 VM terminates on host maintenance and can be spot"
+  }
+  assert {
+    condition     = output.price_inputs.gpu_type == "nvidia-l4" && output.price_inputs.gpu_count == 1
+    error_message = "price_inputs name the GPU the machine type comes with"
+  }
+}
+
+run "a100s_come_with_a2_machine_types" {
+  command = plan
+  variables {
+    machine_type = "a2-ultragpu-4g"
+    gpu_type     = "nvidia-a100-80gb"
+    gpu_count    = 4
+  }
+
+  assert {
+    condition     = length(google_compute_instance.trainer[0].guest_accelerator) == 0 && output.gpu_count == 4
+    error_message = "an A2 machine type comes with its A100s: nothing is attached"
+  }
+}
+
+run "an_l4_is_not_attached_to_n1" {
+  command = plan
+  variables { gpu_type = "nvidia-l4" }
+  expect_failures = [google_compute_instance.trainer]
+}
+
+run "a_t4_does_not_come_with_g2" {
+  command = plan
+  variables { machine_type = "g2-standard-8" }
+  expect_failures = [google_compute_instance.trainer]
+}
+
+run "an_a100_does_not_come_with_g2" {
+  command = plan
+  variables {
+    machine_type = "g2-standard-4"
+    gpu_type     = "nvidia-tesla-a100"
+  }
+  expect_failures = [google_compute_instance.trainer]
+}
+
+run "g2_standard_4_has_one_l4_not_two" {
+  command = plan
+  variables {
+    machine_type = "g2-standard-4"
+    gpu_type     = "nvidia-l4"
+    gpu_count    = 2
+  }
+  expect_failures = [google_compute_instance.trainer]
+}
+
+run "n1_takes_at_most_four_attached_gpus" {
+  command = plan
+  variables {
+    machine_type = "n1-standard-32"
+    gpu_count    = 8
+  }
+  expect_failures = [google_compute_instance.trainer]
+}
+
+run "unknown_a2_machine_type_is_refused" {
+  command = plan
+  variables { machine_type = "a2-highgpu-3g" }
+  expect_failures = [var.machine_type]
+}

@@ -30,10 +30,15 @@ DISK_HOURLY = DISKS_GB * 0.10 / 730
 def test_the_table_is_dated_sourced_and_covers_what_the_module_allows():
     assert date.fromisoformat(prices.PRICE_DATE) <= date.today()
     variables = (INFRA / "variables.tf").read_text()
-    gpu_types = set(re.findall(r'"(nvidia-tesla-\w+)"', variables))
+    gpu_types = set(re.findall(r'"(nvidia-[-a-z0-9]+)"', variables))
     disk_types = set(re.findall(r'"(pd-\w+)"', variables))
     assert gpu_types == set(prices.GPUS) and disk_types == set(prices.DISKS)
     assert {"n1-standard-4", "n1-standard-8", "n1-standard-16"} <= set(prices.MACHINES)
+    # Every priced machine type is one the module allows (test_gpu_kinds: every G2 / A2 one is priced).
+    pattern = re.search(r'condition\s+= can\(regex\("(\^\(n1-[^"]+)", var\.machine_type', variables)
+    assert pattern, "machine_type's validation pattern"
+    allowed = {m for m in prices.MACHINES if re.fullmatch(pattern.group(1), m)}
+    assert allowed == set(prices.MACHINES) and set(prices.BUILT_IN_GPUS) <= set(prices.MACHINES)
     for table in (prices.MACHINES, prices.GPUS, prices.DISKS):
         for name, price in table.items():
             assert price.source and 0 < price.spot <= price.on_demand, name
@@ -57,6 +62,28 @@ def test_a_t4_vm_costs_what_design_says_on_demand_and_as_spot():
     assert spot["machine"] + spot["gpus"] == pytest.approx(0.227)  # DESIGN: "≈ $0.23/h as spot"
 
 
+@pytest.mark.parametrize(
+    ("machine_type", "gpu_type", "gpu_count"),
+    [
+        ("g2-standard-4", "nvidia-l4", 1),
+        ("a2-highgpu-1g", "nvidia-tesla-a100", 1),
+        ("a2-ultragpu-8g", "nvidia-a100-80gb", 8),
+    ],
+)
+def test_g2_and_a2_vms_are_priced_as_their_machine_part_plus_their_gpus(machine_type, gpu_type, gpu_count):
+    for spot in (False, True):
+        price = prices.hourly_price(machine_type, gpu_type, gpu_count, spot=spot)
+        assert price["machine"] == pytest.approx(prices.MACHINES[machine_type].rate(spot))
+        assert price["gpus"] == pytest.approx(gpu_count * prices.GPUS[gpu_type].rate(spot))
+        assert price["gpus"] > 0 and price["machine"] > 0
+    # Not read on PRICE_DATE: each is marked as an estimate, and the printed table says so.
+    assert prices.MACHINES[machine_type].estimate and prices.GPUS[gpu_type].estimate
+    assert prices.BUILT_IN_GPUS[machine_type] == (gpu_type, gpu_count)
+    # a2-highgpu-1g: 12 vCPUs and 85 GiB at the A2 rates plus one A100 40GB (Google's $3.67/h VM).
+    one_a100 = prices.hourly_price("a2-highgpu-1g", "nvidia-tesla-a100", 1, spot=False)
+    assert one_a100["machine"] + one_a100["gpus"] == pytest.approx(3.673385, abs=1e-5)
+
+
 def test_estimate_cost_sums_machine_gpus_address_and_disk_over_the_hours():
     cost = prices.estimate_cost("n1-standard-8", "nvidia-tesla-v100", 2, spot=True, disk_gb=150, hours=2.5)
     hourly = 0.104 + 2 * 0.992 + 0.0025 + DISK_HOURLY
@@ -70,7 +97,9 @@ def test_estimate_cost_sums_machine_gpus_address_and_disk_over_the_hours():
 
 
 def test_a_type_without_a_price_is_named_with_the_known_ones():
-    with pytest.raises(prices.PriceUnknown, match=r"'n1-highmem-8'.*known: n1-standard-16, n1-standard-4"):
+    with pytest.raises(
+        prices.PriceUnknown, match=r"'n1-highmem-8'.*known: a2-highgpu-1g, .*n1-standard-16, n1-standard-4"
+    ):
         prices.hourly_price("n1-highmem-8", "nvidia-tesla-t4", 1, spot=False)
     with pytest.raises(ValueError, match="hours"):
         prices.estimate_cost("n1-standard-4", "nvidia-tesla-t4", 1, False, 150, -1)

@@ -111,9 +111,12 @@ def test_vm_has_a_t4_on_an_n1_machine_and_debian_12(module):
     variables = module.variables
     assert expr(vm["machine_type"]) == "var.machine_type"
     assert literal(variables["machine_type"]["default"]) == "n1-standard-4"
-    accelerator = block(vm, "guest_accelerator")
-    assert expr(accelerator["type"]) == "var.gpu_type"
-    assert expr(accelerator["count"]) == "var.gpu_count"
+    # Attached to N1 machine types only; G2 and A2 come with their GPUs (tests/infra/test_gpu_kinds.py).
+    accelerator = block(vm, "dynamic")['"guest_accelerator"']
+    assert expr(accelerator["for_each"]) == "local.attach_gpus ? [var.gpu_type] : []"
+    content = block(accelerator, "content")
+    assert expr(content["type"]) == "guest_accelerator.value"
+    assert expr(content["count"]) == "var.gpu_count"
     assert literal(variables["gpu_type"]["default"]) == "nvidia-tesla-t4"
     assert variables["gpu_count"]["default"] == 1
     image = expr(block(block(vm, "boot_disk"), "initialize_params")["image"])
@@ -344,8 +347,8 @@ MUTATIONS = {
         "resource google_storage_bucket.artifacts: unsupported argument or block 'force_destory'",
     ),
     "misspelled block": (
-        "compute.tf", "guest_accelerator {", "guest_accelerators {",
-        "resource google_compute_instance.trainer: unsupported argument or block 'guest_accelerators'",
+        "compute.tf", "shielded_instance_config {", "shielded_instance_configs {",
+        "resource google_compute_instance.trainer: unsupported argument or block 'shielded_instance_configs'",
     ),
     "unknown resource type": (
         "network.tf", 'resource "google_compute_firewall" "ssh"', 'resource "google_compute_firewal" "ssh"',

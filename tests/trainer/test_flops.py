@@ -42,6 +42,21 @@ def test_peaks_per_gpu_and_precision():
     assert fraction_of_peak(31.2, "NVIDIA A100-SXM4-40GB", "bf16") == 0.1
 
 
+@pytest.mark.parametrize(
+    ("device", "peak"),
+    [("NVIDIA L4", 121.0), ("NVIDIA A100-SXM4-40GB", 312.0), ("NVIDIA A100-SXM4-80GB", 312.0)],
+)
+def test_the_gpus_infra_makes_have_bf16_and_fp16_peaks(device, peak):
+    """G2's L4 and A2's A100s (40GB and 80GB), as torch names them: dense tensor-core peaks."""
+    assert peak_tflops(device, "bf16") == peak_tflops(device, "fp16") == peak
+    assert peak_tflops(device, "fp32") in (30.3, 19.5)
+
+
+def test_a_model_name_is_matched_whole():
+    assert peak_tflops("NVIDIA L40S", "bf16") is None  # not an L4
+    assert peak_tflops("Tesla T4", "fp16") == 65.0
+
+
 def test_hardware_line_names_the_peak_only_where_known():
     use = {"train_tflops": 12.5, "train_tokens_per_second": 1000.0, "fraction_of_peak": 0.1923}
     assert hardware_line({**use, "peak_for": "Tesla T4, fp16"}).endswith(

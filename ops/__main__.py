@@ -180,7 +180,7 @@ def terraform_verb(s: Settings, verb: str) -> int:
     if verb == "plan":
         print("\n".join(plan_lines(tf.plan())))
     elif verb == "price":
-        print("\n".join(plan_lines(tf.plan_quietly())))
+        print("\n".join(plan_lines(tf.plan(shown=False))))
     else:  # down
         tf.down(keep_data_disk=s.flag("KEEP_DATA_DISK"), auto_approve=s.flag("AUTO_APPROVE"))
         s.inventory.unlink(missing_ok=True)

@@ -70,12 +70,12 @@ def _filtered(info: tarfile.TarInfo) -> tarfile.TarInfo:
     return info
 
 
-def pack(root: Path, out: IO[bytes], names: list[str] | None = None, prefix: str = "") -> int:
-    """A gzip tar of `names` (default: project_files) under root, written to the binary stream `out`."""
-    names = project_files(root) if names is None else names
+def pack(root: Path, out: IO[bytes]) -> int:
+    """A gzip tar of project_files(root), written to the binary stream `out`."""
+    names = project_files(root)
     with tarfile.open(fileobj=out, mode="w|gz", format=tarfile.PAX_FORMAT) as tar:
         for name in names:
-            tar.add(root / name, arcname=f"{prefix}{name}", recursive=False, filter=_filtered)
+            tar.add(root / name, arcname=name, recursive=False, filter=_filtered)
     return len(names)
 
 
@@ -94,8 +94,8 @@ def _walk(path: Path) -> Iterator[Path]:
     yield path
     if path.is_dir() and not path.is_symlink():
         for dirpath, dirnames, filenames in os.walk(path):
-            dirnames.sort()
-            for name in sorted(dirnames) + sorted(filenames):
+            dirnames.sort()  # os.walk visits them in this order
+            for name in dirnames + sorted(filenames):
                 yield Path(dirpath) / name
 
 

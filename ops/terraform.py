@@ -154,17 +154,12 @@ class Terraform:
     def outputs(self) -> dict[str, object]:
         return {name: o.get("value") for name, o in json.loads(self.outputs_json()).items()}
 
-    def plan(self) -> dict:
-        """The saved plan of what `apply` would do, shown, then read back as JSON (for its price)."""
+    def plan(self, shown: bool = True) -> dict:
+        """The saved plan of what `apply` would do (shown as it is made, unless not `shown`), read back as
+        JSON (for its price)."""
         with tempfile.TemporaryDirectory(prefix="tfplan-") as scratch:
             saved = str(Path(scratch) / "tfplan")
-            self.must("plan", "-input=false", "-no-color", f"-out={saved}", *self.var_files(), stream=True)
-            return json.loads(self.read("show", "-json", "-no-color", saved))
-
-    def plan_quietly(self) -> dict:
-        with tempfile.TemporaryDirectory(prefix="tfplan-") as scratch:
-            saved = str(Path(scratch) / "tfplan")
-            self.must("plan", "-input=false", "-no-color", f"-out={saved}", *self.var_files())
+            self.must("plan", "-input=false", "-no-color", f"-out={saved}", *self.var_files(), stream=shown)
             return json.loads(self.read("show", "-json", "-no-color", saved))
 
     # ------------------------------------------------------------------ apply, with the zone fallback

@@ -11,7 +11,7 @@ resource "google_compute_disk" "data" {
 
   project = var.project_id
   name    = var.node_count > 1 ? "${var.instance_name}-data-${count.index}" : "${var.instance_name}-data"
-  zone    = var.zone
+  zone    = local.zone
   type    = var.data_disk_type
   size    = var.data_disk_size_gb
   labels  = local.labels
@@ -24,8 +24,8 @@ resource "google_compute_instance" "trainer" {
 
   project      = var.project_id
   name         = var.node_count > 1 ? "${var.instance_name}-${count.index}" : var.instance_name
-  zone         = var.zone
-  machine_type = var.machine_type
+  zone         = local.zone
+  machine_type = local.machine_type
   labels       = local.labels
   tags         = [local.ssh_tag, local.internal_tag]
 
@@ -58,17 +58,17 @@ resource "google_compute_instance" "trainer" {
 
   # N1 machine types get gpu_count x gpu_type attached; G2 and A2 come with theirs (locals.tf).
   dynamic "guest_accelerator" {
-    for_each = local.attach_gpus ? [var.gpu_type] : []
+    for_each = local.attach_gpus ? [local.gpu_type] : []
     content {
       type  = guest_accelerator.value
-      count = var.gpu_count
+      count = local.gpu_count
     }
   }
 
   scheduling {
     on_host_maintenance         = "TERMINATE"
     automatic_restart           = local.automatic_restart
-    preemptible                 = var.spot
+    preemptible                 = local.spot
     provisioning_model          = local.provisioning_model
     instance_termination_action = local.instance_termination_action
 
@@ -113,26 +113,31 @@ resource "google_compute_instance" "trainer" {
 
   lifecycle {
     # The GPUs and the machine type must agree (a variable's validation cannot read another variable
-    # before Terraform 1.9, and required_version allows 1.5).
+    # before Terraform 1.9, and required_version allows 1.5): for the placement (the first offer's, or
+    # the one ops chose), and for every offer, so a wrong one is refused before any VM is made.
     precondition {
-      condition     = !local.attach_gpus || contains(local.attachable_gpus, var.gpu_type)
-      error_message = "machine_type ${var.machine_type} (N1) takes attached ${join(", ", local.attachable_gpus)} only; ${var.gpu_type} comes with its own machine types: set ${local.gpu_fix}."
+      condition     = !local.attach_gpus || contains(local.attachable_gpus, local.gpu_type)
+      error_message = "machine_type ${local.machine_type} (N1) takes attached ${join(", ", local.attachable_gpus)} only; ${local.gpu_type} comes with its own machine types: set ${local.gpu_fix}."
     }
     precondition {
-      condition     = !local.attach_gpus || !contains(local.attachable_gpus, var.gpu_type) || contains(local.attachable_counts, var.gpu_count)
-      error_message = "machine_type ${var.machine_type} takes 1, 2 or 4 attached ${var.gpu_type}: set gpu_count = 1, 2 or 4 (node_count adds VMs for more GPUs)."
+      condition     = !local.attach_gpus || !contains(local.attachable_gpus, local.gpu_type) || contains(local.attachable_counts, local.gpu_count)
+      error_message = "machine_type ${local.machine_type} takes 1, 2 or 4 attached ${local.gpu_type}: set gpu_count = 1, 2 or 4 (node_count adds VMs for more GPUs)."
     }
     precondition {
-      condition     = local.attach_gpus || local.built_in.type == var.gpu_type
-      error_message = "machine_type ${var.machine_type} comes with ${local.built_in.count} ${local.built_in.type}: set gpu_type = \"${local.built_in.type}\" and gpu_count = ${local.built_in.count}, or ${local.gpu_fix}."
+      condition     = local.attach_gpus || local.built_in.type == local.gpu_type
+      error_message = "machine_type ${local.machine_type} comes with ${local.built_in.count} ${local.built_in.type}: set gpu_type = \"${local.built_in.type}\" and gpu_count = ${local.built_in.count}, or ${local.gpu_fix}."
     }
     precondition {
-      condition     = local.attach_gpus || local.built_in.type != var.gpu_type || local.built_in.count == var.gpu_count
-      error_message = "machine_type ${var.machine_type} comes with ${local.built_in.count} ${local.built_in.type}: set gpu_count = ${local.built_in.count}, or ${local.gpu_fix}."
+      condition     = local.attach_gpus || local.built_in.type != local.gpu_type || local.built_in.count == local.gpu_count
+      error_message = "machine_type ${local.machine_type} comes with ${local.built_in.count} ${local.built_in.type}: set gpu_count = ${local.built_in.count}, or ${local.gpu_fix}."
     }
     precondition {
-      condition     = alltrue([for z in local.zone_order : startswith(z, "${local.region}-")])
-      error_message = "fallback_zones must be zones of ${local.region} (the region of zone): the subnet and the bucket are regional."
+      condition     = alltrue([for z in local.zone_order : startswith(z, "${local.home_region}-")])
+      error_message = "fallback_zones must be zones of ${local.home_region} (the region of zone); to move across regions list offers (infra/terraform.tfvars.example)."
+    }
+    precondition {
+      condition     = length(local.offer_problem_list) == 0
+      error_message = "offers in the tfvars: ${join("; ", local.offer_problem_list)}."
     }
   }
 

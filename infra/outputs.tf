@@ -6,8 +6,8 @@ output "instance_name" {
 }
 
 output "zone" {
-  description = "Zone of the VM(s) and data disk(s)."
-  value       = var.zone
+  description = "Zone of the VM(s) and data disk(s): the placement's (the first offer's, or the one make watch moved to)."
+  value       = local.zone
 }
 
 output "zones" {
@@ -66,13 +66,13 @@ output "data_disk_device_name" {
 }
 
 output "gpu_type" {
-  description = "Accelerator type attached to each VM."
-  value       = var.gpu_type
+  description = "GPU type of each VM (attached to N1, or the one a G2 / A2 machine type comes with)."
+  value       = local.gpu_type
 }
 
 output "gpu_count" {
   description = "GPUs per VM."
-  value       = var.gpu_count
+  value       = local.gpu_count
 }
 
 output "node_count" {
@@ -108,10 +108,10 @@ output "rendezvous_port" {
 output "price_inputs" {
   description = "What the VMs cost by the hour is made of (ops/prices.py prices it): machine type, GPUs, spot, and each VM's disks."
   value = {
-    machine_type = var.machine_type
-    gpu_type     = var.gpu_type
-    gpu_count    = var.gpu_count
-    spot         = var.spot
+    machine_type = local.machine_type
+    gpu_type     = local.gpu_type
+    gpu_count    = local.gpu_count
+    spot         = local.spot
     node_count   = var.node_count
     disks = [
       { type = "pd-balanced", gb = var.boot_disk_size_gb },

@@ -158,6 +158,73 @@ variable "secure_boot" {
   default     = false
 }
 
+# ---- Offers: several GPU kinds, regions, spot or not, tried in order ---------------------------------
+
+variable "offers" {
+  type = list(object({
+    gpu_type     = string
+    gpu_count    = optional(number, 1)
+    spot         = optional(bool, false)
+    machine_type = optional(string)
+    regions      = optional(list(string))
+    zones        = optional(list(string))
+  }))
+  description = "What the VM may run on, in order of preference (see offer_order): each a GPU type and count, spot or on demand, and regions (their zones from infra/locals.tf's gpu_zones) or zones. make infra-up and make watch skip offers without GPU quota and move to the next on a stock-out, a quota error or a zone without the GPU; the bucket stays in zone's region. [] = one offer: machine_type, gpu_count x gpu_type, spot, in zone then fallback_zones."
+  default     = []
+
+  validation {
+    condition     = alltrue([for o in var.offers : contains(["nvidia-tesla-t4", "nvidia-tesla-p4", "nvidia-tesla-v100", "nvidia-tesla-p100", "nvidia-l4", "nvidia-tesla-a100", "nvidia-a100-80gb"], o.gpu_type)])
+    error_message = "offers: each gpu_type must be one of nvidia-tesla-t4, nvidia-tesla-p4, nvidia-tesla-v100, nvidia-tesla-p100 (N1), nvidia-l4 (G2), nvidia-tesla-a100 or nvidia-a100-80gb (A2)."
+  }
+
+  validation {
+    condition     = alltrue([for o in var.offers : contains([1, 2, 4, 8, 16], o.gpu_count)])
+    error_message = "offers: each gpu_count must be 1, 2 or 4 (N1), or 8 or 16 with a G2 / A2 machine type that has them."
+  }
+
+  validation {
+    condition     = alltrue([for o in var.offers : o.regions == null || o.zones == null])
+    error_message = "offers: an offer names regions (their GPU zones from infra/locals.tf) or zones, not both."
+  }
+
+  validation {
+    condition = alltrue(flatten([for o in var.offers : concat(
+      [for r in(o.regions == null ? [] : o.regions) : can(regex("^[a-z]+-[a-z]+[0-9]+$", r))],
+      [for z in(o.zones == null ? [] : o.zones) : can(regex("^[a-z]+-[a-z]+[0-9]+-[a-z]$", z))],
+    )]))
+    error_message = "offers: regions look like us-central1 and zones like us-central1-a."
+  }
+
+  validation {
+    condition     = alltrue([for o in var.offers : o.machine_type == null || can(regex("^(n1-(standard|highmem|highcpu)-[0-9]+|g2-standard-(4|8|12|16|24|32|48|96)|a2-highgpu-(1|2|4|8)g|a2-megagpu-16g|a2-ultragpu-(1|2|4|8)g)$", o.machine_type))])
+    error_message = "offers: a machine_type must be an N1 type (n1-standard-4, ...) for T4, P4, V100 or P100, a G2 type for L4, or an A2 type for A100; leave it out to get the smallest that fits."
+  }
+}
+
+variable "offer_order" {
+  type        = string
+  description = "How make infra-up / make watch order the offers: \"preference\" (as listed) or \"cheapest\" (by the estimated cost of the whole run: its training FLOPs at each GPU's peak x an MFU, times the hourly price; python -m ops offers shows the figures)."
+  default     = "preference"
+
+  validation {
+    condition     = contains(["preference", "cheapest"], var.offer_order)
+    error_message = "offer_order must be \"preference\" (the offers as listed) or \"cheapest\" (by estimated run cost)."
+  }
+}
+
+variable "placement" {
+  type = object({
+    offer        = optional(number, 0)
+    zone         = string
+    machine_type = string
+    gpu_type     = string
+    gpu_count    = number
+    spot         = bool
+  })
+  description = "Set by make infra-up / make watch (infra/placement.auto.tfvars.json), not by hand: the offer and zone the VM runs on now. null = the first offer's first zone."
+  default     = null
+}
+
 # ---- Scheduling ---------------------------------------------------------------------------------
 
 variable "spot" {

@@ -15,5 +15,5 @@ terraform {
 provider "google" {
   project = var.project_id
   region  = local.region
-  zone    = var.zone
+  zone    = local.zone
 }

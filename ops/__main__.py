@@ -1,6 +1,7 @@
 """python -m ops VERB: the laptop side of the cloud verbs (mk/infra.mk runs each as a one-line recipe).
 
     init | plan | price | apply | up | down     Terraform in INFRA_DIR with TFVARS (ops.terraform)
+    offers                                     the offers: quota, hourly price, estimated run cost
     inventory [--from FILE|-]                  write INVENTORY from Terraform's outputs (ops.inventory)
     provision [ANSIBLE-ARGS...]                the playbook against INVENTORY
     ssh [COMMAND...]                           a shell (or one command) on node 0
@@ -16,7 +17,10 @@ Settings come from the environment, as make passes them (never spliced into a sh
 inventory's port), SSH_KNOWN_HOSTS (a known_hosts file of its own), INVENTORY
 (ansible/inventory/hosts.yml), TERRAFORM (terraform), AUTO_APPROVE (1: no prompt), KEEP_DATA_DISK (1:
 down keeps the data disk), DATA, MODEL, SOURCE (vm: fetch from the VM's disk), WATCH_ATTEMPTS,
-WATCH_SLEEP, TRAINER_VM_PROJECT_DIR and TRAINER_VM_DATA_MOUNT (the inventory's VM layout).
+WATCH_SLEEP, TRAINER_VM_PROJECT_DIR and TRAINER_VM_DATA_MOUNT (the inventory's VM layout), QUOTA_CHECK (0:
+no GPU quota preflight), CONFIG (the run config whose cost the offers estimate: config/cloud.yaml),
+TRAINER_COMPUTE_ENDPOINT and TRAINER_BILLING_ENDPOINT (another address for the Compute Engine and Cloud
+Billing APIs: a private endpoint, or a test's stand-in).
 Every user mistake ends in one `error: ...` line and exit status 2, before anything starts on the VM.
 """
 
@@ -27,12 +31,13 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ops import bucket, inventory, runs, ship
-from ops.terraform import Terraform
+from ops import bucket, inventory, ranking, runs, ship
+from ops.offers import Candidate, Offers
+from ops.terraform import Terraform, say
 from trainer.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,6 +111,53 @@ class Settings:
         self.check_key()
         return Session(self.connection(), self.get("SSH_KNOWN_HOSTS") or None)
 
+    # ------------------------------------------------------------------ offers: quota, prices, run cost
+
+    def preflight(self, offers: Offers, todo: list[Candidate]) -> list[Candidate]:
+        if self.get("QUOTA_CHECK") == "0":
+            say("GPU quota not checked (QUOTA_CHECK=0)")
+            return todo
+        return ranking.preflight(offers, todo, say, self.get("TRAINER_COMPUTE_ENDPOINT") or None)
+
+    def offer_table(self, tf: Terraform, offers: Offers, check_quota: bool = True):
+        """(rows, the run's work or None, why not): each offer's quota, price and estimated run cost."""
+        from ops import catalog, quota
+        from ops.runcost import measured_mfu
+
+        verdicts, notes = None, []
+        if check_quota and self.get("QUOTA_CHECK") != "0":
+            wanted = list(dict.fromkeys(ranking.needs(offers, c[0]) for c in offers.by_offer().values()))
+            try:
+                endpoint = self.get("TRAINER_COMPUTE_ENDPOINT") or None
+                checked = quota.check(offers.project, wanted, endpoint=endpoint)
+                verdicts = dict(zip(wanted, checked, strict=True))
+            except quota.QuotaUnreadable as exc:
+                notes.append(f"GPU quota not checked: {exc}")
+        regions = {c.region for c in offers.candidates}
+        try:
+            catalogue = catalog.load(regions, endpoint=self.get("TRAINER_BILLING_ENDPOINT") or None)
+        except catalog.CatalogUnreadable as exc:
+            catalogue = None
+            notes.append(f"prices from the dated table (the Billing Catalog was not read: {exc})")
+        measured = {}
+        try:
+            url = str(tf.outputs().get("bucket_url") or "")
+            measured = measured_mfu(bucket.finished_manifests(url)) if url else {}
+        except UserError:
+            pass  # nothing deployed yet, or the bucket out of reach: the assumed MFU
+        config = Path(self.get("CONFIG", str(ROOT / "config" / "cloud.yaml")))
+        work, why = ranking.work_or_reason(config, self.get("DATA"), self.get("MODEL"), runs.DEMO)
+        return ranking.rows(offers, work, catalogue, measured, verdicts), work, why, notes
+
+    def costs(self, tf: Terraform) -> Callable[[Offers], dict[int, float | None]]:
+        def by_offer(offers: Offers) -> dict[int, float | None]:
+            table, work, why, notes = self.offer_table(tf, offers, check_quota=False)
+            for line in ranking.lines(offers, table, work, why) + notes:
+                say(line)
+            return ranking.costs(table)
+
+        return by_offer
+
     # ------------------------------------------------------------------ the steps of several verbs
 
     def write_inventory(self, source: str | None = None) -> None:
@@ -160,7 +212,7 @@ def converge(s: Settings, always: bool, playbook_args: list[str]) -> int:
     s.check_key()
     s.check_creds()
     tf.init()
-    state = tf.converge(auto_approve=s.flag("AUTO_APPROVE"))
+    state = tf.converge(auto_approve=s.flag("AUTO_APPROVE"), preflight=s.preflight, costs=s.costs(tf))
     print(f"watch: {state.where()}")
     hand_over(state, s.write_inventory, lambda: s.provision(playbook_args), always=always)
     return 0
@@ -177,10 +229,18 @@ def terraform_verb(s: Settings, verb: str) -> int:
     tf.check()
     s.check_creds()
     tf.init(quiet=True)
-    if verb == "plan":
-        print("\n".join(plan_lines(tf.plan())))
-    elif verb == "price":
-        print("\n".join(plan_lines(tf.plan(shown=False))))
+    if verb in ("plan", "price", "offers"):
+        offers = tf.offers()
+        table, work, why, notes = s.offer_table(tf, offers)
+        listing = ranking.lines(offers, table, work, why) + notes
+        if verb == "offers":
+            print("\n".join(listing))
+            return 0
+        # The plan shows the VM that infra-up would try first: the remembered one, else the first offer
+        # in the order wanted.
+        first = offers.ordered(ranking.costs(table))[0] if offers.candidates else None
+        plan = tf.plan(shown=verb == "plan", placement=first)
+        print("\n".join(plan_lines(plan) + (listing if verb == "plan" else [])))
     else:  # down
         tf.down(keep_data_disk=s.flag("KEEP_DATA_DISK"), auto_approve=s.flag("AUTO_APPROVE"))
         s.inventory.unlink(missing_ok=True)
@@ -206,7 +266,7 @@ def watch_verb(s: Settings, run: str, args: list[str]) -> int:
 
     return watch(
         tf, run, start, s.write_inventory, s.provision,
-        attempts=attempts, sleep=sleep,
+        attempts=attempts, sleep=sleep, preflight=s.preflight, costs=s.costs(tf),
     )  # fmt: skip
 
 
@@ -256,7 +316,7 @@ def run_verb(s: Settings, verb: str, words: list[str]) -> int:
 
 
 RUN_VERBS = ("train", "start", "logs", "state", "stop", "runs", "fetch")
-TERRAFORM_VERBS = ("init", "plan", "price", "down")
+TERRAFORM_VERBS = ("init", "plan", "price", "offers", "down")
 VERBS = (
     *TERRAFORM_VERBS,
     "apply",

@@ -169,3 +169,24 @@ def manifest_exists(url: str, run: str, gcs=None) -> bool:
 def manifest_url(url: str, run: str) -> str:
     name, prefix = split_bucket_url(url)
     return f"gs://{name}/{run_prefix(prefix, run)}/{run_state.MANIFEST}"
+
+
+def finished_manifests(url: str, gcs=None) -> dict[str, dict]:
+    """{run: manifest} of every finished run in the bucket (its manifest is there and reads as JSON)."""
+    from google.api_core import exceptions
+
+    name, prefix = split_bucket_url(url)
+    gcs = gcs or client()
+    found: dict[str, dict] = {}
+    try:
+        for run in _folders(gcs, name, (f"{prefix}/" if prefix else "") + RUNS):
+            blob = gcs.bucket(name).blob(f"{run_prefix(prefix, run)}/{run_state.MANIFEST}")
+            try:
+                manifest = json.loads(blob.download_as_bytes())
+            except (exceptions.NotFound, ValueError):
+                continue
+            if isinstance(manifest, dict):
+                found[run] = manifest
+    except exceptions.GoogleAPIError as exc:
+        raise _api_error(exc, name, "list its objects") from None
+    return found

@@ -1,17 +1,20 @@
 """Terraform, the one wrapper: init (local state, or GCS when infra/backend.hcl exists), plan with its price,
-apply with the zone fallback, and the targeted destroy that keeps the bucket.
+apply through the offers, and the targeted destroy that keeps the bucket.
 
 Converging is Terraform's own work: the module wants the VM RUNNING (`desired_status`), so `terraform
 apply` refreshes the state (a preempted VM shows TERMINATED), starts a VM that a preemption, its maximum
 run duration or a maintenance event stopped, and reads it back with its new ephemeral address; the
 outputs are read after the apply, never before, so SSH never goes to a stale address.
 
-A create that GCP refuses for lack of GPUs in the zone (ZONE_RESOURCE_POOL_EXHAUSTED and friends, see
-STOCK_OUT) is applied again with `-var zone=<next>`, through the module's `zones` order (zone, then
-fallback_zones). Changing the zone replaces the VM and its data disk (disks are zonal): the new disk is
-empty, the checkpoints and artifacts stay in the bucket. The zone that worked is written to
-infra/zone.auto.tfvars.json (ZONE_FILE), which every later plan, apply and destroy passes after the
-user's tfvars, so a plain apply does not move the VM back (infra-down deletes it).
+The VM's placement (GPU kind and count, machine type, spot or not, zone) is one of the offers
+(ops/offers.py): `converge` applies with `-var placement=<the next one>` in order, the remembered one
+first, after the quota preflight has dropped those without GPU quota. An apply that GCP refuses with a
+stock-out, a GPU quota error or a zone without the GPU moves to the next (skipping the rest of a region
+whose quota refused); anything else ends it. Another zone or region replaces the VM and its data disk
+(disks are zonal): the new disk is empty, the checkpoints and artifacts stay in the bucket, which never
+moves (it lives in zone's region). The placement that worked is written to
+infra/placement.auto.tfvars.json, which every later plan, apply and destroy passes after the user's
+tfvars, so a plain apply does not move the VM back (infra-down deletes it).
 """
 
 from __future__ import annotations
@@ -22,34 +25,20 @@ import re
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ops.offers import PLACEMENT_FILE, Candidate, Offers, failure, forget, quota_metric, remember
 from trainer.errors import UserError
 
-ZONE_FILE = "zone.auto.tfvars.json"
 BACKEND_OVERRIDE = "backend_override.tf"
-# GCP's answers that mean "no GPU (or VM) capacity in this zone now": another zone may have some.
-STOCK_OUT = (
-    "ZONE_RESOURCE_POOL_EXHAUSTED",  # also matches ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS
-    "does not have enough resources available to fulfill the request",
-    "resource pool exhausted",
-    "STOCKOUT",
-)
 CREATED = re.compile(r"^google_compute_instance\.trainer\[\d+\]: Creating\.\.\.", re.M)
 INSTALL = "terraform is not installed (>= 1.5 needed): see https://developer.hashicorp.com/terraform/install"
 
 
 def say(message: str) -> None:
     print(f"watch: {message}", flush=True)
-
-
-def stock_out(output: str) -> str | None:
-    """The line of terraform's output that says the zone is out of stock, or None."""
-    for line in output.splitlines():
-        if any(marker.lower() in line.lower() for marker in STOCK_OUT):
-            return " ".join(line.strip(" │╷╵").split())
-    return None
 
 
 def last_error(output: str) -> str:
@@ -60,7 +49,7 @@ def last_error(output: str) -> str:
 
 @dataclass
 class Terraform:
-    """terraform -chdir=INFRA_DIR with the user's tfvars file (and the zone file, when the VM moved)."""
+    """terraform -chdir=INFRA_DIR with the user's tfvars file (and the placement file, once applied)."""
 
     infra_dir: Path
     tfvars: Path
@@ -110,8 +99,8 @@ class Terraform:
 
     def var_files(self) -> list[str]:
         files = [f"-var-file={self.tfvars.resolve()}"]
-        if (self.infra_dir / ZONE_FILE).is_file():
-            files.append(f"-var-file={(self.infra_dir / ZONE_FILE).resolve()}")
+        if (self.infra_dir / PLACEMENT_FILE).is_file():
+            files.append(f"-var-file={(self.infra_dir / PLACEMENT_FILE).resolve()}")
         return files
 
     def check(self) -> None:
@@ -154,62 +143,100 @@ class Terraform:
     def outputs(self) -> dict[str, object]:
         return {name: o.get("value") for name, o in json.loads(self.outputs_json()).items()}
 
-    def plan(self, shown: bool = True) -> dict:
+    def plan(self, shown: bool = True, placement: Candidate | None = None) -> dict:
         """The saved plan of what `apply` would do (shown as it is made, unless not `shown`), read back as
-        JSON (for its price)."""
+        JSON (for its price); on `placement` when given (the first offer ops would try)."""
+        where = [f"-var=placement={json.dumps(placement.placement())}"] if placement else []
         with tempfile.TemporaryDirectory(prefix="tfplan-") as scratch:
             saved = str(Path(scratch) / "tfplan")
-            self.must("plan", "-input=false", "-no-color", f"-out={saved}", *self.var_files(), stream=shown)
+            self.must(
+                "plan", "-input=false", "-no-color", f"-out={saved}", *self.var_files(), *where, stream=shown
+            )  # fmt: skip
             return json.loads(self.read("show", "-json", "-no-color", saved))
 
-    # ------------------------------------------------------------------ apply, with the zone fallback
+    # ------------------------------------------------------------------ apply, through the offers
 
-    def zone_order(self) -> list[str]:
-        """The zones to try, in order: the one the VM was moved to last (ZONE_FILE), else the module's."""
-        zones = [str(z) for z in self.console("local.zone_order")]  # type: ignore[union-attr]
-        remembered = self.infra_dir / ZONE_FILE
-        if remembered.is_file():
-            moved = json.loads(remembered.read_text()).get("zone")
-            if moved:
-                zones = [moved, *(z for z in zones if z != moved)]
-        return zones
+    def offers(self) -> Offers:
+        """The offers as the module resolves them; one that names no usable machine or zone is refused here,
+        before anything is applied."""
+        found = Offers.read(self)
+        if found.problems:
+            raise UserError(f"offers in {self.tfvars}: {'; '.join(found.problems)}")
+        if found.remembered is not None and found.remembered_candidate() is None:
+            say(
+                f"the remembered placement ({found.remembered.kind()} in {found.remembered.zone}) is not "
+                f"among the offers of {self.tfvars} any more: forgotten"
+            )
+            forget(self.infra_dir)
+            found = Offers.read(self)
+        return found
 
-    def remember_zone(self, zone: str, configured: str) -> None:
-        """Once the VM has moved, ZONE_FILE names the zone it lives in (infra-down deletes it)."""
-        path = self.infra_dir / ZONE_FILE
-        if zone == configured and not path.is_file():
-            return
-        if path.is_file() and json.loads(path.read_text()).get("zone") == zone:
-            return
-        path.write_text(json.dumps({"zone": zone}, indent=2) + "\n")
-        say(f"the VM lives in {zone} now, not {configured}: {path} keeps it there for later applies")
-
-    def converge(self, auto_approve: bool = True, configured: str | None = None) -> Converged:
-        """terraform apply in the first zone that has capacity; the outputs read after it."""
-        zones = self.zone_order()
-        configured = configured or str(self.console("var.zone"))
+    def converge(
+        self,
+        auto_approve: bool = True,
+        preflight: Callable[[Offers, list[Candidate]], list[Candidate]] | None = None,
+        costs: Callable[[Offers], dict[int, float | None]] | None = None,
+    ) -> Converged:
+        """terraform apply on the first offer and zone that GCP grants; the outputs read after it.
+        `preflight` drops the candidates without GPU quota (it prints why, and raises when none is left);
+        `costs` gives each offer's estimated run cost when the tfvars ask for the cheapest first."""
+        offers = self.offers()
+        todo = offers.ordered(costs(offers) if costs and offers.order == "cheapest" else None)
+        here = offers.remembered_candidate()
+        if preflight is not None:
+            # The remembered placement may hold a VM whose GPUs its own quota counts: never dropped.
+            kept = preflight(offers, [c for c in todo if c != here])
+            todo = [c for c in todo if c == here or c in kept]
         approve = ["-auto-approve", "-input=false"] if auto_approve else []
-        for number, zone in enumerate(zones, 1):
-            say(f"terraform apply in {zone} (zone {number} of {len(zones)}: {', '.join(zones)})")
+        tried: list[str] = []
+        while todo:
+            here, todo = todo[0], todo[1:]
+            number = len(tried) + 1
+            say(
+                f"terraform apply in {here.zone}: offer {here.offer}, {here.kind()} "
+                f"(try {number} of {number + len(todo)})"
+            )
             code, text = self.run(
-                "apply", "-no-color", *self.var_files(), f"-var=zone={zone}", *approve,
-                stream=True, stdin_tty=not auto_approve,
+                "apply", "-no-color", *self.var_files(), f"-var=placement={json.dumps(here.placement())}",
+                *approve, stream=True, stdin_tty=not auto_approve,
             )  # fmt: skip
             if code == 0:
-                self.remember_zone(zone, configured)
+                self.remember(here, offers)
                 return Converged(self.outputs(), bool(CREATED.search(text)))
-            reason = stock_out(text)
-            if reason is None:
-                raise UserError(f"terraform apply failed in {zone}: {last_error(text)}")
-            nxt = f"moving to {zones[number]}" if number < len(zones) else "no zone left"
-            say(
-                f"{zone} has no capacity ({reason}); {nxt} (a new data disk there; the bucket keeps "
-                "checkpoints)"
-            )
+            found = failure(text)
+            if found is None:
+                raise UserError(f"terraform apply failed in {here.zone}: {last_error(text)}")
+            kind, line = found
+            tried.append(f"{here.zone} ({kind})")
+            if kind == "quota":
+                # A regional quota refuses the region's other zones alike; GPUS_ALL_REGIONS every region.
+                metric = quota_metric(line)
+                todo = [
+                    c for c in todo
+                    if not (c.gpu_type == here.gpu_type and c.spot == here.spot
+                            and (c.region == here.region or metric == "GPUS_ALL_REGIONS"))
+                ]  # fmt: skip
+                why = f"offer {here.offer} has no GPU quota in {here.region} ({line})"
+            elif kind == "stock-out":
+                why = f"{here.zone} has no capacity ({line})"
+            else:
+                why = f"{here.zone} does not offer {here.gpu_type} on {here.machine_type} ({line})"
+            say(f"{why}; {moving(here, todo[0] if todo else None)}")
         raise UserError(
-            f"every zone is out of capacity ({', '.join(zones)}): try again later, or set zone and "
-            f"fallback_zones in {self.tfvars} to another region's zones"
+            f"no offer could be placed (tried {', '.join(tried) or 'none'}): try again later, or list more "
+            f"offers (other zones, regions or GPU kinds) in {self.tfvars}"
         )
+
+    def remember(self, placement: Candidate, offers: Offers) -> None:
+        """The placement that worked, kept for every later apply until infra-down; said when it is not the
+        first offer's first zone (the VM moved)."""
+        path = remember(self.infra_dir, placement)
+        first = offers.candidates[0] if offers.candidates else None
+        if first is not None and not placement.same_vm(first):
+            say(
+                f"the VM runs on offer {placement.offer}, {placement.kind()} in {placement.zone}: {path} "
+                "keeps it there for later applies (make infra-down forgets it)"
+            )
 
     # ------------------------------------------------------------------ infra-down
 
@@ -249,8 +276,21 @@ class Terraform:
         )  # fmt: skip
         if code != 0:
             raise UserError(f"terraform destroy failed: {last_error(text)}")
-        # The next infra-up starts from the configured zone again.
-        (self.infra_dir / ZONE_FILE).unlink(missing_ok=True)
+        # The next infra-up starts from the first offer again.
+        forget(self.infra_dir)
+
+
+def moving(here: Candidate, nxt: Candidate | None) -> str:
+    if nxt is None:
+        return "no offer left"
+    what = f"moving to {nxt.zone}"
+    if nxt.offer != here.offer:
+        what += f" (offer {nxt.offer}, {nxt.kind()})"
+    if nxt.region != here.region:
+        what += f": a new VM and data disk in {nxt.region}; the bucket stays and keeps the checkpoints"
+    else:
+        what += " (a new data disk there; the bucket keeps checkpoints)"
+    return what
 
 
 @dataclass

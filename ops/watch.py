@@ -47,16 +47,16 @@ def hand_over(
 
 def watch(
     tf: Terraform, run: str, start: Callable[[], object], inventory: Step, provision: Step | None,
-    attempts: int = 10, sleep: float = 60.0,
+    attempts: int = 10, sleep: float = 60.0, preflight=None, costs=None,
 ) -> int:  # fmt: skip
-    """Converge and (re)start `run` until its manifest is in the bucket, at most `attempts` rounds."""
+    """Converge (through the offers: `preflight` and `costs` as Terraform.converge takes them) and (re)start
+    `run` until its manifest is in the bucket, at most `attempts` rounds."""
     if attempts < 1 or sleep < 0:
         raise UserError("WATCH_ATTEMPTS must be at least 1 and WATCH_SLEEP at least 0")
-    configured = str(tf.console("var.zone"))
     url = ""
     for attempt in range(1, attempts + 1):
         say(f"attempt {attempt} of {attempts} for run {run}")
-        state = tf.converge(configured=configured)
+        state = tf.converge(preflight=preflight, costs=costs)
         say(state.where())
         url = str(state.outputs.get("bucket_url") or "")
         if not url:

@@ -20,12 +20,19 @@ from typing import Any
 #       so 121 dense; 30.3 fp32)
 # A100 (GCP A2, 40GB and 80GB alike): nvidia.com/content/dam/en-zz/Solutions/Data-Center/a100/pdf/
 #       nvidia-a100-datasheet-us-nvidia-1758950-r4-web.pdf (312 bf16/fp16 dense, 19.5 fp32)
+# V100 (GCP: SXM2): images.nvidia.com/content/technologies/volta/pdf/
+#       volta-v100-datasheet-update-us-1165301-r5.pdf (125 fp16 tensor, 15.7 fp32; no bf16)
+# P100 (GCP: PCIe 16GB) and P4: their NVIDIA datasheets (P100 PCIe 18.7 fp16, 9.3 fp32; P4 5.5 fp32). Below
+#       compute capability 7 the precision policy trains in fp32 (trainer/precision.py).
 # H100: nvidia.com/en-us/data-center/h100/ datasheet (SXM 1,979 / PCIe 1,513 bf16 sparse; 67 / 51 fp32);
 #       the same dense figures in glennklockwood.com/garden/processors/h100
 PEAK_TFLOPS: dict[str, dict[str, float]] = {
     "T4": {"fp16": 65.0, "fp32": 8.1},
     "L4": {"fp16": 121.0, "bf16": 121.0, "fp32": 30.3},
     "A100": {"fp16": 312.0, "bf16": 312.0, "fp32": 19.5},
+    "V100": {"fp16": 125.0, "fp32": 15.7},
+    "P100": {"fp16": 18.7, "fp32": 9.3},
+    "P4": {"fp32": 5.5},
     "H100 PCIe": {"fp16": 756.0, "bf16": 756.0, "fp32": 51.0},
     "H100": {"fp16": 989.0, "bf16": 989.0, "fp32": 67.0},
 }
@@ -60,14 +67,20 @@ def achieved_tflops(config: Any, tokens: int, sequence_length: float, seconds: f
     return training_flops_per_token(config, sequence_length) * tokens / seconds / 1e12
 
 
-def peak_tflops(device_name: str, precision: str) -> float | None:
-    """The dense peak of a known GPU for a precision, else None (a CPU, an unlisted GPU)."""
+def gpu_model(device_name: str) -> str | None:
+    """The PEAK_TFLOPS key a device name is ("Tesla T4" -> "T4"), else None (a CPU, an unlisted GPU)."""
     name = device_name.upper()
     for key in sorted(PEAK_TFLOPS, key=len, reverse=True):  # "H100 PCIE" before "H100"
         # A whole model name: "NVIDIA L4" is an L4, "NVIDIA L40S" is not.
         if re.search(rf"(?<![A-Z0-9]){re.escape(key.upper())}(?![A-Z0-9])", name):
-            return PEAK_TFLOPS[key].get(precision)
+            return key
     return None
+
+
+def peak_tflops(device_name: str, precision: str) -> float | None:
+    """The dense peak of a known GPU for a precision, else None (a CPU, an unlisted GPU)."""
+    key = gpu_model(device_name)
+    return PEAK_TFLOPS[key].get(precision) if key else None
 
 
 def fraction_of_peak(achieved: float, device_name: str, precision: str) -> float | None:

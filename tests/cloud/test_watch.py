@@ -31,10 +31,12 @@ import yaml
 import ops.runs
 from ops import inventory
 from ops.__main__ import Settings, main
-from ops.terraform import ZONE_FILE, stock_out
+from ops.offers import PLACEMENT_FILE, failure
 from ops.terraform import Terraform as OpsTerraform
 from ops.watch import watch
 from tests.cloud.conftest import emulator_client
+from tests.standins.compute_api import StandInCompute
+from tests.standins.google_api import key_file
 from tests.standins.tf_harness import BASE_VARS, Terraform
 from tests.support import ROOT, TOOLS_BIN
 from trainer.errors import UserError
@@ -47,7 +49,8 @@ RUN = "r1"
 # What ops reads from its environment; the test's own environment must not leak any of them in.
 SETTINGS = ("INVENTORY", "SSH_KEY", "SSH_PORT", "TRAINER_VM_PROJECT_DIR", "TRAINER_VM_DATA_MOUNT",
             "INFRA_DIR", "TFVARS", "TERRAFORM", "AUTO_APPROVE", "KEEP_DATA_DISK", "DATA", "MODEL",
-            "WATCH_ATTEMPTS", "WATCH_SLEEP", "RUN", "ARGS")  # fmt: skip
+            "WATCH_ATTEMPTS", "WATCH_SLEEP", "RUN", "ARGS", "QUOTA_CHECK", "CONFIG",
+            "TRAINER_COMPUTE_ENDPOINT", "TRAINER_BILLING_ENDPOINT")  # fmt: skip
 
 
 @pytest.fixture
@@ -81,18 +84,33 @@ def tfvars(tmp_path: Path, **variables) -> Path:
 
 
 @pytest.fixture
-def laptop(tf, tmp_path, gcs_emulator, laptop_env, monkeypatch) -> dict[str, str]:
-    """What a user's `make` of a cloud verb has, as ops' environment: an SSH key, application-default
-    credentials (a file the pre-flight check loads), the stand-in provider's Terraform in INFRA_DIR with
-    TFVARS, the inventory's path, no prompts, no sleeping between attempts; the laptop's PATH (no GNU
-    tools). This process's own environment is set to it too, for the in-process calls (restored after)."""
-    key, adc = tmp_path / "id_ed25519", tmp_path / "adc.json"
+def compute():
+    """The stand-in Compute Engine API (tests/standins/compute_api.py): GPU quota for one VM of every
+    kind, spot or not, in the regions the offers below use, unless a test sets less."""
+    api = StandInCompute()
+    for region in ("us-central1", "us-east1"):
+        for kind in ("T4", "L4", "A100"):
+            api.set_quota(region, f"NVIDIA_{kind}_GPUS", limit=4)
+            api.set_quota(region, f"PREEMPTIBLE_NVIDIA_{kind}_GPUS", limit=4)
+    api.set_project_quota("GPUS_ALL_REGIONS", limit=8)
+    yield api
+    api.close()
+
+
+@pytest.fixture
+def laptop(tf, tmp_path, gcs_emulator, laptop_env, compute, monkeypatch) -> dict[str, str]:
+    """What a user's `make` of a cloud verb has, as ops' environment: an SSH key, a Google login (a
+    service account key the stand-in Compute API accepts; the bucket is the emulator's), the stand-in
+    provider's Terraform in INFRA_DIR with TFVARS, the inventory's path, no prompts, no sleeping between
+    attempts; the laptop's PATH (no GNU tools). This process's own environment is set to it too, for the
+    in-process calls (restored after)."""
+    key = tmp_path / "id_ed25519"
     key.write_text("a key file\n")
-    adc.write_text(json.dumps({"type": "authorized_user", "client_id": "c", "client_secret": "s",
-                               "refresh_token": "r", "quota_project_id": "stand-in-project"}))  # fmt: skip
+    login = key_file(tmp_path / "login.json", compute.api)
     env = {k: v for k, v in tf.env.items() if k not in SETTINGS}
     env.update({
-        "PATH": laptop_env["PATH"], "HOME": str(tmp_path), "GOOGLE_APPLICATION_CREDENTIALS": str(adc),
+        "PATH": laptop_env["PATH"], "HOME": str(tmp_path), "GOOGLE_APPLICATION_CREDENTIALS": str(login),
+        "TRAINER_COMPUTE_ENDPOINT": compute.url, "TRAINER_BILLING_ENDPOINT": compute.url,
         "NO_GCE_CHECK": "true", "STORAGE_EMULATOR_HOST": gcs_emulator, "INFRA_DIR": str(tf.workdir),
         "TFVARS": str(tfvars(tmp_path)), "TERRAFORM": tf.binary, "SSH_KEY": str(key),
         "INVENTORY": str(tmp_path / "hosts.yml"), "AUTO_APPROVE": "1", "WATCH_SLEEP": "0",
@@ -134,20 +152,20 @@ def run_watch(laptop: dict, start: Callable[[], object], attempts: int = 3) -> t
     return code, provisioned
 
 
+T4 = "1 x nvidia-tesla-t4 (n1-standard-4), on demand"
+
+
 def test_a_stock_out_in_the_first_zone_moves_the_vm_to_the_second(tf, laptop, bucket, capfd):
     tf.cloud.stock_out("us-central1-a")
     tf.cloud.instance_address("tweet-trainer", "127.0.0.2")
     code, provisioned = run_watch(laptop, finish_run)
     assert code == 0
     lines = said(capfd.readouterr().out)
-    assert lines[1] == (
-        "watch: terraform apply in us-central1-a (zone 1 of 4: us-central1-a, us-central1-b, us-central1-c, "
-        "us-central1-f)"
-    )
+    assert lines[1] == f"watch: terraform apply in us-central1-a: offer 1, {T4} (try 1 of 4)"
     assert lines[2].startswith("watch: us-central1-a has no capacity (Error: Error waiting for instance to "
                                "create: ZONE_RESOURCE_POOL_EXHAUSTED")  # fmt: skip
     assert lines[2].endswith("moving to us-central1-b (a new data disk there; the bucket keeps checkpoints)")
-    assert lines[3].startswith("watch: terraform apply in us-central1-b (zone 2 of 4")
+    assert lines[3] == f"watch: terraform apply in us-central1-b: offer 1, {T4} (try 2 of 4)"
     assert "watch: tweet-trainer is RUNNING in us-central1-b at 127.0.0.2" in lines
     assert lines[-1] == f"watch: run {RUN} is finished: gs://{BUCKET}/runs/{RUN}/manifest.json"
     (vm,) = tf.cloud.resources(VM)
@@ -156,16 +174,23 @@ def test_a_stock_out_in_the_first_zone_moves_the_vm_to_the_second(tf, laptop, bu
     # A new VM is provisioned before the run starts, at the address the inventory has by then.
     assert provisioned == ["127.0.0.2"]
     assert host_in(Path(laptop["INVENTORY"])) == "127.0.0.2"
-    # The zone is remembered: a later plain apply keeps the VM where it is.
-    assert json.loads((tf.workdir / ZONE_FILE).read_text()) == {"zone": "us-central1-b"}
+    # The placement is remembered: a later plain apply keeps the VM where it is.
+    assert json.loads((tf.workdir / PLACEMENT_FILE).read_text()) == {"placement": {
+        "offer": 1, "zone": "us-central1-b", "machine_type": "n1-standard-4", "gpu_type": "nvidia-tesla-t4",
+        "gpu_count": 1, "spot": False,
+    }}  # fmt: skip
     plan = tf.run(
         "plan", "-input=false", "-no-color", "-detailed-exitcode", *tf.var_args(BASE_VARS), check=False
     )
     assert plan.returncode == 0, plan.stdout[-2000:]
     # ... and the next apply tries that zone first.
-    assert OpsTerraform(tf.workdir, Path(laptop["TFVARS"]), tf.binary).zone_order() == [
-        "us-central1-b", "us-central1-a", "us-central1-c", "us-central1-f",
-    ]  # fmt: skip
+    offers = OpsTerraform(tf.workdir, Path(laptop["TFVARS"]), tf.binary).offers()
+    assert [c.zone for c in offers.ordered()] == [
+        "us-central1-b",
+        "us-central1-a",
+        "us-central1-c",
+        "us-central1-f",
+    ]
 
 
 def test_a_preempted_vm_is_started_again_and_the_run_restarted_at_its_new_address(tf, laptop, bucket, capfd):
@@ -183,7 +208,9 @@ def test_a_preempted_vm_is_started_again_and_the_run_restarted_at_its_new_addres
         host_in(Path(laptop["INVENTORY"])) == "127.0.0.9"
     )  # SSH goes to the new address, never the stale one
     assert provisioned == []  # the same VM and disks: nothing to provision
-    assert not (tf.workdir / ZONE_FILE).exists()
+    # Remembered where it is (the first offer's first zone, as configured): nothing said about a move.
+    assert json.loads((tf.workdir / PLACEMENT_FILE).read_text())["placement"]["zone"] == "us-central1-a"
+    assert not any("keeps it there" in line for line in lines)
     assert lines[-1] == f"watch: run {RUN} is finished: gs://{BUCKET}/runs/{RUN}/manifest.json"
 
 
@@ -229,22 +256,26 @@ def test_every_zone_out_of_stock_ends_the_converge(tf, laptop, capfd):
     with pytest.raises(UserError) as raised:
         OpsTerraform(tf.workdir, variables, tf.binary).converge(auto_approve=True)
     assert str(raised.value) == (
-        "every zone is out of capacity (us-central1-c, us-central1-f): try again later, or set zone "
-        f"and fallback_zones in {variables} to another region's zones"
+        "no offer could be placed (tried us-central1-c (stock-out), us-central1-f (stock-out)): try again "
+        f"later, or list more offers (other zones, regions or GPU kinds) in {variables}"
     )
     out = capfd.readouterr().out
-    assert "watch: us-central1-f has no capacity (" in out and "no zone left" in out
+    assert "watch: us-central1-f has no capacity (" in out and "; no offer left" in out
     assert tf.cloud.resources(VM) == []
 
 
-def test_a_quota_error_is_not_a_stock_out(tf, laptop, capfd):
+def test_a_quota_error_skips_the_regions_other_zones(tf, laptop, capfd):
     tf.cloud.quota_exceeded("us-central1")
     with pytest.raises(UserError) as raised:
         OpsTerraform(tf.workdir, Path(laptop["TFVARS"]), tf.binary).converge(auto_approve=True)
     message = str(raised.value)
-    assert message.startswith("terraform apply failed in us-central1-a: ") and "\n" not in message
-    assert "Quota 'NVIDIA_T4_GPUS' exceeded." in message
-    assert "terraform apply in us-central1-b" not in capfd.readouterr().out  # the region's zones share it
+    assert (
+        message.startswith("no offer could be placed (tried us-central1-a (quota)): ") and "\n" not in message
+    )
+    out = capfd.readouterr().out
+    assert "watch: offer 1 has no GPU quota in us-central1 (" in out
+    assert "Quota 'NVIDIA_T4_GPUS' exceeded." in out
+    assert "terraform apply in us-central1-b" not in out  # the region's zones share the quota
 
 
 # ---- the verbs: python -m ops, as make runs them ---------------------------------------------------
@@ -442,16 +473,28 @@ MESSAGES = {
     "googleapi-503": f"│ Error: Error creating instance: googleapi: Error 503: The zone "
     f"'projects/p/zones/us-central1-c' {NOT_ENOUGH}  Try a different zone, or try again later.",
     "quota": "Error: Error waiting for instance to create: QUOTA_EXCEEDED: Quota 'NVIDIA_T4_GPUS' exceeded.",
+    "all-regions": "│ Error: Quota 'GPUS_ALL_REGIONS' exceeded.  Limit: 0.0 globally.",
+    "cpu-quota": "Error: Error waiting for instance to create: QUOTA_EXCEEDED: Quota 'CPUS' exceeded.",
+    "no-l4-here": "Error: Error creating instance: googleapi: Error 400: Invalid value for field "
+    "'resource.machineType': 'zones/us-central1-f/machineTypes/g2-standard-4'. Machine type with name "
+    "'g2-standard-4' does not exist in zone 'us-central1-f'., invalid",
+    "no-gpu-type": "Error: googleapi: Error 404: The resource 'projects/p/zones/us-west2-c/acceleratorTypes/"
+    "nvidia-tesla-t4' was not found, notFound",
     "permission": "Error: googleapi: Error 403: Required 'compute.instances.create' permission",
 }
+KINDS = {"exhausted": "stock-out", "with-details": "stock-out", "googleapi-503": "stock-out",
+         "quota": "quota", "all-regions": "quota", "no-l4-here": "unsupported",
+         "no-gpu-type": "unsupported"}  # fmt: skip
 
 
 @pytest.mark.parametrize("kind", list(MESSAGES))
-def test_what_counts_as_a_stock_out(kind):
-    found = stock_out(f"Plan: 1 to add\n{MESSAGES[kind]}\n")
-    assert (found is not None) == (kind not in ("quota", "permission"))
+def test_what_moves_to_the_next_placement(kind):
+    """A stock-out, a GPU quota and a zone without the machine or GPU move on; a CPU quota (every GPU offer
+    needs CPUs alike) or a permission error does not."""
+    found = failure(f"Plan: 1 to add\n{MESSAGES[kind]}\n")
+    assert (found[0] if found else None) == KINDS.get(kind)
     if found is not None:
-        assert found.startswith("Error") and "│" not in found
+        assert found[1].startswith("Error") and "│" not in found[1]
 
 
 def test_a_stock_out_with_details_moves_the_vm_too(tf, laptop, capfd):

@@ -64,19 +64,18 @@ def run_work(config: Path, data: str = "", model: str = "", demo: Path | None = 
 
     if data.startswith("gs://"):
         raise Unestimable(f"DATA={data} is in a bucket: the estimate counts the tokens of a local file")
-    overrides: dict[str, Any] = {}
-    try:
-        cfg = load_config(config, mode="cloud")
-    except ConfigError as exc:
-        raise Unestimable(f"{config}: {exc}") from None
     path = data or (str(demo) if demo else "")
     if not path or not Path(path).exists():
         raise Unestimable(f"no local data to count ({path or 'DATA unset'}): pass DATA=file or run make data")
-    overrides["data.path"] = path
+    # The laptop's data and model in place of the VM's; no bucket sync is asked of a count.
+    overrides: dict[str, Any] = {"data.path": path, "runtime.bucket": None}
     if model:
         overrides["model.name"] = model
     try:
         cfg = load_config(config, mode="cloud", overrides=overrides)
+    except ConfigError as exc:
+        raise Unestimable(f"{config}: {exc}") from None
+    try:
         from transformers import AutoConfig, AutoTokenizer
 
         from trainer.data import load_splits
@@ -93,11 +92,9 @@ def run_work(config: Path, data: str = "", model: str = "", demo: Path | None = 
         ]
         tokens = sum(lengths)
         per_token = training_flops_per_token(model_config, tokens / max(1, len(lengths)))
-    except Unestimable:
-        raise
     except Exception as exc:  # a model or file this machine cannot read: said, not raised
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise Unestimable(f"{cfg.model.name if 'cfg' in locals() else config}: {first}") from None
+        raise Unestimable(f"{cfg.model.name}: {first}") from None
     return RunWork(per_token * tokens * cfg.train.epochs, tokens, cfg.train.epochs, cfg.model.name, path)
 
 

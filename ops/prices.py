@@ -15,7 +15,10 @@ Each figure names its source; `estimate` says why a figure is not a listed price
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ops.catalog import Catalogue
 
 PRICE_DATE = "2026-11-27"
 REGION = "us-central1"
@@ -53,15 +56,49 @@ class Price:
         return self.spot if spot else self.on_demand
 
 
-# N1 machine types: on-demand = 4/8/16 vCPUs x $0.031611 + 15/30/60 GiB x $0.004237 (the N1 per-vCPU
-# and per-GiB list prices; n1-standard-4 = $0.19 as in DESIGN.md).
+# Each machine type's vCPUs and GiB of memory (Google's machine-type tables): one owner for the shapes.
+# The machine parts below and the Billing Catalog's (ops/catalog.py) are both these times the series'
+# per-vCPU and per-GiB rates, so the two cannot disagree on what a machine type is made of.
+SHAPES: dict[str, tuple[int, float]] = {
+    **{f"n1-standard-{n}": (n, 3.75 * n) for n in (4, 8, 16)},
+    **{f"g2-standard-{n}": (n, 4.0 * n) for n in (4, 8, 12, 16, 24, 32, 48, 96)},
+    **{f"a2-highgpu-{n}g": (12 * n, 85.0 * n) for n in (1, 2, 4, 8)},
+    "a2-megagpu-16g": (96, 1360.0),
+    **{f"a2-ultragpu-{n}g": (12 * n, 170.0 * n) for n in (1, 2, 4, 8)},
+}
+
+# An a2-ultragpu comes with 375 GB of local SSD per GPU, billed with the machine at this rate.
+LOCAL_SSD_GB = {f"a2-ultragpu-{n}g": 375 * n for n in (1, 2, 4, 8)}
+LOCAL_SSD_GB_MONTH = 0.08
+
+
+def local_ssd_hourly(machine_type: str) -> float:
+    """USD per hour of the local SSD a machine type comes with (0 for all but a2-ultragpu)."""
+    return LOCAL_SSD_GB.get(machine_type, 0) * LOCAL_SSD_GB_MONTH / HOURS_PER_MONTH
+
+
+# N1 machine types: on-demand = vCPUs x $0.031611 + GiB x $0.004237 (the N1 per-vCPU and per-GiB list
+# prices), to the cent as DESIGN.md states n1-standard-4's $0.19; spot = n1-standard-4's $0.052 per 4 vCPUs.
+N1_VCPU, N1_GIB, N1_SPOT_PER_4_VCPUS = 0.031611, 0.004237, 0.052
+
+
+def _n1_machine(machine_type: str, source: str, estimate: str = "") -> Price:
+    vcpus, gib = SHAPES[machine_type]
+    on_demand = round(vcpus * N1_VCPU + gib * N1_GIB, 2)
+    return Price(on_demand, round(N1_SPOT_PER_4_VCPUS * vcpus / 4, 6), source, estimate)
+
+
 MACHINES: dict[str, Price] = {
-    "n1-standard-4": Price(0.19, 0.052, DESIGN),
-    "n1-standard-8": Price(
-        0.38, 0.104, VM_PRICING, "on-demand: per-vCPU/GiB list price; spot: 2 x n1-standard-4's spot figure"
+    "n1-standard-4": _n1_machine("n1-standard-4", DESIGN),
+    "n1-standard-8": _n1_machine(
+        "n1-standard-8",
+        VM_PRICING,
+        "on-demand: per-vCPU/GiB list price; spot: 2 x n1-standard-4's spot figure",
     ),
-    "n1-standard-16": Price(
-        0.76, 0.208, VM_PRICING, "on-demand: per-vCPU/GiB list price; spot: 4 x n1-standard-4's spot figure"
+    "n1-standard-16": _n1_machine(
+        "n1-standard-16",
+        VM_PRICING,
+        "on-demand: per-vCPU/GiB list price; spot: 4 x n1-standard-4's spot figure",
     ),
 }
 
@@ -73,39 +110,22 @@ MACHINES: dict[str, Price] = {
 # catalogue's GPU rows show (spot prices move daily).
 G2_RATES = "G2: $0.02499 per vCPU-hour + $0.00293 per GiB-hour (4 GiB per vCPU)"
 A2_RATES = "A2: $0.031611 per vCPU-hour + $0.004237 per GiB-hour"
-A2_ULTRA_RATES = f"{A2_RATES} + 375 GB local SSD per GPU at $0.08 per GB-month"
+A2_ULTRA_RATES = f"{A2_RATES} + 375 GB local SSD per GPU at ${LOCAL_SSD_GB_MONTH} per GB-month"
 SPOT_SHARE = 0.4
+SERIES_RATES = {"g2": (0.02499, 0.00293, G2_RATES), "a2": (0.031611, 0.004237, A2_RATES)}
 
 
-def _estimated_machine(
-    vcpus: int, gib: float, vcpu_rate: float, gib_rate: float, extra: float, rates: str
-) -> Price:
-    on_demand = round(vcpus * vcpu_rate + gib * gib_rate + extra, 6)
+def _estimated_machine(machine_type: str) -> Price:
+    vcpus, gib = SHAPES[machine_type]
+    vcpu_rate, gib_rate, rates = SERIES_RATES[machine_type.split("-")[0]]
+    if machine_type in LOCAL_SSD_GB:
+        rates = A2_ULTRA_RATES
+    on_demand = round(vcpus * vcpu_rate + gib * gib_rate + local_ssd_hourly(machine_type), 6)
     why = f"{NOT_RECHECKED}: {rates}; spot = {SPOT_SHARE:.0%} of on-demand"
     return Price(on_demand, round(on_demand * SPOT_SHARE, 6), ACCELERATOR_VM_PRICING, why)
 
 
-MACHINES.update(
-    {
-        f"g2-standard-{n}": _estimated_machine(n, 4 * n, 0.02499, 0.00293, 0.0, G2_RATES)
-        for n in (4, 8, 12, 16, 24, 32, 48, 96)
-    }
-)
-MACHINES.update(
-    {
-        f"a2-highgpu-{n}g": _estimated_machine(12 * n, 85 * n, 0.031611, 0.004237, 0.0, A2_RATES)
-        for n in (1, 2, 4, 8)
-    }
-)
-MACHINES["a2-megagpu-16g"] = _estimated_machine(96, 1360, 0.031611, 0.004237, 0.0, A2_RATES)
-MACHINES.update(
-    {
-        f"a2-ultragpu-{n}g": _estimated_machine(
-            12 * n, 170 * n, 0.031611, 0.004237, n * 375 * 0.08 / HOURS_PER_MONTH, A2_ULTRA_RATES
-        )
-        for n in (1, 2, 4, 8)
-    }
-)
+MACHINES.update({m: _estimated_machine(m) for m in SHAPES if not m.startswith("n1-")})
 
 # The GPUs each G2 / A2 machine type comes with (infra/locals.tf's built_in_gpus; a test keeps the two
 # equal): a planned VM of these types has no guest_accelerator, so plan_price reads its GPUs here.
@@ -183,6 +203,33 @@ def hourly_price(
         "running": round(sum(parts.values()), 6),
         "stopped": round(parts["disks"], 6),
     }
+
+
+def offer_hourly(
+    machine_type: str,
+    gpu_type: str | None,
+    gpu_count: int,
+    spot: bool,
+    region: str,
+    catalogue: Catalogue | None = None,
+) -> tuple[float, str]:
+    """USD per hour of one VM's machine and GPUs (no disks, no address) in `region`, and where the figure
+    comes from in a few words: the Billing Catalog (ops/catalog.py) when `catalogue` prices both parts
+    there, else this table (whose prices are us-central1's)."""
+    gpu_type = gpu_type if gpu_count else None
+    machine = _lookup(MACHINES, machine_type, "machine")
+    gpu = _lookup(GPUS, gpu_type, "GPU") if gpu_type else None
+    source = f"table {PRICE_DATE}, {REGION} prices"
+    if region != REGION:
+        source = f"table {PRICE_DATE} ({REGION} prices; {region} may differ)"
+    if catalogue is not None:
+        read_machine = catalogue.machine(machine_type, region)
+        read_gpu = catalogue.gpu(gpu_type, region) if gpu_type else None
+        if read_machine is not None and (read_gpu is not None or not gpu_type):
+            machine, gpu, source = read_machine, read_gpu, f"Billing Catalog {catalogue.read_on}"
+    # (An a2-ultragpu's local SSD is in both machine figures: the catalogue's adds the table's rate.)
+    gpus = gpu.rate(spot) * gpu_count if gpu else 0.0
+    return round(machine.rate(spot) + gpus, 6), source
 
 
 def estimate_cost(

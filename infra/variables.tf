@@ -223,6 +223,11 @@ variable "placement" {
   })
   description = "Set by make infra-up / make watch (infra/placement.auto.tfvars.json), not by hand: the offer and zone the VM runs on now. null = the first offer's first zone."
   default     = null
+
+  validation {
+    condition     = var.placement == null || can(regex("^[a-z]+-[a-z]+[0-9]+-[a-z]$", var.placement.zone))
+    error_message = "placement is written by make infra-up and make watch: delete infra/placement.auto.tfvars.json (make infra-down does) rather than edit it."
+  }
 }
 
 # ---- Scheduling ---------------------------------------------------------------------------------

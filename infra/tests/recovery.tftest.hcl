@@ -59,10 +59,10 @@ run "p100_zones_differ" {
 
 run "a_region_without_a_table_stays_in_its_zone" {
   command = plan
-  variables { zone = "europe-west4-a" }
+  variables { zone = "europe-west1-b" }
 
   assert {
-    condition     = output.zones == tolist(["europe-west4-a"])
+    condition     = output.zones == tolist(["europe-west1-b"])
     error_message = "no default fallback outside the table"
   }
 }
@@ -99,4 +99,10 @@ run "a_fallback_zone_of_another_region_is_refused" {
   variables { fallback_zones = ["us-east1-c"] }
 
   expect_failures = [google_compute_instance.trainer]
+}
+
+run "a_hand_edited_placement_is_refused" {
+  command = plan
+  variables { placement = { zone = "us-central1", machine_type = "n1-standard-4", gpu_type = "nvidia-tesla-t4", gpu_count = 1, spot = false } }
+  expect_failures = [var.placement]
 }

@@ -339,3 +339,83 @@ run "unknown_a2_machine_type_is_refused" {
   variables { machine_type = "a2-highgpu-3g" }
   expect_failures = [var.machine_type]
 }
+
+# ---- offers ---------------------------------------------------------------------------------------
+
+run "offers_resolve_machine_types_and_zones_and_the_first_is_the_placement" {
+  command = plan
+  variables {
+    offers = [
+      { gpu_type = "nvidia-l4", spot = true, regions = ["us-central1"] },
+      { gpu_type = "nvidia-tesla-a100", gpu_count = 2, zones = ["us-central1-b"] },
+      { gpu_type = "nvidia-tesla-t4", regions = ["us-east1", "us-central1"] },
+    ]
+  }
+
+  assert {
+    condition     = [for c in local.candidates : "${c.offer} ${c.zone} ${c.machine_type}"] == ["1 us-central1-a g2-standard-4", "1 us-central1-b g2-standard-4", "1 us-central1-c g2-standard-4", "2 us-central1-b a2-highgpu-2g", "3 us-east1-c n1-standard-4", "3 us-east1-d n1-standard-4", "3 us-central1-a n1-standard-4", "3 us-central1-b n1-standard-4", "3 us-central1-c n1-standard-4", "3 us-central1-f n1-standard-4"]
+    error_message = "each offer's machine type is the smallest that fits, its zones those of its regions in order"
+  }
+  assert {
+    condition     = google_compute_instance.trainer[0].machine_type == "g2-standard-4" && google_compute_instance.trainer[0].zone == "us-central1-a" && length(google_compute_instance.trainer[0].guest_accelerator) == 0 && google_compute_instance.trainer[0].scheduling[0].provisioning_model == "SPOT"
+    error_message = "without a placement the VM is the first offer in its first zone"
+  }
+}
+
+run "a_placement_moves_the_vm_and_its_disk_but_not_the_bucket" {
+  command = plan
+  variables {
+    placement = { offer = 2, zone = "us-east1-c", machine_type = "n1-standard-4", gpu_type = "nvidia-tesla-t4", gpu_count = 1, spot = true }
+  }
+
+  assert {
+    condition     = google_compute_instance.trainer[0].zone == "us-east1-c" && google_compute_disk.data[0].zone == "us-east1-c" && google_compute_subnetwork.trainer.region == "us-east1"
+    error_message = "the VM, its data disk and its subnet follow the placement"
+  }
+  assert {
+    condition     = google_storage_bucket.artifacts.location == "US-CENTRAL1"
+    error_message = "the bucket stays in zone's region"
+  }
+}
+
+run "an_offer_with_an_unknown_gpu_type_is_refused" {
+  command = plan
+  variables { offers = [{ gpu_type = "nvidia-h100-80gb" }] }
+  expect_failures = [var.offers]
+}
+
+run "an_offer_names_regions_or_zones_not_both" {
+  command = plan
+  variables { offers = [{ gpu_type = "nvidia-l4", regions = ["us-central1"], zones = ["us-central1-a"] }] }
+  expect_failures = [var.offers]
+}
+
+run "an_offer_with_a_count_no_machine_has_is_refused" {
+  command = plan
+  variables { offers = [{ gpu_type = "nvidia-l4", gpu_count = 3 }] }
+  expect_failures = [var.offers]
+}
+
+run "an_offer_region_must_look_like_one" {
+  command = plan
+  variables { offers = [{ gpu_type = "nvidia-l4", regions = ["us-central1-a"] }] }
+  expect_failures = [var.offers]
+}
+
+run "an_offer_machine_type_must_be_a_gpu_machine_type" {
+  command = plan
+  variables { offers = [{ gpu_type = "nvidia-l4", machine_type = "e2-standard-4" }] }
+  expect_failures = [var.offers]
+}
+
+run "a_t4_offer_on_a_g2_machine_type_is_refused_by_the_vm" {
+  command = plan
+  variables { offers = [{ gpu_type = "nvidia-tesla-t4", machine_type = "g2-standard-4" }] }
+  expect_failures = [google_compute_instance.trainer]
+}
+
+run "offer_order_is_preference_or_cheapest" {
+  command = plan
+  variables { offer_order = "fastest" }
+  expect_failures = [var.offer_order]
+}

@@ -119,25 +119,30 @@ def planner(stand_in_google, tmp_path_factory):
 @pytest.mark.parametrize(
     ("variables", "vms", "hourly"),
     [
-        ({}, ["n1-standard-4 + 1 x nvidia-tesla-t4, on demand"], 0.19 + 0.35 + 0.005),
-        ({"spot": True}, ["n1-standard-4 + 1 x nvidia-tesla-t4, spot"], 0.052 + 0.175 + 0.0025),
+        # The example's first offer: a T4 spot in us-central1.
+        ({}, ["n1-standard-4 + 1 x nvidia-tesla-t4, spot"], 0.052 + 0.175 + 0.0025),
+        # Without offers, the one of the scalar variables.
+        ({"offers": []}, ["n1-standard-4 + 1 x nvidia-tesla-t4, on demand"], 0.19 + 0.35 + 0.005),
+        ({"offers": [], "spot": True}, ["n1-standard-4 + 1 x nvidia-tesla-t4, spot"], 0.052 + 0.175 + 0.0025),
         (
-            {"gpu_count": 4, "machine_type": "n1-standard-16"},
+            {"offers": [], "gpu_count": 4, "machine_type": "n1-standard-16"},
             ["n1-standard-16 + 4 x nvidia-tesla-t4, on demand"],
             0.76 + 4 * 0.35 + 0.005,
         ),
         (
-            {"node_count": 3, "gpu_count": 2, "spot": True},
+            {"node_count": 3, "offers": [{"gpu_type": "nvidia-tesla-t4", "gpu_count": 2, "spot": True}]},
             ["n1-standard-4 + 2 x nvidia-tesla-t4, spot"] * 3,
             3 * (0.052 + 2 * 0.175 + 0.0025),
         ),
     ],
-    ids=["example-tfvars", "spot", "four-gpus", "three-nodes"],
+    ids=["example-tfvars", "no-offers", "spot", "four-gpus", "three-nodes"],
 )
 def test_the_plan_of_the_example_tfvars_and_its_variants_is_priced_from_the_table(
     planner, variables, vms, hourly
 ):
-    plan = planner.plan({"ssh_public_key_path": KEY, **variables}, "-var-file=terraform.tfvars.example")
+    # The variants after the example's file: a -var later on the command line wins (its offers too).
+    example = "-var-file=terraform.tfvars.example"
+    plan = planner.plan({"ssh_public_key_path": KEY}, example, *planner.var_args(variables))
     price = prices.plan_price(plan)
     nodes = len(vms)
     assert price["disk_gb"] == {"pd-balanced": DISKS_GB * nodes}
@@ -157,8 +162,8 @@ def test_a_saved_plan_is_priced_and_a_plan_without_resources_costs_nothing(plann
     saved = tmp_path / "plan.json"
     saved.write_text(json.dumps(plan))
     lines = prices.plan_lines(json.loads(saved.read_text()))
-    assert "  tweet-trainer: n1-standard-4 + 1 x nvidia-tesla-t4, on demand: $0.5450/h" in lines
-    assert "  total: $0.5655/h while running, $0.0205/h stopped" in lines
+    assert "  tweet-trainer: n1-standard-4 + 1 x nvidia-tesla-t4, spot: $0.2295/h" in lines
+    assert "  total: $0.2500/h while running, $0.0205/h stopped" in lines
     assert "  disks: 150 GB pd-balanced: $0.0205/h ($15.00/month, stopped too)" in lines
     # A plan that leaves nothing running (infra-down's, or no resources at all) costs nothing.
     nothing = prices.plan_lines({"planned_values": {"root_module": {}}})

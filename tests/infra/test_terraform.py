@@ -109,14 +109,15 @@ def test_versions_pin_terraform_and_the_google_provider_with_an_upper_bound(pars
 def test_vm_has_a_t4_on_an_n1_machine_and_debian_12(module):
     vm = resource(module, "google_compute_instance", "trainer")
     variables = module.variables
-    assert expr(vm["machine_type"]) == "var.machine_type"
+    # The placement's (the first offer's, or the one ops chose): infra/locals.tf, tests/cloud/test_offers.py.
+    assert expr(vm["machine_type"]) == "local.machine_type"
     assert literal(variables["machine_type"]["default"]) == "n1-standard-4"
     # Attached to N1 machine types only; G2 and A2 come with their GPUs (tests/infra/test_gpu_kinds.py).
     accelerator = block(vm, "dynamic")['"guest_accelerator"']
-    assert expr(accelerator["for_each"]) == "local.attach_gpus ? [var.gpu_type] : []"
+    assert expr(accelerator["for_each"]) == "local.attach_gpus ? [local.gpu_type] : []"
     content = block(accelerator, "content")
     assert expr(content["type"]) == "guest_accelerator.value"
-    assert expr(content["count"]) == "var.gpu_count"
+    assert expr(content["count"]) == "local.gpu_count"
     assert literal(variables["gpu_type"]["default"]) == "nvidia-tesla-t4"
     assert variables["gpu_count"]["default"] == 1
     image = expr(block(block(vm, "boot_disk"), "initialize_params")["image"])
@@ -133,14 +134,14 @@ def test_gpu_vm_terminates_on_host_maintenance_whatever_the_inputs(module):
 def test_spot_switch_sets_provisioning_preemption_restart_and_termination(module):
     scheduling = block(resource(module, "google_compute_instance", "trainer"), "scheduling")
     locals_ = module.locals
-    assert expr(scheduling["preemptible"]) == "var.spot"
+    assert expr(scheduling["preemptible"]) == "local.spot"  # the placement's: var.spot, or the offer's
     assert expr(scheduling["provisioning_model"]) == "local.provisioning_model"
-    assert expr(locals_["provisioning_model"]) == 'var.spot ? "SPOT" : "STANDARD"'
+    assert expr(locals_["provisioning_model"]) == 'local.spot ? "SPOT" : "STANDARD"'
     assert expr(scheduling["automatic_restart"]) == "local.automatic_restart"
-    assert expr(locals_["automatic_restart"]) == "!var.spot"
+    assert expr(locals_["automatic_restart"]) == "!local.spot"
     assert expr(scheduling["instance_termination_action"]) == "local.instance_termination_action"
     # A termination action whenever spot or a maximum run duration is on, and only then.
-    assert expr(locals_["needs_termination_action"]) == "var.spot || local.max_run_seconds > 0"
+    assert expr(locals_["needs_termination_action"]) == "local.spot || local.max_run_seconds > 0"
     assert expr(locals_["instance_termination_action"]) == (
         "local.needs_termination_action ? var.termination_action : null"
     )
@@ -356,7 +357,7 @@ MUTATIONS = {
         "the google provider 6.50.0 has no resource type 'google_compute_firewal'",
     ),
     "missing required argument": (
-        "compute.tf", "machine_type = var.machine_type", "",
+        "compute.tf", "machine_type = local.machine_type", "",
         "resource google_compute_instance.trainer: missing required argument 'machine_type'",
     ),
     "missing required nested argument": (
@@ -554,7 +555,7 @@ PLANTED = {
         "compute.tf", "  boot_disk {", None, 'Insufficient boot_disk blocks',
     ),
     "missing required argument": (
-        "compute.tf", "machine_type = var.machine_type", "", 'The argument "machine_type" is required',
+        "compute.tf", "machine_type = local.machine_type", "", 'The argument "machine_type" is required',
     ),
     "bad reference": (
         "compute.tf", "google_compute_subnetwork.trainer.id", "google_compute_subnetwork.trainr.id",
@@ -576,7 +577,7 @@ PLANTED = {
         'The provider hashicorp/google does not support resource type "google_compute_firewal"',
     ),
     "a set indexed like a list": (
-        "outputs.tf", "value       = var.zone", "value       = google_compute_firewall.ssh.source_ranges[0]",
+        "outputs.tf", "value       = local.zone", "value       = google_compute_firewall.ssh.source_ranges[0]",
         "Invalid index",
     ),
 }  # fmt: skip

@@ -74,7 +74,8 @@ def test_plan_of_the_example_tfvars_creates_one_t4_vm_its_disk_network_and_bucke
     assert vm["machine_type"] == "n1-standard-4" and vm["zone"] == "us-central1-a"
     assert vm["guest_accelerator"] == [{"type": "nvidia-tesla-t4", "count": 1}]
     scheduling = vm["scheduling"][0]
-    assert scheduling["on_host_maintenance"] == "TERMINATE" and scheduling["provisioning_model"] == "STANDARD"
+    # The example's first offer: a T4 spot (the ones after it: tests/cloud/test_offers.py).
+    assert scheduling["on_host_maintenance"] == "TERMINATE" and scheduling["provisioning_model"] == "SPOT"
     assert scheduling["max_run_duration"] == [{"seconds": 43200, "nanos": None}]
     assert vm["metadata"]["ssh-keys"].startswith("trainer:ssh-ed25519 ")
     assert found["google_compute_firewall.ssh"]["after"]["source_ranges"] == ["203.0.113.7/32"]

@@ -14,14 +14,15 @@ KEEP_DATA_DISK ?=
 AUTO_APPROVE ?=
 WATCH_ATTEMPTS ?= 10
 WATCH_SLEEP ?= 60
+QUOTA_CHECK ?=
 OPS = $(PY) -m ops
 
 # Settings reach ops through its environment (never spliced into a shell line, so a value with quotes or
 # spaces arrives as typed, and ops' own checks answer it). Only the cloud verbs' recipes get them: `make
 # test` and `make train` (local) run in the caller's own environment. ARGS is the one exception: flags for
 # the trainer (train, watch) or ansible-playbook (provision, infra-apply, infra-up), split as a shell does.
-CLOUD_VERBS := infra-init infra-plan infra-apply infra-up infra-down infra-price ssh train-cloud logs runs \
-	stop fetch watch inventory provision driver-upgrade
+CLOUD_VERBS := infra-init infra-plan infra-apply infra-up infra-down infra-price offers ssh train-cloud logs \
+	runs stop fetch watch inventory provision driver-upgrade
 $(CLOUD_VERBS): export INFRA_DIR := $(INFRA_DIR)
 $(CLOUD_VERBS): export TFVARS := $(TFVARS)
 $(CLOUD_VERBS): export SSH_KEY := $(SSH_KEY)
@@ -34,15 +35,21 @@ $(CLOUD_VERBS): export KEEP_DATA_DISK := $(KEEP_DATA_DISK)
 $(CLOUD_VERBS): export AUTO_APPROVE := $(AUTO_APPROVE)
 $(CLOUD_VERBS): export WATCH_ATTEMPTS := $(WATCH_ATTEMPTS)
 $(CLOUD_VERBS): export WATCH_SLEEP := $(WATCH_SLEEP)
+$(CLOUD_VERBS): export QUOTA_CHECK := $(QUOTA_CHECK)
+# The run config whose cost the offers estimate (offers, infra-plan, and infra-up / watch when cheapest).
+$(CLOUD_VERBS): export CONFIG := $(if $(CONFIG),$(CONFIG),config/cloud.yaml)
 
-.PHONY: infra-init infra-plan infra-apply infra-up infra-down infra-price ssh train-cloud fetch logs runs stop \
-	watch
+.PHONY: infra-init infra-plan infra-apply infra-up infra-down infra-price offers ssh train-cloud fetch logs runs \
+	stop watch
 
 infra-init: setup ## Terraform init in infra/ (local state; GCS state when infra/backend.hcl exists)
 	@$(OPS) init
 
-infra-plan: setup ## Show what infra-up would change, and its hourly price (needs infra/terraform.tfvars and credentials)
+infra-plan: setup ## Show what infra-up would change, its hourly price, and every offer's quota, price and run cost
 	@$(OPS) plan
+
+offers: setup ## List the offers in the tfvars: GPU quota, hourly price (Billing Catalog or table), estimated run cost
+	@$(OPS) offers
 
 infra-price: setup ## Print the hourly price of what infra-up would leave running (an estimate from ops/prices.py)
 	@$(OPS) price
@@ -50,7 +57,7 @@ infra-price: setup ## Print the hourly price of what infra-up would leave runnin
 infra-apply: setup setup-tools ## Terraform half of infra-up: create or converge the VM, disk and bucket, write the inventory; provision a new VM
 	@$(OPS) apply $(ARGS)
 
-infra-up: setup setup-tools ## Create the T4 VM, data disk, bucket (Terraform), write the inventory, provision (Ansible)
+infra-up: setup setup-tools ## Create the GPU VM (the first offer with quota and capacity), disk, bucket; inventory; provision (Ansible)
 	@$(OPS) up $(ARGS)
 
 infra-down: setup ## Destroy the VM side; keeps the bucket unless force_destroy (KEEP_DATA_DISK=1 keeps the disk)
@@ -74,7 +81,8 @@ stop: setup ## Stop run RUN=<name> cleanly: it saves a checkpoint to the bucket 
 fetch: setup ## Copy a run's artifacts home: RUN=<name> from gs://<bucket>/runs/ (SOURCE=vm: from the VM)
 	@$(OPS) fetch "$$RUN"
 
-# Keep a run going through preemptions and GPU stock-outs (ops/watch.py): converge the VM (other zones on a
-# stock-out), provision a VM the apply made anew, (re)start the run, until its manifest is in the bucket.
-watch: setup setup-tools ## Keep RUN=<name> going (converge the VM, other zones on a GPU stock-out) until its manifest is in the bucket
+# Keep a run going through preemptions and GPU stock-outs (ops/watch.py): converge the VM (the next offer or
+# zone on a stock-out or quota error), provision a VM the apply made anew, (re)start the run, until its
+# manifest is in the bucket.
+watch: setup setup-tools ## Keep RUN=<name> going (converge the VM, the next offer on a stock-out) until its manifest is in the bucket
 	@$(OPS) watch "$$RUN" $(ARGS)

@@ -1,6 +1,11 @@
 """The laptop side of the cloud verbs, in one package: `python -m ops VERB` (see ops/__main__.py).
 
-    ops.terraform   the one Terraform wrapper: init, plan, apply with the zone fallback, infra-down
+    ops.terraform   the one Terraform wrapper: init, plan, apply through the offers, infra-down
+    ops.offers      the offers (GPU kind x count x spot x zones), what a failed apply means, the placement
+    ops.quota       the GPU quota preflight (Compute Engine API)
+    ops.catalog     prices from the Cloud Billing Catalog API
+    ops.runcost     a run's training FLOPs, hours and cost on an offer
+    ops.ranking     the offers table: quota, price, run cost
     ops.inventory   Terraform's outputs -> the Ansible inventory -> a typed Connection
     ops.vm          the SSH session: argument lists, copies as tar streams
     ops.ship        what goes to the VM (git's files, packed with tarfile), for the verbs and the playbook

@@ -6,7 +6,8 @@ standard, the maximum run duration, the GPUs, the boot image, the zone). `hand_o
 inventory (the address is new too) and provisions it before it says done; `make infra-up` provisions the
 VM it kept too.
 
-`watch` loops at most WATCH_ATTEMPTS times: converge; done when gs://<bucket>/runs/<RUN>/manifest.json
+`watch` loops at most WATCH_ATTEMPTS times: converge (through the offers: the quota preflight, then the next
+offer or zone on a stock-out or a quota error; ops/terraform.py); done when gs://<bucket>/runs/<RUN>/manifest.json
 exists (the trainer writes the manifest last); otherwise provision a VM that the apply made anew and
 (re)start the run with the run verbs themselves (ops.runs.train: it resumes an unfinished run from its
 checkpoints, or follows a running one, and returns when it ends); then sleep WATCH_SLEEP seconds. Each

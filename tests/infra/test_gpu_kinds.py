@@ -75,6 +75,29 @@ def test_each_gpu_kind_plans_with_its_gpus_and_terminates_on_maintenance(planner
     assert expected["gpus"] == pytest.approx(gpu_count * prices.GPUS[gpu_type].rate(spot))
 
 
+@pytest.mark.parametrize("spot", [False, True], ids=["on-demand", "spot"])
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_each_gpu_kind_applies_as_an_offer(stand_in_google, tmp_path, kind, spot):
+    """An apply of the offer (GPU kind, count, spot; the machine type the module picks): the VM GCP is asked
+    for has the machine type that comes with (or takes) those GPUs, and the outputs the inventory and the
+    trainer's price read name them."""
+    machine_type, gpu_type, gpu_count, attached = KINDS[kind]
+    tf = stand_in_google.terraform(tmp_path / "infra")
+    tf.init()
+    offer = {"gpu_type": gpu_type, "gpu_count": gpu_count, "spot": spot, "zones": ["us-central1-c"]}
+    tf.apply({"offers": [offer]})
+    (vm,) = tf.cloud.resources("google_compute_instance")
+    assert (vm["machine_type"], vm["zone"]) == (machine_type, "us-central1-c")
+    assert vm["guest_accelerator"] == ([{"type": gpu_type, "count": gpu_count}] if attached else [])
+    assert vm["scheduling"][0]["provisioning_model"] == ("SPOT" if spot else "STANDARD")
+    assert vm["scheduling"][0]["on_host_maintenance"] == "TERMINATE"
+    outputs = {name: o["value"] for name, o in tf.output().items()}
+    where = (outputs["gpu_type"], outputs["gpu_count"], outputs["zone"])
+    assert where == (gpu_type, gpu_count, "us-central1-c")
+    inputs = outputs["price_inputs"]
+    assert (inputs["machine_type"], inputs["spot"]) == (machine_type, spot)
+
+
 # (variables, the message's words): every combination Google does not offer.
 REFUSED = {
     "l4-on-n1": (

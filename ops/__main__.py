@@ -113,11 +113,12 @@ class Settings:
 
     # ------------------------------------------------------------------ offers: quota, prices, run cost
 
-    def preflight(self, offers: Offers, todo: list[Candidate]) -> list[Candidate]:
+    def preflight(self, offers: Offers, todo: list[Candidate], spared: Candidate | None) -> list[Candidate]:
         if self.get("QUOTA_CHECK") == "0":
             say("GPU quota not checked (QUOTA_CHECK=0)")
             return todo
-        return ranking.preflight(offers, todo, say, self.get("TRAINER_COMPUTE_ENDPOINT") or None)
+        endpoint = self.get("TRAINER_COMPUTE_ENDPOINT") or None
+        return ranking.preflight(offers, todo, say, endpoint, spared=spared)
 
     def offer_table(self, tf: Terraform, offers: Offers, check_quota: bool = True):
         """(rows, the run's work or None, why not): each offer's quota, price and estimated run cost."""

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 PLACEMENT_FILE = "placement.auto.tfvars.json"
+LEGACY_ZONE_FILE = "zone.auto.tfvars.json"
 
 # GCP's answers, on a create, that another zone, region or GPU kind may not give.
 STOCK_OUT = (
@@ -177,3 +178,5 @@ def remember(infra_dir: Path, placement: Candidate) -> Path:
 
 def forget(infra_dir: Path) -> None:
     (infra_dir / PLACEMENT_FILE).unlink(missing_ok=True)
+    # What remembered the zone before offers: Terraform would still load it (*.auto.tfvars.json).
+    (infra_dir / LEGACY_ZONE_FILE).unlink(missing_ok=True)

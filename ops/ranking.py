@@ -26,27 +26,33 @@ def needs(offers: Offers, candidate: Candidate) -> quota.Need:
 
 
 def preflight(
-    offers: Offers, todo: list[Candidate], say: Say, endpoint: str | None = None, credentials=None
-) -> list[Candidate]:
-    """The candidates whose region has GPU quota for them; one line for each (offer, region) dropped. None
-    left: one error naming the quota to request. The API out of reach: one line, and all are kept (the
-    apply's own quota error still moves to the next offer)."""
-    if not todo:
+    offers: Offers, todo: list[Candidate], say: Say, endpoint: str | None = None, credentials=None,
+    spared: Candidate | None = None,
+) -> list[Candidate]:  # fmt: skip
+    """The candidates whose region has GPU quota for them, and `spared` (the VM that is there: its own GPUs
+    count in its quota's usage) unchecked; one line for each (offer, region) dropped. None left: one error
+    naming the quota to request. The API out of reach: one line, and all are kept (the apply's own quota
+    error still moves to the next offer)."""
+    checked = [c for c in todo if c != spared]
+    if not checked:
         return todo
-    wanted = list(dict.fromkeys(needs(offers, c) for c in todo))
+    wanted = list(dict.fromkeys(needs(offers, c) for c in checked))
     try:
         verdicts = dict(zip(wanted, quota.check(offers.project, wanted, credentials, endpoint), strict=True))
     except quota.QuotaUnreadable as exc:
         say(f"GPU quota not checked ({exc}); trying the offers anyway")
         return todo
-    kept, said = [], set()
+    kept: list[Candidate] = []
+    dropped: dict[tuple[int, str], list[Candidate]] = {}
     for c in todo:
-        verdict = verdicts[needs(offers, c)]
-        if verdict.ok:
+        if c == spared or verdicts[needs(offers, c)].ok:
             kept.append(c)
-        elif (c.offer, c.region) not in said:
-            said.add((c.offer, c.region))
-            say(f"offer {c.offer} ({c.kind()}) skipped in {c.region}: no GPU quota, {verdict.line}")
+        else:
+            dropped.setdefault((c.offer, c.region), []).append(c)
+    for (number, region), gone in dropped.items():
+        where = region if len(gone) == len(offers.by_offer()[number]) else ", ".join(c.zone for c in gone)
+        line = verdicts[needs(offers, gone[0])].line
+        say(f"offer {number} ({gone[0].kind()}) skipped in {where}: no GPU quota, {line}")
     if not kept:
         raise UserError(quota.no_quota_message(offers.project, list(verdicts.values())))
     return kept

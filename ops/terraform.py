@@ -174,19 +174,22 @@ class Terraform:
     def converge(
         self,
         auto_approve: bool = True,
-        preflight: Callable[[Offers, list[Candidate]], list[Candidate]] | None = None,
+        preflight: Callable[[Offers, list[Candidate], Candidate | None], list[Candidate]] | None = None,
         costs: Callable[[Offers], dict[int, float | None]] | None = None,
     ) -> Converged:
         """terraform apply on the first offer and zone that GCP grants; the outputs read after it.
-        `preflight` drops the candidates without GPU quota (it prints why, and raises when none is left);
+        `preflight` drops the candidates without GPU quota but the remembered one (it prints why, and raises
+        when none is left);
         `costs` gives each offer's estimated run cost when the tfvars ask for the cheapest first."""
         offers = self.offers()
+        if offers.remembered is None:
+            # A VM made before the placement was remembered (or by a plain terraform apply): where it is.
+            offers.remembered = self.deployed()
         todo = offers.ordered(costs(offers) if costs and offers.order == "cheapest" else None)
         here = offers.remembered_candidate()
         if preflight is not None:
             # The remembered placement may hold a VM whose GPUs its own quota counts: never dropped.
-            kept = preflight(offers, [c for c in todo if c != here])
-            todo = [c for c in todo if c == here or c in kept]
+            todo = preflight(offers, todo, here)
         approve = ["-auto-approve", "-input=false"] if auto_approve else []
         tried: list[str] = []
         while todo:
@@ -226,6 +229,21 @@ class Terraform:
             f"no offer could be placed (tried {', '.join(tried) or 'none'}): try again later, or list more "
             f"offers (other zones, regions or GPU kinds) in {self.tfvars}"
         )
+
+    def deployed(self) -> Candidate | None:
+        """The VM the state holds now, as a placement (from the outputs), or None."""
+        try:
+            values = self.outputs()
+        except UserError:
+            return None
+        inputs = values.get("price_inputs")
+        if not isinstance(inputs, dict) or not values.get("zone") or not values.get("instance_name"):
+            return None
+        return Candidate(
+            offer=0, zone=str(values["zone"]), machine_type=str(inputs.get("machine_type")),
+            gpu_type=str(inputs.get("gpu_type")), gpu_count=int(inputs.get("gpu_count") or 0),
+            spot=bool(inputs.get("spot")),
+        )  # fmt: skip
 
     def remember(self, placement: Candidate, offers: Offers) -> None:
         """The placement that worked, kept for every later apply until infra-down; said when it is not the

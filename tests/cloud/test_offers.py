@@ -134,8 +134,8 @@ def test_the_quota_preflight_skips_offers_without_quota_before_any_apply(
     # Spot with no preemptible quota would use the standard quota: none either.
     assert lines[0] == (
         f"watch: offer 1 ({T4_SPOT}) skipped in us-central1: no GPU quota, PREEMPTIBLE_NVIDIA_T4_GPUS in "
-        "us-central1: limit 0, in use 0, this offer needs 1 (without it spot VMs use NVIDIA_T4_GPUS: limit 0, "
-        "in use 0)"
+        "us-central1: limit 0, in use 0, this offer needs 1 (without it spot VMs use NVIDIA_T4_GPUS: limit "
+        "0, in use 0)"
     )
     assert lines[1] == f"watch: terraform apply in us-central1-a: offer 2, {L4_SPOT} (try 1 of 3)"
     assert not any("offer 1, " in line for line in lines if "terraform apply" in line)  # never applied
@@ -276,3 +276,28 @@ def test_infra_plan_plans_the_first_offer_and_lists_them_all(tf, laptop, capfd, 
     assert "[table 2026-11-27" in out and "run cost: n/a; quota: ok" in out
     assert "the run's cost is not estimated: no local data to count" in out
     assert "prices from the dated table (the Billing Catalog was not read: " in out
+
+
+def test_a_vm_made_before_the_placement_was_remembered_is_not_refused_for_its_own_quota(
+    tf, laptop, compute, monkeypatch, capfd
+):
+    """A VM that a plain `terraform apply` made (or an older version of ops: no placement file) holds the
+    region's only T4: the preflight must not count it against itself, and the converge keeps it."""
+    tf.apply()
+    compute.set_quota("us-central1", "NVIDIA_T4_GPUS", limit=1, usage=1)
+    compute.set_project_quota("GPUS_ALL_REGIONS", limit=1, usage=1)
+    trains_here(monkeypatch)
+    assert main(["apply"]) == 0
+    out = capfd.readouterr().out
+    lines = said(out)
+    # Its region's other zones would need one more T4: skipped; its own zone is tried, and changes nothing.
+    assert lines[0].startswith(
+        "watch: offer 1 (1 x nvidia-tesla-t4 (n1-standard-4), on demand) skipped in us-central1-b, "
+        "us-central1-c, us-central1-f: no GPU quota, NVIDIA_T4_GPUS in us-central1: limit 1, in use 1, this "
+        "offer needs 1"
+    )
+    assert lines[1] == (
+        "watch: terraform apply in us-central1-a: offer 1, 1 x nvidia-tesla-t4 (n1-standard-4), on demand "
+        "(try 1 of 1)"
+    )
+    assert "Resources: 0 added, 0 changed, 0 destroyed." in out

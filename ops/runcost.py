@@ -81,9 +81,9 @@ def run_work(config: Path, data: str = "", model: str = "", demo: Path | None = 
         from trainer.data import load_splits
         from trainer.flops import training_flops_per_token
 
+        model_config = _load(AutoConfig, cfg.model.name)
+        tokenizer = _load(AutoTokenizer, cfg.model.name)
         splits = load_splits(cfg.data, cfg.train.seed)
-        tokenizer = AutoTokenizer.from_pretrained(cfg.model.name)
-        model_config = AutoConfig.from_pretrained(cfg.model.name)
         lengths = [
             len(ids)
             for ids in tokenizer(
@@ -92,10 +92,33 @@ def run_work(config: Path, data: str = "", model: str = "", demo: Path | None = 
         ]
         tokens = sum(lengths)
         per_token = training_flops_per_token(model_config, tokens / max(1, len(lengths)))
+    except Unestimable:
+        raise
     except Exception as exc:  # a model or file this machine cannot read: said, not raised
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise Unestimable(f"{cfg.model.name}: {first}") from None
     return RunWork(per_token * tokens * cfg.train.epochs, tokens, cfg.train.epochs, cfg.model.name, path)
+
+
+def _load(cls, name: str):
+    """From a folder or the Hub's cache first; the Hub itself only when it answers (an offline laptop
+    would otherwise wait through huggingface_hub's retries, twice)."""
+    import os
+    import socket
+    from urllib.parse import urlsplit
+
+    try:
+        return cls.from_pretrained(name, local_files_only=True)
+    except OSError:
+        pass
+    hub = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    try:
+        socket.create_connection((hub.hostname or "", hub.port or 443), timeout=3).close()
+    except OSError:
+        raise Unestimable(
+            f"{name} is not cached here and {hub.hostname} cannot be reached: pass MODEL=<a model folder>"
+        ) from None
+    return cls.from_pretrained(name)
 
 
 def peak(gpu_type: str) -> tuple[float, str] | None:

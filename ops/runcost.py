@@ -109,8 +109,9 @@ def _load(cls, name: str):
 
     try:
         return cls.from_pretrained(name, local_files_only=True)
-    except OSError:
-        pass
+    except OSError as exc:
+        if Path(name).exists():  # a folder (or file) that holds no such model: the Hub has nothing to add
+            raise Unestimable(f"{name}: {str(exc).strip().splitlines()[0]}") from None
     hub = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
     try:
         socket.create_connection((hub.hostname or "", hub.port or 443), timeout=3).close()

@@ -232,14 +232,16 @@ def terraform_verb(s: Settings, verb: str) -> int:
     tf.init(quiet=True)
     if verb in ("plan", "price", "offers"):
         offers = tf.offers()
-        table, work, why, notes = s.offer_table(tf, offers)
-        listing = ranking.lines(offers, table, work, why) + notes
+        table, listing = None, []
+        if verb != "price" or offers.order == "cheapest":
+            table, work, why, notes = s.offer_table(tf, offers, check_quota=verb != "price")
+            listing = ranking.lines(offers, table, work, why) + notes
         if verb == "offers":
             print("\n".join(listing))
             return 0
-        # The plan shows the VM that infra-up would try first: the remembered one, else the first offer
-        # in the order wanted.
-        first = offers.ordered(ranking.costs(table))[0] if offers.candidates else None
+        # The plan shows the VM that infra-up would try first: the one in use, else the first offer in the
+        # order wanted.
+        first = offers.ordered(ranking.costs(table) if table else None)[0] if offers.candidates else None
         plan = tf.plan(shown=verb == "plan", placement=first)
         print("\n".join(plan_lines(plan) + (listing if verb == "plan" else [])))
     else:  # down

@@ -157,8 +157,8 @@ class Terraform:
     # ------------------------------------------------------------------ apply, through the offers
 
     def offers(self) -> Offers:
-        """The offers as the module resolves them; one that names no usable machine or zone is refused here,
-        before anything is applied."""
+        """The offers as the module resolves them, with the placement in use (remembered, or the VM the
+        state holds); one that names no usable machine or zone is refused here, before anything is applied."""
         found = Offers.read(self)
         if found.problems:
             raise UserError(f"offers in {self.tfvars}: {'; '.join(found.problems)}")
@@ -169,6 +169,9 @@ class Terraform:
             )
             forget(self.infra_dir)
             found = Offers.read(self)
+        if found.remembered is None:
+            # A VM made before the placement was remembered (or by a plain terraform apply): where it is.
+            found.remembered = self.deployed()
         return found
 
     def converge(
@@ -182,9 +185,6 @@ class Terraform:
         when none is left);
         `costs` gives each offer's estimated run cost when the tfvars ask for the cheapest first."""
         offers = self.offers()
-        if offers.remembered is None:
-            # A VM made before the placement was remembered (or by a plain terraform apply): where it is.
-            offers.remembered = self.deployed()
         todo = offers.ordered(costs(offers) if costs and offers.order == "cheapest" else None)
         here = offers.remembered_candidate()
         if preflight is not None:

@@ -230,7 +230,7 @@ def test_a_bucket_verb_without_its_arguments_shows_its_usage(laptop, words):
 
 def test_an_unknown_verb_names_the_known_ones(laptop):
     line = ops_error(ops(laptop, "trian"))
-    assert line.startswith("error: unknown verb 'trian': one of init, plan, price, down, apply, up, ")
+    assert line.startswith("error: unknown verb 'trian': one of init, plan, price, offers, down, apply, up, ")
 
 
 def test_fetch_never_overwrites_a_run_folder(laptop, tmp_path):

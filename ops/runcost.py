@@ -47,13 +47,13 @@ class Unestimable(Exception):
 class RunWork:
     flops: float
     tokens: int  # real tokens of one epoch of the training split
-    epochs: int
+    epochs: float
     model: str
     data: str
 
     def describe(self) -> str:
         return (
-            f"{self.flops:.3g} training FLOPs ({self.model}, {self.tokens:,} real tokens x {self.epochs} "
+            f"{self.flops:.3g} training FLOPs ({self.model}, {self.tokens:,} real tokens x {self.epochs:g} "
             f"epochs of {self.data})"
         )
 

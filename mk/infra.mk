@@ -15,6 +15,8 @@ AUTO_APPROVE ?=
 WATCH_ATTEMPTS ?= 10
 WATCH_SLEEP ?= 60
 QUOTA_CHECK ?=
+SORT ?= date
+FORMAT ?= table
 OPS = $(PY) -m ops
 
 # Settings reach ops through its environment (never spliced into a shell line, so a value with quotes or
@@ -36,6 +38,9 @@ $(CLOUD_VERBS): export AUTO_APPROVE := $(AUTO_APPROVE)
 $(CLOUD_VERBS): export WATCH_ATTEMPTS := $(WATCH_ATTEMPTS)
 $(CLOUD_VERBS): export WATCH_SLEEP := $(WATCH_SLEEP)
 $(CLOUD_VERBS): export QUOTA_CHECK := $(QUOTA_CHECK)
+# make runs: the order (date, f1, cost) and the output (table, csv) of its comparison table.
+runs: export SORT := $(SORT)
+runs: export FORMAT := $(FORMAT)
 # The run config whose cost the offers estimate (offers, infra-plan, and infra-up / watch when cheapest).
 $(CLOUD_VERBS): export CONFIG := $(if $(CONFIG),$(CONFIG),config/cloud.yaml)
 
@@ -72,7 +77,7 @@ train-cloud: setup ## Train on the VM: ship code, config/ and DATA= (MODEL= fold
 logs: setup ## Reattach to run RUN=<name> on the VM: its whole log from the start, followed until the run ends
 	@$(OPS) logs "$$RUN" --follow
 
-runs: setup ## List the runs on the VM and in the bucket: state (running, finished, failed, interrupted) and cost
+runs: setup ## Compare the runs on the VM and in the bucket: state, test F1, best val metric, epochs, GPU, spot, wall time, cost, commit (SORT=f1/cost, FORMAT=csv)
 	@$(OPS) runs
 
 stop: setup ## Stop run RUN=<name> cleanly: it saves a checkpoint to the bucket first; make train MODE=cloud RUN=<name> resumes

@@ -15,18 +15,19 @@
 Settings come from the environment, as make passes them (never spliced into a shell line): INFRA_DIR
 (infra), TFVARS (INFRA_DIR/terraform.tfvars), SSH_KEY (~/.ssh/id_ed25519), SSH_PORT (overrides the
 inventory's port), SSH_KNOWN_HOSTS (a known_hosts file of its own), INVENTORY
-(ansible/inventory/hosts.yml), TERRAFORM (terraform), AUTO_APPROVE (1: no prompt), KEEP_DATA_DISK (1:
-down keeps the data disk), DATA, MODEL, SOURCE (vm: fetch from the VM's disk), WATCH_ATTEMPTS,
-WATCH_SLEEP, TRAINER_VM_PROJECT_DIR and TRAINER_VM_DATA_MOUNT (the inventory's VM layout), QUOTA_CHECK (0:
-no GPU quota preflight), CONFIG (the run config whose cost the offers estimate: config/cloud.yaml),
-TRAINER_COMPUTE_ENDPOINT and TRAINER_BILLING_ENDPOINT (another address for the Compute Engine and Cloud
-Billing APIs: a private endpoint, or a test's stand-in).
+(ansible/inventory/hosts.yml), TERRAFORM (terraform), AUTO_APPROVE (1: no prompt), KEEP_DATA_DISK (1: down
+keeps the data disk), DATA, MODEL, SOURCE (vm: fetch from the VM's disk), SORT (runs: date, f1, cost) and
+FORMAT (runs: table, csv), WATCH_ATTEMPTS, WATCH_SLEEP, TRAINER_VM_PROJECT_DIR and TRAINER_VM_DATA_MOUNT
+(the inventory's VM layout), QUOTA_CHECK (0: no GPU quota preflight), CONFIG (the run config whose cost
+the offers estimate: config/cloud.yaml), TRAINER_COMPUTE_ENDPOINT and TRAINER_BILLING_ENDPOINT (another
+address for the Compute Engine and Cloud Billing APIs: a private endpoint, or a test's stand-in).
 Every user mistake ends in one `error: ...` line and exit status 2, before anything starts on the VM.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -306,8 +307,11 @@ def run_verb(s: Settings, verb: str, words: list[str]) -> int:
         s.check_creds()
         return runs.fetch(s.connection(), run, source)
     if verb == "runs":
-        s.check_creds()
-        return runs.show_runs(s.session())
+        sort, fmt = runs.listing_options(s.get("SORT", "date"), s.get("FORMAT", "table"))
+        # FORMAT=csv: standard output is the CSV alone (the credentials line goes to stderr).
+        with contextlib.redirect_stdout(sys.stderr if fmt == "csv" else sys.stdout):
+            s.check_creds()
+        return runs.show_runs(s.session(), sort, fmt)
     runs.check_name(run, verb)
     vm = s.session()
     if verb == "logs":

@@ -124,32 +124,50 @@ def _folders(gcs, bucket: str, prefix: str) -> list[str]:
     return sorted(p[len(prefix) + 1 :].rstrip("/") for p in found.prefixes)
 
 
+def _manifests(gcs, bucket: str, prefix: str) -> dict[str, dict | None]:
+    """{run: its manifest, None where it does not read as a JSON object} of every run folder in the bucket
+    that holds a manifest.json (a folder of artifacts without one is not finished)."""
+    from google.api_core import exceptions
+
+    found: dict[str, dict | None] = {}
+    for run in _folders(gcs, bucket, (f"{prefix}/" if prefix else "") + RUNS):
+        blob = gcs.bucket(bucket).blob(f"{run_prefix(prefix, run)}/{run_state.MANIFEST}")
+        try:
+            manifest = json.loads(blob.download_as_bytes())
+        except exceptions.NotFound:
+            continue
+        except ValueError:
+            manifest = None
+        found[run] = manifest if isinstance(manifest, dict) else None
+    return found
+
+
+def runs_with_manifests(url: str, gcs=None) -> dict[str, dict | None]:
+    """{run: its manifest ({} where it is unreadable), or None where the bucket holds only checkpoints}
+    of every run in the bucket: finished with a manifest, interrupted (resumable) with checkpoints only."""
+    from google.api_core import exceptions
+
+    name, prefix = split_bucket_url(url)
+    gcs = gcs or client()
+    try:
+        rows: dict[str, dict | None] = dict.fromkeys(
+            _folders(gcs, name, (f"{prefix}/" if prefix else "") + CHECKPOINTS)
+        )
+        rows.update({run: manifest or {} for run, manifest in _manifests(gcs, name, prefix).items()})
+    except exceptions.GoogleAPIError as exc:
+        raise _api_error(exc, name, "list its objects") from None
+    return dict(sorted(rows.items()))
+
+
 def list_runs(url: str, gcs=None) -> dict[str, tuple[str, str]]:
     """{run: (state, estimated cost in USD or '-')} of every run in the bucket: finished when its manifest
     is there (the cost is the manifest's), interrupted when only checkpoints are (make watch, or make train
     MODE=cloud RUN=<run> again, resumes it)."""
-    from google.api_core import exceptions
-
-    name, prefix = split_bucket_url(url)
-    base = f"{prefix}/" if prefix else ""
-    gcs = gcs or client()
-    rows: dict[str, tuple[str, str]] = {}
-    try:
-        for run in _folders(gcs, name, base + CHECKPOINTS):
-            rows[run] = (run_state.INTERRUPTED, "-")  # checkpoints, no manifest: resumable
-        for run in _folders(gcs, name, base + RUNS):
-            blob = gcs.bucket(name).blob(f"{run_prefix(prefix, run)}/{run_state.MANIFEST}")
-            try:
-                manifest = json.loads(blob.download_as_bytes())
-            except exceptions.NotFound:
-                continue  # artifacts without a manifest: not finished
-            except ValueError:
-                manifest = {}
-            rows[run] = (run_state.recorded(manifest if isinstance(manifest, dict) else {}, None),
-                         run_state.cost(manifest if isinstance(manifest, dict) else None))  # fmt: skip
-    except exceptions.GoogleAPIError as exc:
-        raise _api_error(exc, name, "list its objects") from None
-    return dict(sorted(rows.items()))
+    return {
+        run: (run_state.recorded(manifest, None) if manifest is not None else run_state.INTERRUPTED,
+              run_state.cost(manifest))
+        for run, manifest in runs_with_manifests(url, gcs).items()
+    }  # fmt: skip
 
 
 def manifest_exists(url: str, run: str, gcs=None) -> bool:
@@ -177,16 +195,7 @@ def finished_manifests(url: str, gcs=None) -> dict[str, dict]:
 
     name, prefix = split_bucket_url(url)
     gcs = gcs or client()
-    found: dict[str, dict] = {}
     try:
-        for run in _folders(gcs, name, (f"{prefix}/" if prefix else "") + RUNS):
-            blob = gcs.bucket(name).blob(f"{run_prefix(prefix, run)}/{run_state.MANIFEST}")
-            try:
-                manifest = json.loads(blob.download_as_bytes())
-            except (exceptions.NotFound, ValueError):
-                continue
-            if isinstance(manifest, dict):
-                found[run] = manifest
+        return {run: m for run, m in _manifests(gcs, name, prefix).items() if m is not None}
     except exceptions.GoogleAPIError as exc:
         raise _api_error(exc, name, "list its objects") from None
-    return found

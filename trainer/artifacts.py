@@ -16,6 +16,7 @@ import platform
 import re
 import subprocess
 import sys
+import time
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -57,6 +58,7 @@ def build_manifest(
         "model": cfg.model.name,
         "versions": package_versions(),
         "git_commit": git_commit(),
+        "started_at": started_at(plan.folder.attempts.records()),
         "data": {"sources": splits.sources, "rows": splits.counts(), "labels": splits.labels},
         "environment": {"in_container": in_container(), **hardware(plan.device)},
         "precision": plan.precision.precision,
@@ -64,6 +66,7 @@ def build_manifest(
         "training": {
             "global_steps": state.global_step,
             "epochs_completed": state.epoch,
+            "epochs_planned": planned_epochs(state.max_steps, state.global_step, state.epoch),
             "stopped_early": outcome.stopped_early,
             "best_checkpoint": state.best_model_checkpoint,
             "best_metric": {cfg.train.early_stopping.metric: state.best_metric},
@@ -101,6 +104,20 @@ def _distributed(world_size: int, ranks: Ranks | None) -> dict[str, int]:
     world = max(1, world_size)
     per_machine = ranks.per_machine if ranks else 1
     return {"world_size": world, "processes_per_machine": per_machine, "machines": world // per_machine}
+
+
+def started_at(attempts: list[dict[str, Any]]) -> str | None:
+    """When the run first started (its first attempt, UTC, ISO 8601); None without an attempts record."""
+    first = attempts[0].get("started") if attempts and isinstance(attempts[0], dict) else None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(first)) if isinstance(first, int | float) else None
+
+
+def planned_epochs(max_steps: int, global_step: int, epoch: float | None) -> float | None:
+    """The epochs the run was set to train: the Trainer's planned optimizer steps (train.epochs, or
+    train.max_steps when set) in epochs of the steps per epoch it trained; None before its first step."""
+    if not max_steps or not global_step or not epoch:
+        return None
+    return round(max_steps * epoch / global_step, 2)
 
 
 def whole_run_train_loss(history: list[dict[str, Any]]) -> float | None:

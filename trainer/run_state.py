@@ -7,7 +7,8 @@
     unknown      nothing recorded yet
 
 Standard library only, and runnable as a file: the VM's run manager (trainer-run, on the host, outside the
-image) calls `python3 .../trainer/run_state.py state RUN_FOLDER` and `... name NAME`.
+image) calls `python3 .../trainer/run_state.py state RUN_FOLDER`, `... name NAME` and `... manifests RUNS_DIR
+NAME...` (the manifests of finished runs on the VM's disk, for the laptop's `make runs`).
 """
 
 from __future__ import annotations
@@ -70,6 +71,17 @@ def cost(manifest: dict | None) -> str:
     return "-" if value is None else str(value)
 
 
+def manifests(runs_dir: Path, names: list[str]) -> dict[str, dict]:
+    """{run: manifest} of the named runs in runs_dir whose manifest reads as a JSON object."""
+    found = {}
+    for name in names:
+        path = runs_dir / name / MANIFEST
+        manifest = _json(path) if valid_name(name) and path.is_file() else None
+        if manifest:
+            found[name] = manifest
+    return found
+
+
 def main(argv: list[str]) -> int:
     if len(argv) == 2 and argv[0] == "state":
         print(folder_state(Path(argv[1])))
@@ -78,12 +90,16 @@ def main(argv: list[str]) -> int:
         path = Path(argv[1]) / MANIFEST
         print(cost(_json(path) if path.is_file() else None))
         return 0
+    if len(argv) >= 2 and argv[0] == "manifests":
+        print(json.dumps(manifests(Path(argv[1]), argv[2:]), sort_keys=True))
+        return 0
     if len(argv) == 2 and argv[0] == "name":
         if valid_name(argv[1]):
             return 0
         print(f"run name {argv[1]!r}: {RUN_NAME_RULE}", file=sys.stderr)
         return 2
-    print("usage: run_state.py state|cost RUN_FOLDER | name NAME", file=sys.stderr)
+    usage = "usage: run_state.py state|cost RUN_FOLDER | name NAME | manifests RUNS_DIR NAME..."
+    print(usage, file=sys.stderr)
     return 2
 
 

@@ -7,6 +7,8 @@ gate). Soft-offs, boots and the idle power-off are test_booted_vm.py's.
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import signal
 import subprocess
@@ -121,19 +123,42 @@ def test_stop_checkpoints_and_runs_lists_the_vm_and_the_bucket(stand_in, tiny_cs
 
     done = cloud.make("runs")
     assert done.returncode == 0, done.stdout + done.stderr
-    rows = {line.split()[0]: line.split()[1:] for line in done.stdout.splitlines()[1:-1]}
-    assert rows[run][0] == "interrupted" and rows[run][2] == "vm,bucket"
-    finished = [name for name, row in rows.items() if row[0] == "finished"]
+    rows = runs_table(done.stdout)
+    assert rows[run]["STATE"] == "interrupted" and rows[run]["WHERE"] == "vm,bucket"
+    assert rows[run]["TEST_F1"] == rows[run]["COMMIT"] == "-"  # no manifest yet: no figures
+    finished = [name for name, row in rows.items() if row["STATE"] == "finished"]
     assert finished, done.stdout  # the other tests' runs (this module's VM)
     for name in finished:
-        assert float(rows[name][1]) == pytest.approx(cloud.manifest(name)["estimated_cost_usd"])
+        manifest, row = cloud.manifest(name), rows[name]
+        training, commit = manifest["training"], manifest["git_commit"]
+        assert float(row["COST_USD"]) == pytest.approx(manifest["estimated_cost_usd"], abs=1e-4)
+        assert row["TEST_F1"] == f"{manifest['test_f1_macro']:.4f}"
+        assert row["BEST_VAL"].startswith(next(iter(training["best_metric"])) + "=")
+        assert row["EPOCHS"] == f"{training['epochs_completed']:.3g}/{training['epochs_planned']:.3g}"
+        assert row["GPU"] == "cpu"  # the stand-in VM has no GPU: compose's CPU override
+        assert row["COMMIT"] == commit[:7] + ("-dirty" if commit.endswith("-dirty") else "")
+        assert row["STARTED"] == manifest["started_at"] and row["WALL"] != "-" and "bucket" in row["WHERE"]
 
     # A run only in the bucket (a VM gone): its checkpoints say it is unfinished.
     client = emulator_client(cloud.emulator)
     client.bucket(cloud.bucket).blob("checkpoints/elsewhere-1/checkpoint-5/x").upload_from_string(b"")
-    done = cloud.make("runs")
-    row = next(line for line in done.stdout.splitlines() if line.startswith("elsewhere-1 "))
-    assert row.split()[1:] == ["interrupted", "-", "bucket"]
+    done = cloud.make("runs", "SORT=f1", "FORMAT=csv")
+    assert done.returncode == 0, done.stdout + done.stderr
+    table = list(csv.DictReader(io.StringIO(done.stdout)))  # standard output: the CSV alone
+    f1 = {name: float(f"{cloud.manifest(name)['test_f1_macro']:.4f}") for name in finished}
+    best_first = sorted(finished, key=lambda name: (-f1[name], name))
+    assert [r["RUN"] for r in table[: len(finished)]] == best_first  # then the runs without a test F1
+    (row,) = [r for r in table if r["RUN"] == "elsewhere-1"]
+    assert row == {**dict.fromkeys(row, "-"), "RUN": "elsewhere-1", "STATE": "interrupted", "WHERE": "bucket"}
+
+
+def runs_table(stdout: str) -> dict[str, dict[str, str]]:
+    """`make runs`'s text table: {run: {column: cell}} (the lines between its header and its footnote)."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("RUN "))
+    header = lines[start].split()
+    body = [line for line in lines[start + 1 :] if not line.startswith("(")]
+    return {line.split()[0]: dict(zip(header, line.split(), strict=True)) for line in body}
 
 
 def test_bad_run_names_for_the_run_verbs_are_one_line(stand_in):

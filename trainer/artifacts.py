@@ -192,6 +192,8 @@ def hardware(device) -> dict[str, Any]:
         "compute_capability": ".".join(map(str, device.compute_capability))
         if device.compute_capability
         else None,
+        # A cloud VM's provisioning model, as its .env says (TRAINER_SPOT); None elsewhere.
+        "spot": {"true": True, "false": False}.get(os.environ.get("TRAINER_SPOT", "").lower()),
         "cpu": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),

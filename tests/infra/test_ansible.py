@@ -603,6 +603,7 @@ def test_data_disk_and_project(provisioned_root):
         "TRAINER_BUCKET": BUCKET,
         "TRAINER_MODE": "cloud",
         "TRAINER_HOURLY_COST_USD": "0.0",  # the role's default: this inventory has no price
+        "TRAINER_SPOT": "true",  # no provisioning model in this inventory: the role's default
         "TRAINER_IMAGE": "tweet-trainer:latest",
         "COMPOSE_FILE": "docker-compose.yml",  # a GPU VM: no CPU override
         "TRAINER_STOP_GRACE_PERIOD": "25s",  # no provisioning model in this inventory: spot's, the shorter

@@ -498,11 +498,14 @@ def test_the_hourly_price_reaches_every_vms_env_and_the_cloud_config(ops, change
 )
 def test_the_provisioning_model_sets_each_vms_stop_grace(ops, inputs, spot, grace):
     """Terraform's price_inputs.spot -> the inventory's trainer_host_spot -> the role's stop budget -> the
-    .env's TRAINER_STOP_GRACE_PERIOD, which docker-compose.yml makes the container's stop_grace_period."""
+    .env's TRAINER_STOP_GRACE_PERIOD, which docker-compose.yml makes the container's stop_grace_period; and
+    TRAINER_SPOT, which the manifest records (environment.spot) for make runs."""
     data = outputs(price_inputs=inputs)
     (host,) = hosts_of(ops, data).values()
     assert host["trainer_host_spot"] is spot
-    assert render_env(host)["TRAINER_STOP_GRACE_PERIOD"] == grace
+    env = render_env(host)
+    assert env["TRAINER_STOP_GRACE_PERIOD"] == grace
+    assert env["TRAINER_SPOT"] == ("true" if spot else "false")
 
 
 def test_a_provisioning_model_that_is_not_a_bool_is_one_error(ops, tmp_path):

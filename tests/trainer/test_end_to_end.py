@@ -82,6 +82,7 @@ def test_manifest_records_the_run(finished_run):
     assert manifest["environment"]["device"] == "cpu"
     assert manifest["training"]["batching"] == "packed"  # the default, and the tiny DistilBERT packs
     assert manifest["environment"]["in_container"] is False
+    assert manifest["environment"]["spot"] is None  # not a cloud VM: no TRAINER_SPOT
     assert manifest["data"]["rows"] == {"train": 240, "val": 30, "test": 30}
     source = manifest["data"]["sources"][0]
     assert len(source["sha256"]) == 64 and source["rows"] == 300

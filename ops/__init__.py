@@ -9,7 +9,8 @@
     ops.inventory   Terraform's outputs -> the Ansible inventory -> a typed Connection
     ops.vm          the SSH session: argument lists, copies as tar streams
     ops.ship        what goes to the VM (git's files, packed with tarfile), for the verbs and the playbook
-    ops.runs        train, start, logs, state, stop, runs, fetch
+    ops.runs        train, start, logs, state, stop, fetch
+    ops.runs_table  make runs: every run compared by its manifest's figures, as a table or CSV
     ops.watch       converge and keep a run going through preemptions and stock-outs
     ops.bucket      the bucket from the laptop: credentials, checks, the runs listing, fetch
     ops.prices      the dated price table and the cost estimates made from it

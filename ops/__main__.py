@@ -36,7 +36,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ops import bucket, inventory, ranking, runs, ship
+from ops import bucket, inventory, ranking, runs, runs_table, ship
 from ops.offers import Candidate, Offers
 from ops.terraform import Terraform, say
 from trainer.errors import UserError
@@ -307,11 +307,11 @@ def run_verb(s: Settings, verb: str, words: list[str]) -> int:
         s.check_creds()
         return runs.fetch(s.connection(), run, source)
     if verb == "runs":
-        sort, fmt = runs.listing_options(s.get("SORT", "date"), s.get("FORMAT", "table"))
+        sort, fmt = runs_table.listing_options(s.get("SORT", "date"), s.get("FORMAT", "table"))
         # FORMAT=csv: standard output is the CSV alone (the credentials line goes to stderr).
         with contextlib.redirect_stdout(sys.stderr if fmt == "csv" else sys.stdout):
             s.check_creds()
-        return runs.show_runs(s.session(), sort, fmt)
+        return runs_table.show_runs(s.session(), sort, fmt)
     runs.check_name(run, verb)
     vm = s.session()
     if verb == "logs":

@@ -1,4 +1,4 @@
-"""`make runs` as a comparison table (ops.runs.show_runs): one row per run, its figures from its manifest.
+"""`make runs` as a comparison table (ops.runs_table.show_runs): one row per run, figures from its manifest.
 
 What stands in: the bucket is the GCS emulator on loopback (manifests and checkpoints planted as the
 trainer's bucket sync leaves them, read through the project's own client: STORAGE_EMULATOR_HOST); the VM is
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from ops import runs
+from ops import runs_table
 from ops.__main__ import main
 from tests.cloud.conftest import emulator_client
 from tests.support import ROOT
@@ -110,7 +110,7 @@ class StandInVM:
 
 def table(vm: StandInVM, capsys, sort: str = "date", fmt: str = "csv") -> tuple[list[dict], str, str]:
     """(rows as CSV read them back, stdout, stderr) of show_runs."""
-    assert runs.show_runs(vm, sort, fmt) == 0  # type: ignore[arg-type]
+    assert runs_table.show_runs(vm, sort, fmt) == 0  # type: ignore[arg-type]
     out, err = capsys.readouterr()
     return (list(csv.DictReader(io.StringIO(out))) if fmt == "csv" else []), out, err
 
@@ -143,7 +143,7 @@ def test_each_column_comes_from_the_manifest(bucket, capsys):
         "EPOCHS": "2.4/3", "GPU": "T4x1x1", "SPOT": "yes", "WALL": "1:02:05", "COST_USD": "0.5655",
         "COMMIT": "89abcde-dirty", "STARTED": "2026-12-03T10:00:00Z", "WHERE": "vm,bucket",
     }  # fmt: skip
-    assert out.splitlines()[0] == ",".join(runs.COLUMNS)
+    assert out.splitlines()[0] == ",".join(runs_table.COLUMNS)
     assert vm.calls == [("list",)]  # the bucket has the finished run's manifest: no second SSH call
 
 
@@ -172,7 +172,7 @@ def test_missing_figures_show_a_dash(bucket, capsys):
     vm = StandInVM(["running-1\trunning\t-", "failed-1\tfailed\t-", "gone\tunknown\t-"])
     rows, _, _ = table(vm, capsys)
     by_run = {r.pop("RUN"): r for r in rows}
-    dashes = {c: "-" for c in runs.COLUMNS if c not in ("RUN", "STATE", "WHERE")}
+    dashes = {c: "-" for c in runs_table.COLUMNS if c not in ("RUN", "STATE", "WHERE")}
     assert by_run == {
         "empty": {"STATE": "finished", **dashes, "WHERE": "bucket"},
         "failed-1": {"STATE": "failed", **dashes, "WHERE": "vm"},
@@ -247,8 +247,8 @@ def test_the_text_table_is_aligned_and_holds_what_the_csv_holds(bucket, capsys):
     lines = out.splitlines()
     assert lines[-1].startswith("(figures: each run's manifest, '-' where it has none")
     header, body = lines[0], lines[1:-1]
-    assert header.split() == list(runs.COLUMNS)
-    starts = [header.index(name) for name in runs.COLUMNS]
+    assert header.split() == list(runs_table.COLUMNS)
+    starts = [header.index(name) for name in runs_table.COLUMNS]
     for line, row in zip(body, rows, strict=True):
         assert [line[s:].split()[0] for s in starts] == list(row.values())  # each cell under its heading
         assert all(line[s - 1] == " " for s in starts[1:])
@@ -350,7 +350,7 @@ def test_csv_output_is_the_csv_alone(bucket, capsys, monkeypatch, tmp_path):
     assert main(["runs"]) == 0
     out, err = capsys.readouterr()
     rows = list(csv.reader(io.StringIO(out)))
-    assert rows[0] == list(runs.COLUMNS) and [r[0] for r in rows[1:]] == ["a-t4", "b-l4", "c-a100"]
+    assert rows[0] == list(runs_table.COLUMNS) and [r[0] for r in rows[1:]] == ["a-t4", "b-l4", "c-a100"]
     assert err == "credentials: user login, project stand-in-project\n"
 
 

@@ -9,6 +9,7 @@ has no checkpoint resumes from the newest complete one in the bucket (the traine
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -22,6 +23,18 @@ from trainer.errors import UserError
 from trainer.gcs import BUCKET_URL, run_prefix, split_bucket_url
 
 DEMO = Path("data/demo/tweets.csv")
+# The trackers' settings (train.report_to) a cloud run takes from the laptop's environment, as MLflow and
+# W&B document them; folders (`*_DIR`) are the laptop's own and stay here. Their values go to the VM on
+# ssh's standard input and into a root-only file there, never onto a command line, the manifest, the
+# resolved config, the log or the bucket.
+TRACKER_ENV = ("MLFLOW_", "WANDB_")
+
+
+def tracker_env(environ: dict[str, str]) -> dict[str, str]:
+    return {
+        name: value for name, value in sorted(environ.items())
+        if name.startswith(TRACKER_ENV) and not name.endswith("_DIR") and re.fullmatch(r"[A-Z0-9_]+", name)
+    }  # fmt: skip
 
 
 def check_name(run: str, verb: str) -> str:
@@ -155,9 +168,14 @@ def train(vm: Session, root: Path, run: str, args: list[str], inputs: Inputs, fo
         if build.returncode != 0:
             raise UserError(f"building the image on the VM failed (exit {build.returncode}; see above)")
         say(f"run {run}; artifacts in /runs/{run} on the data disk and under {conn.bucket_url}/runs/{run}")
+        private = tracker_env(dict(os.environ))
+        if private:
+            say(f"passing {', '.join(private)} to the run (values not shown)")
         started = vm.manager(
-            "start", run, "--env", f"TRAINER_GIT_COMMIT={commit}", "--", "--mode", "cloud", *extra, *args
-        )
+            "start", run, "--env", f"TRAINER_GIT_COMMIT={commit}", "--env-stdin",
+            "--", "--mode", "cloud", *extra, *args,
+            feed="".join(f"{name}={value}\0" for name, value in private.items()),
+        )  # fmt: skip
         if started.returncode != 0:
             raise UserError(f"starting run {run} on the VM failed (exit {started.returncode}; see above)")
     if not follow_it:

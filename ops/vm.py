@@ -60,16 +60,24 @@ class Session:
         return ["ssh", *self.options, *(["-t"] if tty else []), login, *command]
 
     def run(
-        self, *words: str, capture: bool = False, stdin=subprocess.DEVNULL
+        self, *words: str, capture: bool = False, stdin=subprocess.DEVNULL, feed: str | None = None
     ) -> subprocess.CompletedProcess:
+        """`feed`: text for the remote command's standard input (values that must not be on a command
+        line); else `stdin`."""
+        if feed is not None:
+            return subprocess.run(
+                self.argv(words), input=feed, capture_output=capture, text=True, check=False
+            )
         return subprocess.run(self.argv(words), stdin=stdin, capture_output=capture, text=True, check=False)
 
     def script(self, script: str, *values: str, capture: bool = False, stdin=subprocess.DEVNULL):
         """A constant shell script run by the VM's sh, the values as its arguments $1, $2, ..."""
         return self.run("sh", "-c", script, "sh", *values, capture=capture, stdin=stdin)
 
-    def manager(self, *words: str, capture: bool = False) -> subprocess.CompletedProcess:
-        return self.run("sudo", RUN_MANAGER, *words, capture=capture)
+    def manager(
+        self, *words: str, capture: bool = False, feed: str | None = None
+    ) -> subprocess.CompletedProcess:
+        return self.run("sudo", RUN_MANAGER, *words, capture=capture, feed=feed)
 
     def interactive(self, words: Sequence[str]) -> None:
         """Replace this process with ssh (make ssh): the terminal is the user's."""

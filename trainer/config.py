@@ -40,6 +40,7 @@ PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 STRATEGIES = ("epoch", "steps")
 BATCHINGS = ("packed", "split", "bucketed", "megabatch")  # train.batching: see trainer.sampling
 CLASS_WEIGHTS = ("none", "balanced")
+TRACKERS = ("tensorboard", "mlflow", "wandb")  # train.report_to: HF's own integrations, see trainer.tracking
 EVAL_METRICS = (
     "eval_f1_macro",
     "eval_f1_weighted",
@@ -147,6 +148,10 @@ class TrainConfig:
     "steps between training-loss log lines"
     seed: int = 42
     "seed for the split, the initialisation and the data order"
+    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
+    "experiment trackers (HF integrations) among tensorboard, mlflow, wandb; [] reports to none"
+    report_required: bool = False
+    "refuse to start (exit 2) when a tracker in report_to cannot be reached, instead of a warning"
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     "early stopping settings"
 
@@ -237,11 +242,14 @@ def _interpolate(value: str, tp: Any) -> Any:
     expanded = _ENV.sub(lambda m: os.environ.get(m[1]) or m[2] or "", value)
     if expanded == "":  # `${VAR:-}` with VAR unset: the key is null
         return None
-    if _ENV.fullmatch(value) and not (tp is str or str in typing.get_args(tp)):
+    listed = typing.get_origin(tp) is list  # a list key takes a YAML list (`[a, b]`) or a string (`a,b`)
+    if _ENV.fullmatch(value) and (listed or not (tp is str or str in typing.get_args(tp))):
         try:
             parsed = yaml.safe_load(expanded)
         except yaml.YAMLError:
             return expanded
+        if listed and isinstance(parsed, list):
+            return parsed
         return expanded if isinstance(parsed, (dict, list)) else parsed
     return expanded
 
@@ -394,6 +402,8 @@ def load_resolved(path: str | Path) -> Config:
 
 def _type_name(tp: Any) -> str:
     names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    if typing.get_origin(tp) is list:
+        return "a list of strings (or one comma-separated string)"
     args = [a for a in typing.get_args(tp) if a is not type(None)]
     if args:
         return " or ".join(names.get(a, a.__name__) for a in args) + " (or null)"
@@ -411,6 +421,8 @@ def _coerce(value: Any, tp: Any) -> tuple[bool, Any]:
                 if ok:
                     return True, out
         return False, None
+    if origin is list:
+        return _coerce_list(value, typing.get_args(tp)[0])
     if tp is bool:
         return isinstance(value, bool), value
     if tp is int:
@@ -437,6 +449,24 @@ def _coerce(value: Any, tp: Any) -> tuple[bool, Any]:
             return True, str(value)
         return False, None
     return False, None
+
+
+def _coerce_list(value: Any, item: Any) -> tuple[bool, Any]:
+    """A YAML list; a string is a comma-separated list (`--set train.report_to=mlflow,tensorboard`);
+    null, "" and "none" are the empty list."""
+    if value is None:
+        return True, []
+    if isinstance(value, str):
+        value = [] if value.strip().lower() in ("", "none") else [v.strip() for v in value.split(",")]
+    if not isinstance(value, list):
+        return False, None
+    out = []
+    for element in value:
+        ok, coerced = _coerce(element, item)
+        if not ok:
+            return False, None
+        out.append(coerced)
+    return True, out
 
 
 def _build(cls: type, tree: Any, prefix: str, problems: list[str]) -> Any:
@@ -489,6 +519,16 @@ def validate(c: Config) -> list[str]:
     choice("train.batching", t.batching, BATCHINGS)
     choice("train.class_weights", t.class_weights, CLASS_WEIGHTS)
     choice("train.early_stopping.mode", es.mode, ("max", "min"))
+    unknown = [name for name in t.report_to if name not in TRACKERS]
+    if unknown:
+        hints = [difflib.get_close_matches(name, TRACKERS, n=1) for name in unknown]
+        named = ", ".join(
+            f"{n!r}" + (f" (did you mean {h[0]}?)" if h else "") for n, h in zip(unknown, hints, strict=True)
+        )
+        p.append(f"train.report_to: unknown tracker {named}; allowed: {', '.join(TRACKERS)} ([] for none)")
+    twice = sorted({name for name in t.report_to if t.report_to.count(name) > 1})
+    if twice:
+        p.append(f"train.report_to names {', '.join(twice)} more than once")
     for key, value in [
         ("train.batch_size", t.batch_size),
         ("train.eval_batch_size", t.eval_batch_size),
@@ -563,7 +603,9 @@ def all_keys(cls: type = Config, prefix: str = "") -> list[tuple[str, Any, str]]
         if dataclasses.is_dataclass(tp):
             rows.extend(all_keys(tp, f"{prefix}{f.name}."))
         elif f.name != "mode":
-            default = f.default if f.default is not dataclasses.MISSING else None
+            default = f.default
+            if default is dataclasses.MISSING:
+                default = f.default_factory() if f.default_factory is not dataclasses.MISSING else None
             rows.append((f"{prefix}{f.name}", default, docs.get(f.name, "")))
     return rows
 

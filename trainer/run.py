@@ -12,13 +12,13 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback, set_seed
 
-from trainer import artifacts, checkpoints
+from trainer import artifacts, checkpoints, tracking
 from trainer.attempts import AttemptRecorder
 from trainer.checks import check_before_training
 from trainer.config import Config
@@ -109,12 +109,16 @@ class Job:
     "what one checkpoint takes on disk (the room checked before the first step)"
     sync: Any = None
     "the bucket sync (`trainer.storage.BucketSync`) on the main process of a cloud run, else None"
+    trackers: tracking.Trackers = field(default_factory=lambda: tracking.Trackers(()))
+    "train.report_to after the check before training: the trackers reported to, those left out"
 
 
 def run(cfg: Config, device: DeviceInfo | None = None) -> RunResult:
     started = time.time()
     plan = RunPlan.derive(cfg, device or detect_device())
     ranks = Ranks.start(plan.device)
+    # A missing client, or report_required and a tracker that cannot report: exit 2 here, nothing written.
+    trackers = tracking.check(cfg.train, probe=ranks.main)
     if not ranks.main:
         logging.getLogger("trainer").setLevel(logging.WARNING)  # progress is said once, by the main process
     folder = plan.folder
@@ -144,7 +148,7 @@ def run(cfg: Config, device: DeviceInfo | None = None) -> RunResult:
                 found = checkpoints.scan(folder.checkpoints_dir)
         job = Job(
             cfg=cfg, plan=plan, ranks=ranks, prepared=prepared, clock=clock, started=started,
-            checkpoint_bytes=needed, sync=sync,
+            checkpoint_bytes=needed, sync=sync, trackers=trackers,
         )  # fmt: skip
         return _train(job, resume_from=found.newest, stopper=stopper)
 
@@ -194,7 +198,13 @@ def _train(job: Job, *, resume_from: Path | None, stopper: TrainerCallback) -> R
     splits = job.prepared.splits
     with job.clock.phase("tokenizing"):
         datasets_ = job.prepared.encoded(cfg.model.max_length)
-    args = build_training_args(cfg, plan.precision, plan.device, folder.checkpoints_dir)
+    if main:
+        for name, why in job.trackers.skipped.items():
+            log.warning(tracking.skipped_warning(name, why))
+    reporting = tracking.Reporting(job.trackers, folder.tensorboard_dir)
+    args = build_training_args(
+        cfg, plan.precision, plan.device, folder.checkpoints_dir, job.trackers.reporting, folder.name
+    )
     batch = BatchUse.of(cfg.train, args.world_size, len(datasets_["train"]))
     if main and batch.warning():
         log.warning(batch.warning())
@@ -213,6 +223,7 @@ def _train(job: Job, *, resume_from: Path | None, stopper: TrainerCallback) -> R
         folder.tensorboard_dir,
         extra,
         last=[stopper],
+        reporting=reporting,
     )
     try:
         outcome = train_and_evaluate(
@@ -232,19 +243,23 @@ def _train(job: Job, *, resume_from: Path | None, stopper: TrainerCallback) -> R
             attempts=attempts.summary(),
             batch=batch,
             ranks=job.ranks,
+            tracking=reporting.manifest(),
         )
         folder.write_manifest(manifest)  # the "finished" marker, last
     except KeyboardInterrupt:
+        reporting.close("KILLED")
         if main:
             attempts.end(INTERRUPTED)
         raise
     except Exception as exc:
+        reporting.close("FAILED")
         if main:
             attempts.end(FAILED)
         full = None if isinstance(exc, UserError) else folder.disk_full_error(job.checkpoint_bytes)
         if full:
             raise full from None
         raise
+    reporting.close()
     if sync:
         sync.upload_run(folder.path)
         log.info("artifacts in %s", sync.url)

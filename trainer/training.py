@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from trainer.packing import PACKED_INDEX, PackingCollator, first_tokens, packing
 from trainer.precision import DeviceInfo, PrecisionDecision
 from trainer.sampling import LengthSortedSampler, SeededLengthGroupedSampler, example_lengths
 from trainer.timing import PhaseClock
+from trainer.tracking import Reporting, unchecked
 
 log = logging.getLogger(__name__)
 # Per-step records go to training.log only; the progress bar already shows them on the console.
@@ -38,7 +40,16 @@ def warmup(t: TrainConfig) -> float:
     return int(t.warmup_steps) if t.warmup_steps > 0 else float(t.warmup_ratio)
 
 
-def build_training_args(cfg: Config, decision: PrecisionDecision, device: DeviceInfo, checkpoint_dir: Path):
+def build_training_args(
+    cfg: Config,
+    decision: PrecisionDecision,
+    device: DeviceInfo,
+    checkpoint_dir: Path,
+    report_to: Sequence[str] | None = None,
+    run_name: str | None = None,
+):
+    """`report_to`: the trackers after `trainer.tracking.check` (default: train.report_to as configured);
+    `run_name`: the trackers' run name (default: the run folder's name, checkpoint_dir's parent)."""
     from transformers import TrainingArguments
 
     t, es = cfg.train, cfg.train.early_stopping
@@ -72,7 +83,10 @@ def build_training_args(cfg: Config, decision: PrecisionDecision, device: Device
         logging_strategy="steps",
         logging_steps=t.logging_steps,
         logging_first_step=True,
-        report_to="none",  # TensorBoard is attached as a callback writing to <run>/tensorboard
+        # HF's integrations report (trainer.tracking points TensorBoard at <run>/tensorboard and guards the
+        # others); they read their settings from the environment.
+        report_to=list(cfg.train.report_to if report_to is None else report_to),
+        run_name=run_name or checkpoint_dir.parent.name,
         seed=t.seed,
         data_seed=t.seed,
         train_sampling_strategy="group_by_length" if t.group_by_length else "random",
@@ -315,18 +329,27 @@ class WeightedLoss:
 
 
 def build_trainer(
-    cfg: Config, model, tokenizer, datasets_, args, device: DeviceInfo, tb_dir: Path, extra=(), last=()
+    cfg: Config,
+    model,
+    tokenizer,
+    datasets_,
+    args,
+    device: DeviceInfo,
+    tb_dir: Path,
+    extra=(),
+    last=(),
+    reporting: Reporting | None = None,
 ):
     """`extra` callbacks run after the checkpoint's completion marker is written (the bucket sync);
-    `last` ones after all others (the SIGTERM stop, which ends the run from its `on_save`)."""
-    from torch.utils.tensorboard import SummaryWriter
+    `last` ones after all others (the SIGTERM stop, which ends the run from its `on_save`). The trackers
+    are HF's, from `args.report_to`; `reporting` (default: those, unchecked) points TensorBoard at
+    `tb_dir`, guards the others and records their runs for the manifest."""
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback
-    from transformers.integrations import TensorBoardCallback
 
     es = cfg.train.early_stopping
-    callbacks = [CompletionMarkerCallback(), LogFileCallback(), *extra]
-    if args.process_index == 0:
-        callbacks.append(TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(tb_dir))))
+    if reporting is None:
+        reporting = Reporting(unchecked(args.report_to), tb_dir)
+    callbacks = [CompletionMarkerCallback(), LogFileCallback(), *extra, reporting]
     if es.enabled:
         callbacks.append(
             EarlyStoppingCallback(early_stopping_patience=es.patience, early_stopping_threshold=es.min_delta)
@@ -337,7 +360,7 @@ def build_trainer(
     if cfg.train.class_weights == "balanced":
         weights = balanced_class_weights(datasets_["train"]["labels"], model.config.num_labels)
         log.info("class weights (balanced): %s", [round(w, 4) for w in weights])
-    return RunTrainer(
+    trainer = RunTrainer(
         model=model,
         args=args,
         train_dataset=datasets_["train"],
@@ -353,6 +376,8 @@ def build_trainer(
         packer=packer,
         class_weights=weights,
     )
+    reporting.attach(trainer)
+    return trainer
 
 
 def packer_for(cfg: Config, model, tokenizer) -> PackingCollator | None:

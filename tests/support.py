@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import socket
+import subprocess
 import time
 from collections.abc import Callable
+from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
@@ -79,3 +83,65 @@ def extra_ca_certs() -> str:
     """Locally added CAs (Debian keeps them here), e.g. a TLS-intercepting proxy's, for pip in the build."""
     files = sorted(Path("/usr/local/share/ca-certificates").rglob("*.crt"))
     return "".join(f.read_text() for f in files)
+
+
+# ---- a real MLflow tracking server (train.report_to's tests, locally and from the stand-in VM)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def answers(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+class MlflowServer:
+    """`mlflow server` on a free loopback port with a sqlite backend, in its own session; stopped by its PID
+    (the process group it leads: uvicorn's workers with it)."""
+
+    def __init__(self, folder: Path):
+        require(find_spec("mlflow"), "the MLflow client is not installed in .venv: run `make setup`")
+        folder.mkdir(parents=True, exist_ok=True)
+        self.url = f"http://127.0.0.1:{free_port()}"
+        self.log = folder / "server.log"
+        cmd = [
+            tool("mlflow"), "server", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
+            "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1",
+            "--port", self.url.rsplit(":", 1)[1], "--workers", "1",
+        ]  # fmt: skip
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "WANDB_"))}
+        with self.log.open("wb") as out:
+            self.process = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=folder, start_new_session=True
+            )
+        try:
+            wait_for(
+                lambda: answers(f"{self.url}/health") or self.process.poll() is not None, "mlflow server"
+            )
+        except AssertionError:
+            self.stop()
+            raise
+        assert self.process.poll() is None, self.log.read_text(errors="replace")[-3000:]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=30)
+
+    def client(self):
+        from mlflow import MlflowClient
+
+        return MlflowClient(tracking_uri=self.url)

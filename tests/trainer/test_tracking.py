@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support import ROOT, require, tool, wait_for
+from tests.support import ROOT, MlflowServer, free_port, require, wait_for
 from trainer import tracking
 from trainer.cli import main
 from trainer.config import TRACKERS, load_config
@@ -40,65 +38,6 @@ def _no_tracker_settings_from_the_outer_shell(monkeypatch):
     for name in list(os.environ):
         if name.startswith(TRACKER_VARIABLES):
             monkeypatch.delenv(name)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def answers(url: str) -> bool:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
-class MlflowServer:
-    """`mlflow server` on a free loopback port with a sqlite backend, in its own session; stopped by its PID
-    (the process group it leads: uvicorn's workers with it)."""
-
-    def __init__(self, folder: Path):
-        require(find_spec("mlflow"), "the MLflow client is not installed in .venv: run `make setup`")
-        folder.mkdir(parents=True, exist_ok=True)
-        self.url = f"http://127.0.0.1:{free_port()}"
-        self.log = folder / "server.log"
-        cmd = [
-            tool("mlflow"), "server", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
-            "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1",
-            "--port", self.url.rsplit(":", 1)[1], "--workers", "1",
-        ]  # fmt: skip
-        env = {k: v for k, v in os.environ.items() if not k.startswith(TRACKER_VARIABLES)}
-        with self.log.open("wb") as out:
-            self.process = subprocess.Popen(
-                cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=folder, start_new_session=True
-            )
-        try:
-            wait_for(
-                lambda: answers(f"{self.url}/health") or self.process.poll() is not None, "mlflow server"
-            )
-        except AssertionError:
-            self.stop()
-            raise
-        assert self.process.poll() is None, self.log.read_text(errors="replace")[-3000:]
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=30)
-
-    def client(self):
-        from mlflow import MlflowClient
-
-        return MlflowClient(tracking_uri=self.url)
 
 
 @pytest.fixture(scope="module")

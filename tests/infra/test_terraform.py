@@ -577,8 +577,8 @@ PLANTED = {
         'The provider hashicorp/google does not support resource type "google_compute_firewal"',
     ),
     "a set indexed like a list": (
-        "outputs.tf", "value       = local.zone", "value       = google_compute_firewall.ssh.source_ranges[0]",
-        "Invalid index",
+        "outputs.tf", "value       = local.zone",
+        "value       = google_compute_firewall.ssh.source_ranges[0]", "Invalid index",
     ),
 }  # fmt: skip
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from torch.utils.data import SequentialSampler
+from transformers.integrations import TensorBoardCallback
 
 from trainer.config import load_config
 from trainer.precision import DeviceInfo, decide_precision
@@ -64,6 +65,9 @@ def test_sorted_evaluation_gives_the_metrics_and_predictions_of_unsorted(tmp_pat
         data_collator=trainer.data_collator,
         compute_metrics=trainer.compute_metrics,
     )
+    # The reference is HF's own Trainer with the run's args: its TensorBoard callback (report_to) would write
+    # to ./runs/<date_host>, since only the project's build_trainer points it at the run folder.
+    plain.remove_callback(TensorBoardCallback)
     sorted_metrics, plain_metrics = trainer.evaluate(), plain.evaluate()
     for key in ("eval_accuracy", "eval_f1_macro", "eval_f1_weighted", "eval_recall_macro"):
         assert sorted_metrics[key] == plain_metrics[key]

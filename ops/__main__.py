@@ -128,11 +128,9 @@ class Settings:
 
         verdicts, notes = None, []
         if check_quota and self.get("QUOTA_CHECK") != "0":
-            wanted = list(dict.fromkeys(ranking.needs(offers, c[0]) for c in offers.by_offer().values()))
+            firsts = [candidates[0] for candidates in offers.by_offer().values()]
             try:
-                endpoint = self.get("TRAINER_COMPUTE_ENDPOINT") or None
-                checked = quota.check(offers.project, wanted, endpoint=endpoint)
-                verdicts = dict(zip(wanted, checked, strict=True))
+                verdicts = ranking.verdicts(offers, firsts, self.get("TRAINER_COMPUTE_ENDPOINT") or None)
             except quota.QuotaUnreadable as exc:
                 notes.append(f"GPU quota not checked: {exc}")
         regions = {c.region for c in offers.candidates}

@@ -25,6 +25,15 @@ def needs(offers: Offers, candidate: Candidate) -> quota.Need:
     return quota.Need(c.gpu_type, c.gpu_count * offers.nodes, c.spot, c.region)
 
 
+def verdicts(
+    offers: Offers, candidates: list[Candidate], endpoint: str | None = None, credentials=None
+) -> dict[quota.Need, quota.Verdict]:
+    """The quota verdict of each distinct need among the candidates (one Compute API reading for all);
+    raises quota.QuotaUnreadable when the API cannot be read."""
+    wanted = list(dict.fromkeys(needs(offers, c) for c in candidates))
+    return dict(zip(wanted, quota.check(offers.project, wanted, credentials, endpoint), strict=True))
+
+
 def preflight(
     offers: Offers, todo: list[Candidate], say: Say, endpoint: str | None = None, credentials=None,
     spared: Candidate | None = None,
@@ -36,25 +45,24 @@ def preflight(
     checked = [c for c in todo if c != spared]
     if not checked:
         return todo
-    wanted = list(dict.fromkeys(needs(offers, c) for c in checked))
     try:
-        verdicts = dict(zip(wanted, quota.check(offers.project, wanted, credentials, endpoint), strict=True))
+        judged = verdicts(offers, checked, endpoint, credentials)
     except quota.QuotaUnreadable as exc:
         say(f"GPU quota not checked ({exc}); trying the offers anyway")
         return todo
     kept: list[Candidate] = []
     dropped: dict[tuple[int, str], list[Candidate]] = {}
     for c in todo:
-        if c == spared or verdicts[needs(offers, c)].ok:
+        if c == spared or judged[needs(offers, c)].ok:
             kept.append(c)
         else:
             dropped.setdefault((c.offer, c.region), []).append(c)
     for (number, region), gone in dropped.items():
         where = region if len(gone) == len(offers.by_offer()[number]) else ", ".join(c.zone for c in gone)
-        line = verdicts[needs(offers, gone[0])].line
+        line = judged[needs(offers, gone[0])].line
         say(f"offer {number} ({gone[0].kind()}) skipped in {where}: no GPU quota, {line}")
     if not kept:
-        raise UserError(quota.no_quota_message(offers.project, list(verdicts.values())))
+        raise UserError(quota.no_quota_message(offers.project, list(judged.values())))
     return kept
 
 

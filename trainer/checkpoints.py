@@ -86,9 +86,25 @@ class CompletionMarkerCallback(TrainerCallback):
             from accelerate import PartialState
 
             PartialState().wait_for_everyone()
+        folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
         if state.is_world_process_zero:
-            folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
             mark_complete(folder)
+        elif args.save_on_each_node and state.is_local_process_zero:
+            # Several machines keep the checkpoint on each one's disk (save_on_each_node): each machine's
+            # main process completes and marks its own copy.
+            _write_weights(folder, kwargs["model"])
+            mark_complete(folder)
+
+
+def _write_weights(folder: Path, model) -> None:
+    """The weights and model config into a checkpoint on a machine other than the main one: transformers
+    5 writes them on global rank 0 only (PreTrainedModel.should_save_on_this_rank), whatever
+    save_on_each_node says, while the Trainer writes the rest (optimizer, scheduler, state) there."""
+    from safetensors.torch import save_model
+
+    if not (folder / WEIGHTS).exists():
+        save_model(model, str(folder / WEIGHTS), metadata={"format": "pt"})
+        model.config.save_pretrained(folder)
 
 
 # ---------------------------------------------------------------------- reading it back

@@ -185,6 +185,8 @@ class RuntimeConfig:
     "price of the machine per hour, for the cost estimate in the manifest"
     require_gpu: bool = False
     "refuse to start (exit 2) when no CUDA GPU is visible, instead of training on the CPU"
+    collective_timeout_s: int = 600
+    "seconds a process waits in a collective (several processes) before the run fails: a lost machine"
 
 
 @dataclass(frozen=True)
@@ -587,6 +589,8 @@ def validate(c: Config) -> list[str]:
         p.append(f"runtime.bucket must look like gs://bucket-name[/prefix], got {r.bucket!r}")
     if r.num_workers < 0 or r.hourly_cost_usd < 0:
         p.append("runtime.num_workers and runtime.hourly_cost_usd must be >= 0")
+    if r.collective_timeout_s < 60:
+        p.append(f"runtime.collective_timeout_s must be >= 60 (seconds), got {r.collective_timeout_s}")
     return p
 
 

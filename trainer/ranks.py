@@ -14,6 +14,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 
 from accelerate import PartialState
 
@@ -25,9 +26,11 @@ class Ranks:
     state: PartialState
 
     @classmethod
-    def start(cls, device: DeviceInfo) -> Ranks:
-        """Joins the launcher's process group (gloo on CPUs, NCCL on GPUs); one process: no group."""
-        return cls(PartialState(cpu=not device.is_cuda))
+    def start(cls, device: DeviceInfo, timeout_s: int = 600) -> Ranks:
+        """Joins the launcher's process group (gloo on CPUs, NCCL on GPUs); one process: no group.
+        `timeout_s` bounds every collective: a machine that is gone (powered off before its processes
+        could stop) fails the run on the others after that long, instead of leaving them waiting for it."""
+        return cls(PartialState(cpu=not device.is_cuda, timeout=timedelta(seconds=timeout_s)))
 
     @property
     def main(self) -> bool:
@@ -42,6 +45,10 @@ class Ranks:
         return self.state.num_processes
 
     @property
+    def machines(self) -> int:
+        return max(1, self.world_size // self.per_machine)
+
+    @property
     def per_machine(self) -> int:
         """Processes on each machine (torchrun's LOCAL_WORLD_SIZE; all of them when unset)."""
         return int(os.environ.get("LOCAL_WORLD_SIZE", self.world_size))
@@ -54,3 +61,13 @@ class Ranks:
 
     def wait(self) -> None:
         self.state.wait_for_everyone()
+
+    def gather(self, value: object) -> list[object]:
+        """Every process's `value`, in rank order, on every process (one process: [value])."""
+        if self.world_size == 1:
+            return [value]
+        import torch.distributed as dist
+
+        values: list[object] = [None] * self.world_size
+        dist.all_gather_object(values, value)
+        return values

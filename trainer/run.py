@@ -116,7 +116,7 @@ class Job:
 def run(cfg: Config, device: DeviceInfo | None = None) -> RunResult:
     started = time.time()
     plan = RunPlan.derive(cfg, device or detect_device())
-    ranks = Ranks.start(plan.device)
+    ranks = Ranks.start(plan.device, cfg.runtime.collective_timeout_s)
     # A missing client, or report_required and a tracker that cannot report: exit 2 here, nothing written.
     trackers = tracking.check(cfg.train, probe=ranks.main)
     if not ranks.main:
@@ -137,20 +137,43 @@ def run(cfg: Config, device: DeviceInfo | None = None) -> RunResult:
         sync = _bucket_sync(plan) if ranks.main else None
         if sync:
             sync.check()
+        # Several machines: each one's main process may restore the checkpoint from the bucket too.
+        restorer = sync or (_bucket_sync(plan) if ranks.local_main and ranks.machines > 1 else None)
         ranks.wait()  # every process has checked the folder before one of them writes there
         with ranks.local_main_first():  # the others wait at accelerate's barrier, then read the folder
             if ranks.local_main:
-                found = _claim(cfg, folder, lock, sync, ranks.main)
+                found = _claim(cfg, folder, lock, restorer, ranks.main)
                 if ranks.main:
                     logs.enter_context(file_log(folder.log_file))
                 folder.remove_incomplete(found)  # said in training.log
             else:
                 found = checkpoints.scan(folder.checkpoints_dir)
+        resume_from = _agree(folder, ranks, found.newest, restorer)
         job = Job(
             cfg=cfg, plan=plan, ranks=ranks, prepared=prepared, clock=clock, started=started,
             checkpoint_bytes=needed, sync=sync, trackers=trackers,
         )  # fmt: skip
-        return _train(job, resume_from=found.newest, stopper=stopper)
+        return _train(job, resume_from=resume_from, stopper=stopper)
+
+
+def _agree(folder: RunFolder, ranks: Ranks, newest: Path | None, restorer) -> Path | None:
+    """Every process resumes from the checkpoint the main process chose, or starts afresh with it. With
+    several machines each holds its own copy (save_on_each_node); a machine whose disk lacks that one (a
+    new disk, a copy the power-off cut short) first takes it from the bucket."""
+    if ranks.world_size == 1:
+        return newest
+    agreed = ranks.gather(checkpoints.step_of(newest) if newest else None)[0]
+    if agreed is None:
+        return None
+    path = folder.checkpoints_dir / f"checkpoint-{agreed}"
+    with ranks.local_main_first():
+        here = not ranks.local_main or checkpoints.is_complete(path)
+        if not here and (restorer is None or restorer.restore(folder.checkpoints_dir, step=agreed) is None):
+            raise UserError(
+                f"this machine has no complete {path.name}, which the run resumes from, and the "
+                "bucket has none to copy: restart the run with --overwrite to train afresh"
+            )
+    return path
 
 
 @contextmanager
@@ -175,7 +198,7 @@ def _claim(cfg: Config, folder: RunFolder, lock: RunLock, sync, main: bool) -> c
         folder.create()
         lock.acquire()
     if sync and not cfg.runtime.overwrite and cfg.runtime.resume:
-        _restore_from_bucket(folder, sync)
+        _restore_from_bucket(folder, sync, main)
     found = folder.guard(cfg.runtime.overwrite, cfg.runtime.resume)  # again, now that it is ours
     if cfg.runtime.overwrite:
         folder.clear()  # what a run writes, not the folder itself
@@ -203,7 +226,13 @@ def _train(job: Job, *, resume_from: Path | None, stopper: TrainerCallback) -> R
             log.warning(tracking.skipped_warning(name, why))
     reporting = tracking.Reporting(job.trackers, folder.tensorboard_dir)
     args = build_training_args(
-        cfg, plan.precision, plan.device, folder.checkpoints_dir, job.trackers.reporting, folder.name
+        cfg,
+        plan.precision,
+        plan.device,
+        folder.checkpoints_dir,
+        job.trackers.reporting,
+        folder.name,
+        machines=job.ranks.machines,
     )
     batch = BatchUse.of(cfg.train, args.world_size, len(datasets_["train"]))
     if main and batch.warning():
@@ -266,12 +295,13 @@ def _train(job: Job, *, resume_from: Path | None, stopper: TrainerCallback) -> R
     return RunResult(folder.path, metrics, manifest)
 
 
-def _restore_from_bucket(folder: RunFolder, sync) -> None:
+def _restore_from_bucket(folder: RunFolder, sync, main: bool = True) -> None:
     """A run with no checkpoint on this disk (a new disk, another zone) and no finished artifacts resumes
-    from the newest complete checkpoint in the bucket (trainer.storage), before the resume lookup."""
+    from the newest complete checkpoint in the bucket (trainer.storage), before the resume lookup. The
+    run's records (the attempts) come along on the main process's machine only."""
     if folder.is_finished() or folder.last_checkpoint():
         return
-    sync.restore(folder.checkpoints_dir, folder.attempts.path)
+    sync.restore(folder.checkpoints_dir, folder.attempts.path if main else None)
 
 
 def _bucket_sync(plan: RunPlan):

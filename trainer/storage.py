@@ -187,19 +187,22 @@ class BucketSync:
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 
-    def restore(self, checkpoints_dir: Path, attempts: Path | None = None) -> Path | None:
+    def restore(
+        self, checkpoints_dir: Path, attempts: Path | None = None, step: int | None = None
+    ) -> Path | None:
         """For a run with no checkpoint on this disk (a new disk, another zone): the newest complete
-        checkpoint in the bucket, and the best one it names (the run ends by loading the best model),
-        downloaded into `checkpoints_dir`; the attempts record too, when `attempts` does not exist yet.
-        Returns the newest restored checkpoint, None when the bucket has no complete one."""
+        checkpoint in the bucket (or the one at `step`: the one the other machines of the run resume
+        from), and the best one it names (the run ends by loading the best model), downloaded into
+        `checkpoints_dir`; the attempts record too, when `attempts` does not exist yet.
+        Returns the restored checkpoint, None when the bucket has no complete one."""
         from google.api_core import exceptions
 
         started = time.monotonic()
         try:
             by_step = self._checkpoint_blobs()
             newest = None
-            for step in sorted(by_step, reverse=True):
-                newest = self._download(step, by_step[step], checkpoints_dir)
+            for found in [step] if step is not None else sorted(by_step, reverse=True):
+                newest = self._download(found, by_step[found], checkpoints_dir) if found in by_step else None
                 if newest:
                     break
             if newest is None:

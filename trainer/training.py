@@ -47,9 +47,12 @@ def build_training_args(
     checkpoint_dir: Path,
     report_to: Sequence[str] | None = None,
     run_name: str | None = None,
+    machines: int = 1,
 ):
     """`report_to`: the trackers after `trainer.tracking.check` (default: train.report_to as configured);
-    `run_name`: the trackers' run name (default: the run folder's name, checkpoint_dir's parent)."""
+    `run_name`: the trackers' run name (default: the run folder's name, checkpoint_dir's parent);
+    `machines`: several save each checkpoint whole on every machine's disk (each resumes from its own, and
+    loads the best model at the end from it)."""
     from transformers import TrainingArguments
 
     t, es = cfg.train, cfg.train.early_stopping
@@ -93,6 +96,8 @@ def build_training_args(
         dataloader_num_workers=cfg.runtime.num_workers,
         dataloader_pin_memory=device.is_cuda,
         save_only_model=False,
+        save_on_each_node=machines > 1,
+        ddp_timeout=cfg.runtime.collective_timeout_s,
         # The early-stopping patience counter survives a resume (transformers 5 leaves it at 0 by default).
         restore_callback_states_from_checkpoint=True,
     )

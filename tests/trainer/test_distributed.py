@@ -244,3 +244,56 @@ def test_two_machines_rendezvous_on_loopback_and_finish_one_run(pair, tmp_path):
     assert manifest(main)["training"]["global_steps"] == -(-TRAIN_ROWS // EFFECTIVE_BATCH)
     other = tmp_path / "node-1"
     assert not (other / "manifest.json").exists() and not (other / "training.log").exists()
+
+
+def test_sigterm_to_one_machine_stops_both_with_a_checkpoint_on_each_and_both_resume(pair, tmp_path):
+    """Two machines; SIGTERM reaches machine 1's process only (its VM's soft-off, a `docker stop` there):
+    the stop is agreed, both stop after one step, each machine's disk holds that checkpoint whole
+    (save_on_each_node: each resumes from its own copy and loads the best model from it), and both
+    launchers run again resume from it to the steps of an uninterrupted run."""
+    port = str(free_port())
+    script = "trap '' TERM; export TORCHELASTIC_SIGNALS_TO_HANDLE=SIGINT,SIGHUP,SIGQUIT; exec \"$@\""
+    folders = [tmp_path / f"node-{rank}" for rank in (0, 1)]
+    commands = [
+        launch_command(
+            pair["two_config"], folders[rank], 2,
+            launcher=("--num_machines", "2", "--machine_rank", str(rank),
+                      "--main_process_ip", "127.0.0.1", "--main_process_port", port),
+        )
+        for rank in (0, 1)
+    ]  # fmt: skip
+    nodes = [
+        subprocess.Popen(["bash", "-c", script, "bash", *cmd], cwd=ROOT, env=env(), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, start_new_session=True)
+        for cmd in commands
+    ]  # fmt: skip
+    deadline = time.monotonic() + 180
+    while not any(r.startswith("step 20: ") for r in _records_or_none(folders[0])):
+        assert all(n.poll() is None for n in nodes) and time.monotonic() < deadline, "no step 20"
+        time.sleep(0.05)
+    os.killpg(nodes[1].pid, signal.SIGTERM)
+    for node in nodes:
+        node.communicate(timeout=180)
+    steps = []
+    for folder in folders:
+        found = checkpoints.scan(folder / "checkpoints")
+        assert found.newest is not None and not found.skipped, folder
+        assert {"model.safetensors", "optimizer.pt", "trainer_state.json"} <= set(
+            checkpoints.read_marker(found.newest)
+        )
+        steps.append(checkpoints.step_of(found.newest))
+    assert steps[0] == steps[1] and 20 <= steps[0] < 15 * EPOCHS
+    attempts = json.loads((folders[0] / "attempts.json").read_text())["attempts"]
+    assert [a["outcome"] for a in attempts] == ["interrupted"]
+
+    again = [subprocess.Popen(cmd, cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for cmd in commands]  # fmt: skip
+    for node in again:
+        _, stderr = node.communicate(timeout=300)
+        assert node.returncode == 0, stderr[-3000:]
+    done = manifest(folders[0])
+    assert done["training"]["global_steps"] == manifest(pair["two"])["training"]["global_steps"]
+    attempts = json.loads((folders[0] / "attempts.json").read_text())["attempts"]
+    assert [a["outcome"] for a in attempts] == ["interrupted", "finished"]
+    assert attempts[1]["resumed_at_step"] == steps[0]
+    assert not (folders[1] / "attempts.json").exists() and not (folders[1] / "manifest.json").exists()

@@ -154,12 +154,14 @@ def test_the_settings_file_reads_back_as_written(tmp_path):
     conf.write_text(render_role_template(
         "trainer-run.conf.j2", trainer_host_project_dir="/opt/trainer",
         trainer_host_data_mount="/mnt/trainer data", trainer_host_idle_stop_minutes=7,
-        trainer_host_idle_stop_command=command,
+        trainer_host_idle_stop_command=command, trainer_host_node_count=2, trainer_host_node_rank=1,
+        trainer_host_run_container_prefix="trainer-run-n1-",
     ))  # fmt: skip
     show = 'source "$1"; printf "%s\\n" "$TRAINER_RUNS_DIR" "$TRAINER_IDLE_STOP_MINUTES" '
-    show += '"$TRAINER_IDLE_STOP_COMMAND"'
+    show += '"$TRAINER_IDLE_STOP_COMMAND" "$TRAINER_RUN_MACHINES" "$TRAINER_RUN_MACHINE_RANK" '
+    show += '"$TRAINER_RUN_CONTAINER_PREFIX"'
     done = subprocess.run(["bash", "-c", show, "bash", str(conf)], capture_output=True, text=True, check=True)
-    assert done.stdout.splitlines() == ["/mnt/trainer data/runs", "7", command]
+    assert done.stdout.splitlines() == ["/mnt/trainer data/runs", "7", command, "2", "1", "trainer-run-n1-"]
 
 
 def test_idle_stop_off_never_runs_the_command(tmp_path, script):

@@ -16,6 +16,7 @@ WATCH_ATTEMPTS ?= 10
 WATCH_SLEEP ?= 60
 QUOTA_CHECK ?=
 SORT ?= date
+NODE ?=
 FORMAT ?= table
 OPS = $(PY) -m ops
 
@@ -40,6 +41,7 @@ $(CLOUD_VERBS): export WATCH_SLEEP := $(WATCH_SLEEP)
 $(CLOUD_VERBS): export QUOTA_CHECK := $(QUOTA_CHECK)
 # make runs: the order (date, f1, cost) and the output (table, csv) of its comparison table.
 runs: export SORT := $(SORT)
+logs ssh: export NODE := $(NODE)
 runs: export FORMAT := $(FORMAT)
 # The run config whose cost the offers estimate (offers, infra-plan, and infra-up / watch when cheapest).
 $(CLOUD_VERBS): export CONFIG := $(if $(CONFIG),$(CONFIG),config/cloud.yaml)
@@ -68,19 +70,19 @@ infra-up: setup setup-tools ## Create the GPU VM (the first offer with quota and
 infra-down: setup ## Destroy the VM side; keeps the bucket unless force_destroy (KEEP_DATA_DISK=1 keeps the disk)
 	@$(OPS) down
 
-ssh: setup ## Open a shell on the training VM (node 0) as ssh_user (SSH_PORT overrides the inventory's port)
+ssh: setup ## Open a shell on the training VM (node 0; NODE=k another) as ssh_user (SSH_PORT overrides the inventory's port)
 	@$(OPS) ssh
 
 train-cloud: setup ## Train on the VM: ship code, config/ and DATA= (MODEL= folder), start the run detached, follow its log
 	@$(OPS) train "$$RUN" $(ARGS)
 
-logs: setup ## Reattach to run RUN=<name> on the VM: its whole log from the start, followed until the run ends
+logs: setup ## Reattach to run RUN=<name> on the VM: its whole log from the start, followed until the run ends (NODE=k: node k's)
 	@$(OPS) logs "$$RUN" --follow
 
 runs: setup ## Compare the runs on the VM and in the bucket: state, test F1, best val metric, epochs, GPU, spot, wall time, cost, commit (SORT=f1/cost, FORMAT=csv)
 	@$(OPS) runs
 
-stop: setup ## Stop run RUN=<name> cleanly: it saves a checkpoint to the bucket first; make train MODE=cloud RUN=<name> resumes
+stop: setup ## Stop run RUN=<name> cleanly (on every node): it saves a checkpoint to the bucket first; make train MODE=cloud RUN=<name> resumes
 	@$(OPS) stop "$$RUN"
 
 fetch: setup ## Copy a run's artifacts home: RUN=<name> from gs://<bucket>/runs/ (SOURCE=vm: from the VM)

@@ -4,7 +4,7 @@
     offers                                     the offers: quota, hourly price, estimated run cost
     inventory [--from FILE|-]                  write INVENTORY from Terraform's outputs (ops.inventory)
     provision [ANSIBLE-ARGS...]                the playbook against INVENTORY
-    ssh [COMMAND...]                           a shell (or one command) on node 0
+    ssh [COMMAND...]                           a shell (or one command) on node 0 (NODE=k: node k)
     train RUN [ARGS...] | start RUN [ARGS...]  ship code, config and DATA/MODEL, start RUN, follow it (or not)
     logs RUN [--follow] | state RUN | stop RUN | runs | fetch RUN
     watch RUN [ARGS...]                        converge and (re)start RUN until it is finished
@@ -16,11 +16,12 @@ Settings come from the environment, as make passes them (never spliced into a sh
 (infra), TFVARS (INFRA_DIR/terraform.tfvars), SSH_KEY (~/.ssh/id_ed25519), SSH_PORT (overrides the
 inventory's port), SSH_KNOWN_HOSTS (a known_hosts file of its own), INVENTORY
 (ansible/inventory/hosts.yml), TERRAFORM (terraform), AUTO_APPROVE (1: no prompt), KEEP_DATA_DISK (1: down
-keeps the data disk), DATA, MODEL, SOURCE (vm: fetch from the VM's disk), SORT (runs: date, f1, cost) and
-FORMAT (runs: table, csv), WATCH_ATTEMPTS, WATCH_SLEEP, TRAINER_VM_PROJECT_DIR and TRAINER_VM_DATA_MOUNT
-(the inventory's VM layout), QUOTA_CHECK (0: no GPU quota preflight), CONFIG (the run config whose cost
-the offers estimate: config/cloud.yaml), TRAINER_COMPUTE_ENDPOINT and TRAINER_BILLING_ENDPOINT (another
-address for the Compute Engine and Cloud Billing APIs: a private endpoint, or a test's stand-in).
+keeps the data disk), DATA, MODEL, SOURCE (vm: fetch from the VM's disk), NODE (logs, ssh: node k), SORT
+(runs: date, f1, cost) and FORMAT (runs: table, csv), WATCH_ATTEMPTS, WATCH_SLEEP, TRAINER_VM_PROJECT_DIR
+and TRAINER_VM_DATA_MOUNT (the inventory's VM layout; `{node}` in them: each node's rank), QUOTA_CHECK (0:
+no GPU quota preflight), CONFIG (the run config whose cost the offers estimate: config/cloud.yaml),
+TRAINER_COMPUTE_ENDPOINT and TRAINER_BILLING_ENDPOINT (another address for the Compute Engine and Cloud
+Billing APIs: a private endpoint, or a test's stand-in).
 Every user mistake ends in one `error: ...` line and exit status 2, before anything starts on the VM.
 """
 
@@ -107,10 +108,15 @@ class Settings:
         return inventory.read(self.inventory, self.ssh_key, self.get("SSH_PORT") or None)
 
     def session(self):
+        return self.nodes()[0]
+
+    def nodes(self) -> list:
+        """A session to each node, node 0 first (one VM: a list of one)."""
         from ops.vm import Session
 
         self.check_key()
-        return Session(self.connection(), self.get("SSH_KNOWN_HOSTS") or None)
+        conns = inventory.read_nodes(self.inventory, self.ssh_key, self.get("SSH_PORT") or None)
+        return [Session(conn, self.get("SSH_KNOWN_HOSTS") or None) for conn in conns]
 
     # ------------------------------------------------------------------ offers: quota, prices, run cost
 
@@ -264,7 +270,7 @@ def watch_verb(s: Settings, run: str, args: list[str]) -> int:
     inputs = runs.Inputs(s.get("DATA"), s.get("MODEL"))
 
     def start() -> None:
-        runs.train(s.session(), ROOT, run, args, inputs)
+        runs.train(s.nodes(), ROOT, run, args, inputs)
 
     return watch(
         tf, run, start, s.write_inventory, s.provision,
@@ -296,7 +302,7 @@ def run_verb(s: Settings, verb: str, words: list[str]) -> int:
         s.check_key()
         s.check_creds()
         inputs = runs.Inputs(s.get("DATA"), s.get("MODEL"))
-        return runs.train(s.session(), ROOT, run, rest, inputs, follow_it=verb == "train")
+        return runs.train(s.nodes(), ROOT, run, rest, inputs, follow_it=verb == "train")
     if verb == "fetch":
         runs.check_name(run, "fetch")
         source = s.get("SOURCE", "bucket")
@@ -309,15 +315,15 @@ def run_verb(s: Settings, verb: str, words: list[str]) -> int:
         # FORMAT=csv: standard output is the CSV alone (the credentials line goes to stderr).
         with contextlib.redirect_stdout(sys.stderr if fmt == "csv" else sys.stdout):
             s.check_creds()
-        return runs_table.show_runs(s.session(), sort, fmt)
+        return runs_table.show_runs(s.nodes(), sort, fmt)
     runs.check_name(run, verb)
-    vm = s.session()
+    nodes = s.nodes()
     if verb == "logs":
-        return runs.logs(vm, run, follow_it="--follow" in rest)
+        return runs.logs(runs.pick(nodes, s.get("NODE")), run, follow_it="--follow" in rest)
     if verb == "state":
-        print(runs.state(vm, run))
+        print(runs.nodes_state(nodes, run))
         return 0
-    return runs.stop(vm, run)
+    return runs.stop(nodes, run)
 
 
 RUN_VERBS = ("train", "start", "logs", "state", "stop", "runs", "fetch")
@@ -361,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
             s.provision(words)
             return 0
         if verb == "ssh":
-            s.session().interactive(words)
+            runs.pick(s.nodes(), s.get("NODE")).interactive(words)
             return 0
         if verb == "bucket":
             return bucket_verb(s, words)

@@ -177,7 +177,8 @@ def render(values: dict, ssh_key: str, ssh_port: int = DEFAULT_SSH_PORT, layout:
             "trainer_host_hourly_cost_usd": hourly,
             # Spot or standard: how long a soft-off leaves a run to checkpoint (the role derives the budget).
             "trainer_host_spot": spot,
-            **(layout or VM_LAYOUT),
+            # `{node}` in a path: this node's rank (VMs sharing one disk namespace: the tests' stand-ins).
+            **{key: path.replace("{node}", str(rank)) for key, path in (layout or VM_LAYOUT).items()},
         }
         lines.append(f"    {json.dumps(name)}:")
         lines += [f"      {key}: {json.dumps(value)}" for key, value in host_vars.items()]
@@ -193,7 +194,7 @@ def write(text: str, out: Path) -> None:
 
 @dataclass(frozen=True)
 class Connection:
-    """Node 0 as the verbs reach it, every field checked once, here."""
+    """One node as the verbs reach it (node 0: the main one), every field checked once, here."""
 
     host: str
     port: int
@@ -204,6 +205,7 @@ class Connection:
     data_mount: str
     nodes: int
     data_buckets: tuple[str, ...] = ()
+    rank: int = 0
 
     @property
     def target(self) -> str:
@@ -216,6 +218,11 @@ class Connection:
 
 def read(inventory: Path, ssh_key: Path, ssh_port: str | None = None) -> Connection:
     """Node 0's connection from an inventory `make inventory` wrote (SSH_PORT, when set, wins)."""
+    return read_nodes(inventory, ssh_key, ssh_port)[0]
+
+
+def read_nodes(inventory: Path, ssh_key: Path, ssh_port: str | None = None) -> list[Connection]:
+    """Every node's connection, node 0 first (the inventory lists them in rank order)."""
     import yaml
 
     if not inventory.is_file():
@@ -225,9 +232,16 @@ def read(inventory: Path, ssh_key: Path, ssh_port: str | None = None) -> Connect
     again = "run `make inventory` again"
     try:
         hosts = (yaml.safe_load(inventory.read_text(encoding="utf-8")) or {})["trainer"]["hosts"]
-        first = next(iter(hosts.values()))
-    except (yaml.YAMLError, KeyError, TypeError, StopIteration, AttributeError):
+        listed = list(hosts.values())
+        if not listed or not all(isinstance(h, dict) for h in listed):
+            raise TypeError
+    except (yaml.YAMLError, KeyError, TypeError, AttributeError):
         raise UserError(f"inventory {inventory}: no host in its `trainer` group: {again}") from None
+    return [_node(inventory, host, rank, len(listed), ssh_key, ssh_port) for rank, host in enumerate(listed)]
+
+
+def _node(inventory: Path, first: dict, rank: int, nodes: int, ssh_key: Path, ssh_port: str | None):
+    again = "run `make inventory` again"
     missing = [
         key
         for key in ("ansible_host", "ansible_port", "ansible_user", "trainer_bucket_url", *VM_LAYOUT)
@@ -268,16 +282,20 @@ def read(inventory: Path, ssh_key: Path, ssh_port: str | None = None) -> Connect
         bucket_url=bucket_url,
         project_dir=paths["trainer_host_project_dir"],
         data_mount=paths["trainer_host_data_mount"],
-        nodes=len(hosts),
+        nodes=nodes,
         data_buckets=tuple(str(b) for b in first.get("trainer_data_read_buckets") or ()),
+        rank=rank,
     )
 
 
 def vm_path(text: str, what: str) -> str:
     """A project folder or mount point for the VM, from the user's environment."""
     text = text.rstrip("/") or "/"
-    if not VM_PATH.fullmatch(text) or ".." in text:
-        raise UserError(f"{what}={text!r}: a VM path is absolute, of letters, digits and . _ - / only")
+    plain = text.replace("{node}", "0")  # `{node}`: each node's rank (see render)
+    if not VM_PATH.fullmatch(plain) or ".." in plain:
+        raise UserError(
+            f"{what}={text!r}: a VM path is absolute, of letters, digits and . _ - / only (and {{node}})"
+        )
     return text
 
 

@@ -1,5 +1,13 @@
 """Runs on the VM: train (ship, start, follow), start, logs, state, stop, fetch (runs: ops/runs_table.py).
 
+Several VMs (node_count > 1) run one run together: each node runs the same unit, its rank and node 0's
+address in its .env, and they meet at node 0 (torch.distributed). The verbs act on every node: train probes
+them all (SSH, provisioning for this node count and rank) before anything starts, ships the same commit,
+config and data to each, and starts the unit on each; stop stops them all at once (the processes agree on
+one step and save one checkpoint); a run's state is node 0's (it keeps the records) with the other nodes'
+disagreements said. A run that stopped on some nodes only is restarted on all of them, resuming from the
+checkpoint. Node 0's log is followed (`make logs RUN=x NODE=k` shows another's).
+
 On the VM a run is the systemd unit trainer-run@RUN (the trainer_host role installs it with
 /usr/local/sbin/trainer-run, whose header says why a unit rather than a detached container): it does not
 depend on this SSH session, resumes by itself at boot after a preemption, and keeps its console output on
@@ -11,13 +19,14 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from ops import bucket, ship
 from ops.inventory import Connection
-from ops.vm import Session
+from ops.vm import RUN_MANAGER, Session
 from trainer import run_state
 from trainer.errors import UserError
 from trainer.gcs import BUCKET_URL, run_prefix, split_bucket_url
@@ -91,19 +100,22 @@ class Inputs:
         """Copy them to the data disk; the trainer flags that point the run at them."""
         conn, extra = vm.conn, []
         data_dir = f"{conn.data_mount}/data"
+        vm_said = "" if conn.nodes == 1 else f" (node {conn.rank})"
         if not self.data:
-            say(f"copying data/demo/ to {conn.target}:{data_dir}/")  # config/cloud.yaml reads /data/demo/
+            say(
+                f"copying data/demo/ to {conn.target}:{data_dir}/{vm_said}"
+            )  # config/cloud.yaml reads /data/demo/
             vm.push(DEMO.parent, data_dir)
         elif self.data.startswith("gs://"):
             extra += ["--set", f"data.path={self.data}"]
         else:
             path = Path(self.data).expanduser()
-            say(f"copying {self.data} to {conn.target}:{data_dir}/")
+            say(f"copying {self.data} to {conn.target}:{data_dir}/{vm_said}")
             vm.push(path, data_dir)
             extra += ["--set", f"data.path=/data/{path.name}"]
         if self.model:
             path = Path(self.model).expanduser()
-            say(f"copying {self.model} to {conn.target}:{conn.data_mount}/models/")
+            say(f"copying {self.model} to {conn.target}:{conn.data_mount}/models/{vm_said}")
             vm.push(path, f"{conn.data_mount}/models")
             extra += ["--set", f"model.name=/models/{path.name}"]
         return extra
@@ -131,53 +143,104 @@ def state(vm: Session, run: str) -> str:
     done = vm.manager("state", run, capture=True)
     if done.returncode != 0:
         raise UserError(
-            f"cannot read run {run}'s state on the VM: {(done.stderr.strip().splitlines() or ['?'])[-1]}"
+            f"cannot read run {run}'s state on {vm.label}: {(done.stderr.strip().splitlines() or ['?'])[-1]}"
         )
     return done.stdout.strip()
 
 
-def train(vm: Session, root: Path, run: str, args: list[str], inputs: Inputs, follow_it: bool = True) -> int:
-    """Ship code, config and data, start run RUN detached, follow its log (a running RUN: just follow).
-    Every check runs before anything is copied or started."""
+def fold(main: str, others: dict[int, str | None]) -> str:
+    """A run's state over its nodes: node 0's (it keeps the run's records), and each other node that does
+    not go along with it (rank -> its state there, None: it does not answer), said."""
+    notes = []
+    for rank, there in sorted(others.items()):
+        if there is None:
+            notes.append(f"node {rank} down")
+        elif main == run_state.RUNNING and there != run_state.RUNNING:
+            notes.append(f"node {rank} not running")
+        elif main != run_state.RUNNING and there == run_state.RUNNING:
+            notes.append(f"node {rank} still running")
+    return f"{main} ({', '.join(notes)})" if notes else main
+
+
+def nodes_state(nodes: list[Session], run: str) -> str:
+    """`make state`: node 0's state of the run, folded with the others' (one node: just its state)."""
+    others: dict[int, str | None] = {}
+    for vm in nodes[1:]:
+        try:
+            others[vm.conn.rank] = state(vm, run)
+        except UserError:
+            others[vm.conn.rank] = None
+    return fold(state(nodes[0], run), others)
+
+
+def _ship(vm: Session, root: Path, commit: str, inputs: Inputs) -> list[str]:
+    """The project, the inputs and the image, on one node; the trainer flags that point at the inputs."""
+    conn = vm.conn
+    on = "" if conn.nodes == 1 else f" (node {conn.rank})"
+    say(f"shipping the project ({commit}) to {conn.target}:{conn.project_dir}{on}")
+    vm.push_project(root)
+    extra = inputs.ship(vm)
+    say(f"building the image on {vm.label} (only what changed is rebuilt)")
+    build = vm.script(
+        'cd "$1" && sudo env DOCKER_BUILDKIT=0 COMPOSE_BAKE=false docker compose build --quiet trainer',
+        conn.project_dir,
+    )
+    if build.returncode != 0:
+        raise UserError(f"building the image on {vm.label} failed (exit {build.returncode}; see above)")
+    return extra
+
+
+def train(
+    nodes: list[Session], root: Path, run: str, args: list[str], inputs: Inputs, follow_it: bool = True
+) -> int:
+    """Ship code, config and data, start run RUN detached on every node, follow node 0's log (a running
+    RUN: just follow). Every check, on every node, runs before anything is copied or started."""
+    vm = nodes[0]
     conn = vm.conn
     check_name(run, "train MODE=cloud")
     check_args(args)
     commit = ship.commit(root)
     inputs.check(conn)
-    # Several VMs: each runs the container with its rank (.env), but starting and following all of them is
-    # not built yet; refuse rather than train on node 0 while the others idle on the bill.
-    if conn.nodes != 1:
-        raise UserError(
-            f"the infrastructure has {conn.nodes} nodes (node_count): make train MODE=cloud runs on one VM "
-            "only; set node_count = 1 in your tfvars and make infra-up, or start the trainer on every "
-            "node by hand (README: Scaling out)"
-        )
+    if len(nodes) != conn.nodes:
+        raise UserError(f"the inventory lists {len(nodes)} of {conn.nodes} nodes: run make inventory")
     bucket.check_bucket(conn.bucket_url)
-    vm.probe()
-    if state(vm, run) == run_state.RUNNING:
-        say(f"run {run} is already running on the VM: nothing shipped")
+    for node in nodes:
+        node.probe()
+    now = state(vm, run)
+    others = {node.conn.rank: state(node, run) for node in nodes[1:]}
+    if now == run_state.RUNNING and all(st == run_state.RUNNING for st in others.values()):
+        where = "the VM" if len(nodes) == 1 else "every node"
+        say(f"run {run} is already running on {where}: nothing shipped")
+    elif now == run_state.FINISHED and others:
+        say(f"run {run} is finished: nothing started")
     else:
-        say(f"shipping the project ({commit}) to {conn.target}:{conn.project_dir}")
-        vm.push_project(root)
-        extra = inputs.ship(vm)
-        say("building the image on the VM (only what changed is rebuilt)")
-        build = vm.script(
-            'cd "$1" && sudo env DOCKER_BUILDKIT=0 COMPOSE_BAKE=false docker compose build --quiet trainer',
-            conn.project_dir,
-        )
-        if build.returncode != 0:
-            raise UserError(f"building the image on the VM failed (exit {build.returncode}; see above)")
+        # Several nodes: a run that goes on on some of them only waits for the others in vain; it is
+        # stopped (its checkpoint saved) and restarted on all of them together.
+        states = [now, *others.values()]
+        for node, there in zip(nodes, states, strict=True):
+            if there == run_state.RUNNING:
+                say(f"run {run} runs on {node.label} but not on every node: stopping it to restart it on all")
+                node.manager("stop", run)
+        extra: list[str] = []
+        for node in nodes:
+            extra = _ship(node, root, commit, inputs)
         say(f"run {run}; artifacts in /runs/{run} on the data disk and under {conn.bucket_url}/runs/{run}")
         private = tracker_env(dict(os.environ))
         if private:
             say(f"passing {', '.join(private)} to the run (values not shown)")
-        started = vm.manager(
-            "start", run, "--env", f"TRAINER_GIT_COMMIT={commit}", "--env-stdin",
-            "--", "--mode", "cloud", *extra, *args,
-            feed="".join(f"{name}={value}\0" for name, value in private.items()),
-        )  # fmt: skip
-        if started.returncode != 0:
-            raise UserError(f"starting run {run} on the VM failed (exit {started.returncode}; see above)")
+        for node in reversed(nodes):  # node 0 last: the others wait for it at the rendezvous
+            started = node.manager(
+                "start", run, "--env", f"TRAINER_GIT_COMMIT={commit}", "--env-stdin",
+                "--", "--mode", "cloud", *extra, *args,
+                feed="".join(f"{name}={value}\0" for name, value in private.items()),
+            )  # fmt: skip
+            if started.returncode != 0:
+                for other in nodes:
+                    if other.conn.rank > node.conn.rank:
+                        other.manager("stop", run)
+                raise UserError(
+                    f"starting run {run} on {node.label} failed (exit {started.returncode}; see above)"
+                )
     if not follow_it:
         say(f"follow it with: make logs RUN={run}")
         return 0
@@ -215,18 +278,42 @@ def follow(vm: Session, run: str) -> None:
     )
 
 
+def pick(nodes: list[Session], node: str) -> Session:
+    """NODE=k (default 0): that node's session."""
+    if not node:
+        return nodes[0]
+    if not node.isdigit() or int(node) >= len(nodes):
+        raise UserError(f"NODE={node!r}: the deployment has {len(nodes)} node(s), NODE=0 to {len(nodes) - 1}")
+    return nodes[int(node)]
+
+
 def logs(vm: Session, run: str, follow_it: bool) -> int:
     check_name(run, "logs")
+    if follow_it and vm.conn.rank > 0:  # another node's console: the run's outcome is node 0's to say
+        try:
+            vm.manager("logs", run, "--follow")
+        except KeyboardInterrupt:
+            raise SystemExit(130) from None
+        say(f"{vm.label}'s log of run {run} ends here; its state: make runs (node 0 keeps the records)")
+        return 0
     if follow_it:
         follow(vm, run)
         return 0
     return vm.manager("logs", run).returncode
 
 
-def stop(vm: Session, run: str) -> int:
+def stop(nodes: list[Session], run: str) -> int:
+    """Stops the run on every node at once: the processes agree on one step and save one checkpoint."""
     check_name(run, "stop")
-    print(f"stop: stopping run {run} (the trainer saves a checkpoint to the bucket first)", flush=True)
-    return vm.manager("stop", run).returncode
+    where = "" if len(nodes) == 1 else f" on {len(nodes)} nodes"
+    print(f"stop: stopping run {run}{where} (the trainer saves a checkpoint to the bucket first)", flush=True)
+    if len(nodes) == 1:
+        return nodes[0].manager("stop", run).returncode
+    stopping = [
+        subprocess.Popen(vm.argv(["sudo", RUN_MANAGER, "stop", run]), stdin=subprocess.DEVNULL)
+        for vm in nodes
+    ]
+    return max(proc.wait() for proc in stopping)
 
 
 def fetch(conn: Connection, run: str, source: str, vm: Session | None = None) -> int:

@@ -7,9 +7,11 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ops import bucket
+from ops.runs import fold
 from ops.vm import Session
 from trainer import run_state
 from trainer.errors import UserError
@@ -126,19 +128,43 @@ def _sort_key(sort: str, row: tuple[str, ...]):
     return (False, -number if sort == "f1" else number, row[0])
 
 
-def collect(vm: Session) -> list[Run]:
+def _listing(vm: Session) -> dict[str, tuple[str, str]] | None:
+    """`trainer-run list` on one node: run -> (state, cost); None when the node does not answer."""
+    listed = vm.manager("list", capture=True)
+    if listed.returncode != 0:
+        return None
+    found = {}
+    for line in listed.stdout.splitlines():
+        parts = line.split("\t")
+        if len(parts) == 3 and parts[0]:
+            found[parts[0]] = (parts[1], parts[2])
+    return found
+
+
+def collect(vm: Session, others: Sequence[Session] = ()) -> list[Run]:
     """Every run the VM knows (its data disk) and the bucket knows (finished ones and checkpoints), merged:
     the VM's state wins (it knows what is running), the bucket fills in the rest; manifests from the bucket,
-    and from the VM's disk for finished runs the bucket lacks (one more SSH call, only then)."""
+    and from the VM's disk for finished runs the bucket lacks (one more SSH call, only then). Several nodes:
+    node 0's state, with what the other nodes say otherwise (runs.fold: one down, one not running)."""
     found: dict[str, Run] = {}
-    listed = vm.manager("list", capture=True)
-    if listed.returncode == 0:
-        for line in listed.stdout.splitlines():
-            parts = line.split("\t")
-            if len(parts) == 3 and parts[0]:
-                found[parts[0]] = Run(parts[0], parts[1], "vm", listed_cost=parts[2])
+    listed = _listing(vm)
+    if listed is not None:
+        for name, (st, cost) in listed.items():
+            found[name] = Run(name, st, "vm", listed_cost=cost)
     else:
         print("runs: the VM does not answer over SSH (stopped?): runs from the bucket only", file=sys.stderr)
+    said: dict[str, dict[int, str | None]] = {name: {} for name in found}
+    for node in others:
+        there = _listing(node)
+        if there is None:
+            print(f"runs: {node.label} does not answer over SSH (down?)", file=sys.stderr)
+        for name, run in found.items():
+            if there is not None:
+                said[name][node.conn.rank] = there.get(name, (run_state.UNKNOWN, "-"))[0]
+            elif run.state == run_state.RUNNING:  # a node down matters to a run that goes on
+                said[name][node.conn.rank] = None
+    for name, run in found.items():
+        run.state = fold(run.state, said[name])
     for name, manifest in bucket.runs_with_manifests(vm.conn.bucket_url).items():
         st = run_state.recorded(manifest, None) if manifest is not None else run_state.INTERRUPTED
         run = found.setdefault(name, Run(name, st, ""))
@@ -170,9 +196,9 @@ def _vm_manifests(vm: Session, names: list[str]) -> dict[str, dict]:
     return {name: m for name, m in read.items() if name in names and isinstance(m, dict)}
 
 
-def show_runs(vm: Session, sort: str = "date", fmt: str = "table") -> int:
+def show_runs(nodes: list[Session], sort: str = "date", fmt: str = "table") -> int:
     listing_options(sort, fmt)
-    rows = sorted((cells(run) for run in collect(vm)), key=lambda row: _sort_key(sort, row))
+    rows = sorted((cells(run) for run in collect(nodes[0], nodes[1:])), key=lambda row: _sort_key(sort, row))
     if fmt == "csv":
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(COLUMNS)

@@ -39,11 +39,17 @@ _REPLACE_PROJECT = (
     'tar -C "$new" -xzf - --no-same-owner; if [ -f "$1/.env" ]; then cp -p "$1/.env" "$new/.env"; fi; '
     'chown -R "$2:" "$new"; if [ -e "$1" ]; then mv "$1" "$old"; fi; mv "$new" "$1"; rm -rf "$old"'
 )
-_PROBE = 'sudo -n docker info --format ok >/dev/null && test -f "$1/.env" && test -x "$2"'
+# Ready (exit 1 if not): sudo, Docker, provisioning's .env and the run manager; then (exit 3 if not) the .env
+# is this node's: provisioned for the inventory's node count and this node's rank.
+_PROBE = (
+    'sudo -n docker info --format ok >/dev/null && test -f "$1/.env" && test -x "$2" || exit 1; '
+    'sudo -n grep -qx "TRAINER_NUM_MACHINES=$3" "$1/.env" && sudo -n grep -qx "TRAINER_MACHINE_RANK=$4" '
+    '"$1/.env" || exit 3'
+)
 
 
 class Session:
-    """ssh to node 0 of the inventory, as its login user, with the user's key."""
+    """ssh to one node of the inventory (node 0 unless told), as its login user, with the user's key."""
 
     def __init__(self, conn: Connection, known_hosts: str | None = None):
         self.conn = conn
@@ -83,21 +89,34 @@ class Session:
         """Replace this process with ssh (make ssh): the terminal is the user's."""
         os.execvp("ssh", self.argv(words))
 
+    @property
+    def label(self) -> str:
+        """How messages name this machine: the VM, or node K of several."""
+        return "the VM" if self.conn.nodes == 1 else f"node {self.conn.rank}"
+
     def probe(self) -> None:
         """Before anything is copied or started: the VM answers over SSH, sudo and Docker work there, and
-        provisioning has run (the compose settings it writes exist)."""
-        where = f"{self.conn.user}@{self.conn.host} port {self.conn.port}"
-        done = self.script(_PROBE, self.conn.project_dir, RUN_MANAGER, capture=True)
+        provisioning has run for this node (the compose settings it writes exist, with the inventory's node
+        count and this node's rank)."""
+        conn = self.conn
+        where = f"{conn.user}@{conn.host} port {conn.port}"
+        done = self.script(
+            _PROBE, conn.project_dir, RUN_MANAGER, str(conn.nodes), str(conn.rank), capture=True
+        )
         if done.returncode == UNREACHABLE:
             last = (done.stderr.strip().splitlines() or ["no answer"])[-1]
             raise UserError(
-                f"cannot reach the VM over SSH at {where} ({last}): is it running? (make infra-apply "
-                f"starts a "
-                "stopped VM and writes its new address)"
+                f"cannot reach {self.label} over SSH at {where} ({last}): is it running? (make infra-apply "
+                "starts a stopped VM and writes its new address)"
+            )
+        if done.returncode == 3:
+            raise UserError(
+                f"{self.label} at {where} was provisioned for another node count or rank than the "
+                f"inventory's {conn.nodes} node(s): run make provision"
             )
         if done.returncode != 0:
             raise UserError(
-                f"the VM at {where} is not ready (no sudo, Docker, {self.conn.project_dir}/.env or "
+                f"{self.label} at {where} is not ready (no sudo, Docker, {conn.project_dir}/.env or "
                 f"{RUN_MANAGER}): run make provision"
             )
 

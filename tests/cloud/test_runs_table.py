@@ -82,6 +82,7 @@ def bucket(gcs_emulator, monkeypatch):
 @dataclass
 class Conn:
     bucket_url: str = f"gs://{BUCKET}"
+    rank: int = 0
 
 
 @dataclass
@@ -94,6 +95,10 @@ class StandInVM:
     on_disk: dict[str, dict] | None = field(default_factory=dict)
     conn: Conn = field(default_factory=Conn)
     calls: list[tuple[str, ...]] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return f"node {self.conn.rank}"
 
     def manager(self, *words: str, capture: bool = False) -> subprocess.CompletedProcess:
         self.calls.append(words)
@@ -108,9 +113,11 @@ class StandInVM:
         return subprocess.CompletedProcess(words, 2, "", usage)
 
 
-def table(vm: StandInVM, capsys, sort: str = "date", fmt: str = "csv") -> tuple[list[dict], str, str]:
-    """(rows as CSV read them back, stdout, stderr) of show_runs."""
-    assert runs_table.show_runs(vm, sort, fmt) == 0  # type: ignore[arg-type]
+def table(
+    vm: StandInVM, capsys, sort: str = "date", fmt: str = "csv", others: tuple[StandInVM, ...] = ()
+) -> tuple[list[dict], str, str]:
+    """(rows as CSV read them back, stdout, stderr) of show_runs (`others`: nodes 1, 2, ...)."""
+    assert runs_table.show_runs([vm, *others], sort, fmt) == 0  # type: ignore[list-item]
     out, err = capsys.readouterr()
     return (list(csv.DictReader(io.StringIO(out))) if fmt == "csv" else []), out, err
 
@@ -346,7 +353,7 @@ def test_csv_output_is_the_csv_alone(bucket, capsys, monkeypatch, tmp_path):
     for name, value in {"GOOGLE_APPLICATION_CREDENTIALS": str(adc), "NO_GCE_CHECK": "true", "SORT": "cost",
                         "FORMAT": "csv"}.items():  # fmt: skip
         monkeypatch.setenv(name, value)
-    monkeypatch.setattr("ops.__main__.Settings.session", lambda self: StandInVM(["a-t4\tfinished\t0.35"]))
+    monkeypatch.setattr("ops.__main__.Settings.nodes", lambda self: [StandInVM(["a-t4\tfinished\t0.35"])])
     assert main(["runs"]) == 0
     out, err = capsys.readouterr()
     rows = list(csv.reader(io.StringIO(out)))
@@ -383,3 +390,22 @@ def test_make_runs_passes_sort_and_format_to_ops():
     assert done.returncode == 2
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert errors == ["error: SORT='cheapest': one of date, f1, cost; FORMAT='xml': one of table, csv"]
+
+
+def test_several_nodes_fold_into_one_row_per_run_and_a_node_down_says_so(bucket, capsys):
+    """Node 0 keeps the records; another node that is down, or not running a run node 0 runs, is said in
+    the run's state; runs that are over do not care about a node that is down."""
+    node0 = StandInVM(["both\trunning\t-", "half\trunning\t-", "over\tfinished\t0.1"], on_disk=None)
+    node1 = StandInVM(["both\trunning\t-", "half\tstopped\t-", "over\tstopped\t-"], conn=Conn(rank=1))
+    rows, _, _ = table(node0, capsys, others=(node1,))
+    assert {r["RUN"]: r["STATE"] for r in rows} == {
+        "both": "running", "half": "running (node 1 not running)", "over": "finished",
+    }  # fmt: skip
+    down = StandInVM(None, conn=Conn(rank=2))
+    rows, _, err = table(node0, capsys, others=(node1, down))
+    assert {r["RUN"]: r["STATE"] for r in rows} == {
+        "both": "running (node 2 down)",
+        "half": "running (node 1 not running, node 2 down)",
+        "over": "finished",
+    }
+    assert "runs: node 2 does not answer over SSH (down?)" in err

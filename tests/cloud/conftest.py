@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import sys
@@ -70,6 +71,14 @@ def cloud(tmp_path_factory, gcs_emulator, stand_in_google, no_gnu):  # noqa: F81
     """The stand-in deployment (tests/standins/deployment.py), once a session: `make infra-apply` (real
     Terraform, the stand-in provider giving the instance the booted VM's address) writes the inventory,
     then `make provision` runs the real playbook over SSH. Its timings go to .ci-cache."""
+    with deploy(tmp_path_factory.mktemp("cloud"), gcs_emulator, stand_in_google, no_gnu) as cloud:
+        yield cloud
+
+
+@contextlib.contextmanager
+def deploy(tmp: Path, gcs_emulator: str, stand_in_google, no_gnu, nodes: int = 1):  # noqa: F811
+    """`make infra-up` of the stand-in deployment in `tmp`: `nodes` booted VMs (node_count), each at an
+    address of its own, node 0's also its internal one (where the others meet it)."""
     import json
     import os
     import shutil
@@ -79,7 +88,7 @@ def cloud(tmp_path_factory, gcs_emulator, stand_in_google, no_gnu):  # noqa: F81
     from tests.standins.gcs_gate import Gate, Policy
     from tests.standins.google_provider.cloud import CLOUD_ENV, StandInCloud
     from tests.standins.portability import laptop_path
-    from tests.standins.vm import Laptop, make_vm
+    from tests.standins.vm import Laptop, free_port_on, make_vm
     from tests.support import ROOT
 
     for tool_name in ("ssh", "ssh-keygen", "docker", "make", "git"):
@@ -94,22 +103,37 @@ def cloud(tmp_path_factory, gcs_emulator, stand_in_google, no_gnu):  # noqa: F81
     no_gnu_bin, _ = no_gnu
     timings: dict[str, float] = {}
     started = time.monotonic()
-    tmp = tmp_path_factory.mktemp("cloud")
     repo = tmp / "repo"
     repo.mkdir()
     copy_repo(repo)
     laptop = Laptop(tmp / "laptop")
-    address = f"127.77.{os.getpid() // 250 % 250}.{os.getpid() % 250 + 1}"
-    vm = make_vm(tmp / "vm", laptop, address)
+    pid = os.getpid()
+    # Node k at 127.(77+k).x.y, every one on the same free SSH port (SSH_PORT is one for all nodes).
+    addresses = [f"127.{77 + k}.{pid // 250 % 250}.{pid % 250 + 1}" for k in range(nodes)]
+    port = free_port_on(addresses[0])
+    shared = tmp / "shared" if nodes > 1 else None
+    vms = [make_vm(tmp / (f"vm{k}" if nodes > 1 else "vm"), laptop, address, port, shared)
+           for k, address in enumerate(addresses)]  # fmt: skip
+    vm = vms[0]
     timings["standin_image_s"] = time.monotonic() - started
 
     # Terraform's half of `make infra-up`, for real, with the stand-in google provider.
     env = {**stand_in_google.env(repo / "infra"), CLOUD_ENV: str(tmp / "stand-in-cloud.json")}
-    StandInCloud(Path(env[CLOUD_ENV])).instance_address(INSTANCE, address)
-    (repo / "infra" / "terraform.tfvars").write_text(
+    tfvars = (
         'project_id = "stand-in-project"\nssh_source_ranges = ["127.0.0.1/32"]\n'
         f'ssh_public_key_path = "{laptop.key}.pub"\n'
     )
+    layout = {"TRAINER_VM_PROJECT_DIR": str(vm.project_dir), "TRAINER_VM_DATA_MOUNT": str(vm.data_mount)}
+    if nodes == 1:
+        StandInCloud(Path(env[CLOUD_ENV])).instance_address(INSTANCE, addresses[0])
+    else:
+        instance = f"{INSTANCE}-multi"  # a bucket of its own beside the one-VM deployment's
+        for k, address in enumerate(addresses):
+            StandInCloud(Path(env[CLOUD_ENV])).instance_address(f"{instance}-{k}", address, address)
+        rendezvous = next(p for p in range(20000 + pid % 10000, 32768) if _free(addresses[0], p))
+        tfvars += f'instance_name = "{instance}"\nnode_count = {nodes}\nrendezvous_port = {rendezvous}\n'
+        layout = {key: path.replace(f"{tmp}/vm0/", f"{tmp}/vm{{node}}/") for key, path in layout.items()}
+    (repo / "infra" / "terraform.tfvars").write_text(tfvars)
     inventory = tmp / "hosts.yml"
     env.update({
         # A laptop without GNU tools (tests/standins/portability.py): the verbs must not call them.
@@ -118,18 +142,19 @@ def cloud(tmp_path_factory, gcs_emulator, stand_in_google, no_gnu):  # noqa: F81
         "NO_GCE_CHECK": "true",  # no probe of a metadata server outside loopback
         "STORAGE_EMULATOR_HOST": gcs_emulator,  # the laptop's own bucket access (the project's owner)
         "SSH_KNOWN_HOSTS": str(laptop.known_hosts),
-        "SSH_PORT": str(vm.port),
-        "TRAINER_VM_PROJECT_DIR": str(vm.project_dir),
-        "TRAINER_VM_DATA_MOUNT": str(vm.data_mount),
+        "SSH_PORT": str(port),
+        **layout,
     })  # fmt: skip
-    compose_project = f"standin{os.getpid()}"
-    cloud = Deployment(repo, laptop, vm, None, env, inventory, gcs_emulator, "", compose_project, timings)  # type: ignore[arg-type]
+    compose_project = f"standin{pid}" + ("" if nodes == 1 else f"n{nodes}")
+    cloud = Deployment(repo, laptop, vm, None, env, inventory, gcs_emulator, "", compose_project, timings,  # type: ignore[arg-type]
+                       vms=vms, shared=shared)  # fmt: skip
     with ExitStack() as stack:
         # The gate in front of the emulator: nothing allowed until Terraform names the VM's account.
-        port = int(gcs_emulator.rsplit(":", 1)[1])
-        cloud.gate = stack.enter_context(Gate(port, Policy("nobody", "", frozenset(), frozenset())))
-        stack.callback(vm.remove)
-        vm.create()
+        emulator_port = int(gcs_emulator.rsplit(":", 1)[1])
+        cloud.gate = stack.enter_context(Gate(emulator_port, Policy("nobody", "", frozenset(), frozenset())))
+        for each in vms:
+            stack.callback(each.remove)
+            each.create()
         timings["boot_to_ssh_s"] = vm.boot_seconds[-1]
         # `make infra-up`, as the user runs it: Terraform (a new VM), the inventory, the playbook over SSH.
         cloud.vars_file.write_text(json.dumps(cloud.provision_vars(), indent=2))
@@ -141,10 +166,9 @@ def cloud(tmp_path_factory, gcs_emulator, stand_in_google, no_gnu):  # noqa: F81
         timings["infra_up_s"] = time.monotonic() - step
         cloud.first_provision = done.stdout  # type: ignore[attr-defined]
         commit(repo, "Terraform's lock file, as `terraform init` advises")  # the tree is clean again
-        hosts = yaml.safe_load(inventory.read_text())["trainer"]["hosts"]
-        (host,) = hosts.values()
-        assert host["ansible_host"] == address and int(host["ansible_port"]) == vm.port
-        cloud.bucket = host["trainer_bucket_url"].removeprefix("gs://")
+        hosts = list(yaml.safe_load(inventory.read_text())["trainer"]["hosts"].values())
+        assert [(h["ansible_host"], int(h["ansible_port"])) for h in hosts] == [(a, port) for a in addresses]
+        cloud.bucket = hosts[0]["trainer_bucket_url"].removeprefix("gs://")
         output = ["terraform", "-chdir=infra", "output", "-raw", "service_account_email"]
         account = subprocess.run(output, cwd=repo, env=env, capture_output=True, text=True, check=True).stdout
         cloud.gate.policy = Policy.from_iam_tf(repo / "infra" / "iam.tf", account, cloud.bucket)
@@ -154,12 +178,26 @@ def cloud(tmp_path_factory, gcs_emulator, stand_in_google, no_gnu):  # noqa: F81
             gcs.create_bucket(cloud.bucket)
         for blob in gcs.list_blobs(cloud.bucket):
             blob.delete()
-        stack.callback(vm.ssh, f"cd {vm.project_dir} && sudo docker compose down --volumes --rmi local")
+        for each in vms:
+            stack.callback(
+                each.ssh, f"cd {each.project_dir} && sudo docker compose down --volumes --rmi local"
+            )
         yield cloud
+    if nodes > 1:
+        return
     timings["total_s"] = time.monotonic() - started
     timings_file = ROOT / ".ci-cache" / "cloud-standin-timings.json"
     timings_file.parent.mkdir(exist_ok=True)
     timings_file.write_text(json.dumps({k: round(v, 2) for k, v in timings.items()}, indent=2) + "\n")
+
+
+def _free(address: str, port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((address, port))
+        except OSError:
+            return False
+        return True
 
 
 @pytest.fixture(autouse=True)

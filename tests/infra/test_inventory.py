@@ -137,7 +137,7 @@ def test_bad_port_or_vm_path_is_one_line(ops, env, message, tmp_path):
     line = one_error_line(ops("inventory", "--from", str(FIXTURE), INVENTORY=str(out), **env))
     assert line.startswith(message), line
     if "VM path" in message:
-        assert line.endswith("a VM path is absolute, of letters, digits and . _ - / only")
+        assert line.endswith("a VM path is absolute, of letters, digits and . _ - / only (and {node})")
     assert not out.exists()
 
 
@@ -525,27 +525,26 @@ def test_a_machine_the_price_table_lacks_warns_and_prices_nothing(ops):
     assert "no machine price for 'n1-ultramem-40'" in done.stderr and "no cost" in done.stderr
 
 
-def test_cloud_training_refuses_several_nodes_in_one_line(ops, tmp_path):
-    """`make train MODE=cloud` (python -m ops train) starts one VM's container only: with node_count > 1 it
-    stops before shipping or starting anything (no SSH: the addresses are nobody's), in one line."""
+def test_the_verbs_read_every_node_with_its_rank_and_its_own_layout(tmp_path):
+    """Several nodes: the cloud verbs reach each (node 0 first) with its own address and rank; `{node}` in
+    TRAINER_VM_PROJECT_DIR / TRAINER_VM_DATA_MOUNT is each node's rank (VMs sharing one disk namespace)."""
+    from ops import inventory
+
     data = outputs(
         instance_names={"value": ["tt-0", "tt-1", "tt-2"]},
         external_ips={"value": ["34.1.1.1", "34.1.1.2", "34.1.1.3"]},
         main_process_address={"value": "10.42.0.2"},
         node_count={"value": 3},
     )
-    inventory_file, key, csv = tmp_path / "hosts.yml", tmp_path / "id_test", tmp_path / "tweets.csv"
-    adc = tmp_path / "adc.json"
-    key.write_text("not used: nothing connects\n")
-    csv.write_text("text,label\nhello,neutral\n")
-    adc.write_text(json.dumps({"type": "authorized_user", "client_id": "c", "client_secret": "s",
-                               "refresh_token": "r", "quota_project_id": "stand-in-project"}))  # fmt: skip
-    write_inventory(ops, inventory_file, data)
-    done = ops(
-        "train", "r1", INVENTORY=str(inventory_file), SSH_KEY=str(key), DATA=str(csv),
-        GOOGLE_APPLICATION_CREDENTIALS=str(adc), NO_GCE_CHECK="true",
-    )  # fmt: skip
-    assert one_error_line(done).startswith(
-        "error: the infrastructure has 3 nodes (node_count): make train MODE=cloud runs on one VM only"
-    )
-    assert "train-cloud:" not in done.stdout  # nothing shipped, nothing started
+    layout = {
+        "trainer_host_project_dir": inventory.vm_path("/srv/vm{node}/opt/trainer", "TRAINER_VM_PROJECT_DIR"),
+        "trainer_host_data_mount": "/mnt/trainer-data",
+    }
+    text = inventory.render(inventory.output_values(data), "/k", 22, layout)
+    hosts = tmp_path / "hosts.yml"
+    hosts.write_text(text)
+    nodes = inventory.read_nodes(hosts, Path("/k"))
+    assert [(n.host, n.rank, n.nodes, n.project_dir) for n in nodes] == [
+        (f"34.1.1.{k + 1}", k, 3, f"/srv/vm{k}/opt/trainer") for k in range(3)
+    ]
+    assert inventory.read(hosts, Path("/k")) == nodes[0]

@@ -88,6 +88,9 @@ class Deployment:
     bucket: str
     compose_project: str
     timings: dict[str, float] = field(default_factory=dict)
+    # Several nodes (node_count > 1): every VM, node 0 (`vm`) first, and the folder they all mount.
+    vms: list[StandInVM] = field(default_factory=list)
+    shared: Path | None = None
 
     def make(
         self, *args: str, env: dict[str, str] | None = None, timeout: int = 900, input_text: str | None = None
@@ -108,12 +111,19 @@ class Deployment:
         """What the playbook is told about the stand-in, each with its reason (nothing else differs)."""
         plugin = compose_plugin()
         assert plugin, "the docker compose plugin is needed on the host (~/.docker/cli-plugins)"
-        cached = self.vm.root / "var" / "cache" / "docker-compose"
+        disk = self.shared or self.vm.root  # several nodes: a folder each VM sees at the same path
+        cached = disk / "var" / "cache" / "docker-compose"
         cached.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(plugin, cached)
-        overrides = self.vm.root / "etc" / "trainer-standin-compose.yml"
+        overrides = disk / "etc" / "trainer-standin-compose.yml"
+        overrides.parent.mkdir(parents=True, exist_ok=True)
         overrides.write_text(compose_overrides(self.gate))
+        several = {
+            # The VMs share the CI's one Docker engine: each node's run containers get names of their own.
+            "trainer_host_run_container_prefix": "trainer-run-n{{ trainer_host_node_rank }}-",
+        }
         return {
+            **(several if len(self.vms) > 1 else {}),
             # The driver packages and their DKMS build: the chroot run's (tests/infra/test_ansible.py); a
             # container has no kernel to build or load the module for.
             "nvidia_driver_install": False,

@@ -128,13 +128,15 @@ class StandInVM:
     laptop: Laptop
     address: str
     port: int = 0
+    shared: Path | None = None  # a folder every VM of a deployment mounts at the same path (files the
+    # playbook reads from "the VM's disk" on each of several nodes)
     name: str = field(init=False)
     boot_seconds: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.port = self.port or free_port_on(self.address)
         self.name = f"trainer-standin-{os.getpid()}-{self.address.replace('.', '-')}-{self.port}"
-        self.sshd_dir = self.root.parent / f"sshd-{self.port}"
+        self.sshd_dir = self.root.parent / f"sshd-{self.address}-{self.port}"
 
     @property
     def project_dir(self) -> Path:
@@ -176,6 +178,7 @@ class StandInVM:
                "-v", f"{docker_socket()}:/run/host-docker.sock",
                "-v", f"{self.sshd_dir}:/etc/ssh/standin:ro",
                "-v", f"{self.root}:{self.root}",
+               *(["-v", f"{self.shared}:{self.shared}"] if self.shared else []),
                self.image)  # fmt: skip
         self._wait_booted()
 
@@ -261,9 +264,11 @@ class StandInVM:
         return done.stdout.decode()
 
 
-def make_vm(folder: Path, laptop: Laptop, address: str) -> StandInVM:
+def make_vm(
+    folder: Path, laptop: Laptop, address: str, port: int = 0, shared: Path | None = None
+) -> StandInVM:
     """A stand-in VM (not yet booted) from the CI's bookworm root (TRAINER_TEST_ROOTFS_TAR)."""
     rootfs = os.environ["TRAINER_TEST_ROOTFS_TAR"]
     if not shutil.which("docker"):
         raise RuntimeError("the docker CLI is needed on the host")
-    return StandInVM(folder, build_vm_image(rootfs), laptop, address)
+    return StandInVM(folder, build_vm_image(rootfs), laptop, address, port, shared)

@@ -70,7 +70,7 @@ def reference(nodes: Deployment, tiny_csv, tiny_model_dir) -> dict:
     return nodes.manifest("mn-ref")
 
 
-def test_make_train_runs_one_run_on_both_nodes(nodes: Deployment, reference):
+def test_make_train_runs_one_run_on_both_nodes(nodes: Deployment, reference, tiny_csv):
     out = nodes.reference_output  # type: ignore[attr-defined]
     for rank in (0, 1):
         assert f"(node {rank})" in out and f"building the image on node {rank}" in out, out[-3000:]
@@ -91,6 +91,18 @@ def test_make_train_runs_one_run_on_both_nodes(nodes: Deployment, reference):
     logs = nodes.make("logs", "RUN=mn-ref", "NODE=1")
     assert logs.returncode == 0 and "trainer-run: run mn-ref, attempt started" in logs.stdout, logs.stderr
     assert "node 1's log of run mn-ref ends here" in logs.stdout
+    # A node provisioned for another node count: refused in one line, before anything is shipped.
+    env_file = nodes.vms[1].project_dir / ".env"
+    provisioned = env_file.read_text()
+    env_file.write_text(provisioned.replace("TRAINER_NUM_MACHINES=2", "TRAINER_NUM_MACHINES=1"))
+    try:
+        refused = nodes.make("train", "MODE=cloud", "RUN=mn-never", f"DATA={tiny_csv}")
+    finally:
+        env_file.write_text(provisioned)
+    assert refused.returncode == 2 and "train-cloud: shipping" not in refused.stdout
+    assert refused.stderr.strip().splitlines()[0].startswith("error: node 1 at "), refused.stderr
+    said = "was provisioned for another node count or rank than the inventory's 2 node(s): run make provision"
+    assert said in refused.stderr
     bad = nodes.make("logs", "RUN=mn-ref", "NODE=2")
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines()[0] == "error: NODE='2': the deployment has 2 node(s), NODE=0 to 1"

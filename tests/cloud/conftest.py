@@ -152,6 +152,8 @@ def deploy(tmp: Path, gcs_emulator: str, stand_in_google, no_gnu, nodes: int = 1
         # The gate in front of the emulator: nothing allowed until Terraform names the VM's account.
         emulator_port = int(gcs_emulator.rsplit(":", 1)[1])
         cloud.gate = stack.enter_context(Gate(emulator_port, Policy("nobody", "", frozenset(), frozenset())))
+        # Last: the run containers still there (siblings on the host's engine, they outlive their VM).
+        stack.callback(_remove_containers, compose_project)
         for each in vms:
             stack.callback(each.remove)
             each.create()
@@ -189,6 +191,15 @@ def deploy(tmp: Path, gcs_emulator: str, stand_in_google, no_gnu, nodes: int = 1
     timings_file = ROOT / ".ci-cache" / "cloud-standin-timings.json"
     timings_file.parent.mkdir(exist_ok=True)
     timings_file.write_text(json.dumps({k: round(v, 2) for k, v in timings.items()}, indent=2) + "\n")
+
+
+def _remove_containers(compose_project: str) -> None:
+    from tests.standins.vm import docker
+
+    label = f"label=com.docker.compose.project={compose_project}"
+    found = docker("ps", "-aq", "--filter", label, check=False).stdout.split()
+    if found:
+        docker("rm", "-f", *found, check=False)
 
 
 def _free(address: str, port: int) -> bool:

@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.support import ROOT, write_run_config
@@ -297,3 +298,45 @@ def test_sigterm_to_one_machine_stops_both_with_a_checkpoint_on_each_and_both_re
     assert [a["outcome"] for a in attempts] == ["interrupted", "finished"]
     assert attempts[1]["resumed_at_step"] == steps[0]
     assert not (folders[1] / "attempts.json").exists() and not (folders[1] / "manifest.json").exists()
+
+
+def test_a_machine_that_stops_answering_fails_the_other_after_the_collective_timeout(pair, tmp_path):
+    """A machine gone without a soft-off (frozen here: SIGSTOP, its connections left open, as a VM cut
+    off mid-collective leaves them) cannot agree on a stop: the other waits in its next collective only
+    runtime.collective_timeout_s, then fails (its attempt recorded failed), instead of hanging."""
+    port = str(free_port())
+    nodes = []
+    for rank in (0, 1):
+        launcher = (
+            "--num_machines", "2", "--machine_rank", str(rank),
+            "--main_process_ip", "127.0.0.1", "--main_process_port", port,
+        )  # fmt: skip
+        cmd = launch_command(
+            pair["two_config"], tmp_path / f"node-{rank}", 2, "--set", "runtime.collective_timeout_s=60",
+            "--epochs", "200", launcher=launcher,  # long enough to be cut off mid-training
+        )  # fmt: skip
+        pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+        nodes.append(subprocess.Popen(cmd, cwd=ROOT, env=env(), start_new_session=True, **pipes))
+    try:
+        deadline = time.monotonic() + 180
+        while not any(r.startswith("step 20: ") for r in _records_or_none(tmp_path / "node-0")):
+            assert all(n.poll() is None for n in nodes) and time.monotonic() < deadline, "no step 20"
+            time.sleep(0.05)
+        # Every process of machine 1: the launcher and its workers (torchrun starts them in sessions of
+        # their own).
+        machine = psutil.Process(nodes[1].pid)
+        for process in [machine, *machine.children(recursive=True)]:
+            process.send_signal(signal.SIGSTOP)
+        frozen = time.monotonic()
+        _, stderr = nodes[0].communicate(timeout=300)
+        waited = time.monotonic() - frozen
+    finally:
+        for node in nodes:
+            if node.poll() is None:
+                for process in [*psutil.Process(node.pid).children(recursive=True), psutil.Process(node.pid)]:
+                    process.kill()
+            node.communicate()
+    assert nodes[0].returncode != 0
+    assert 55 <= waited < 240, f"node 0 failed {waited:.0f} s after node 1 froze: {stderr[-2000:]}"
+    attempts = json.loads((tmp_path / "node-0" / "attempts.json").read_text())["attempts"]
+    assert [a["outcome"] for a in attempts] == ["failed"]

@@ -10,7 +10,8 @@ checkpoint. Node 0's log is followed (`make logs RUN=x NODE=k` shows another's).
 
 On the VM a run is the systemd unit trainer-run@RUN (the trainer_host role installs it with
 /usr/local/sbin/trainer-run, whose header says why a unit rather than a detached container): it does not
-depend on this SSH session, resumes by itself at boot after a preemption, and keeps its console output on
+depend on this SSH session, resumes by itself at boot after a preemption (one VM; several: `make watch`
+restarts it on all), and keeps its console output on
 the data disk. Ctrl-C or a dropped connection while following only stops following. A run whose VM disk
 has no checkpoint resumes from the newest complete one in the bucket (the trainer does it).
 """
@@ -102,9 +103,8 @@ class Inputs:
         data_dir = f"{conn.data_mount}/data"
         vm_said = "" if conn.nodes == 1 else f" (node {conn.rank})"
         if not self.data:
-            say(
-                f"copying data/demo/ to {conn.target}:{data_dir}/{vm_said}"
-            )  # config/cloud.yaml reads /data/demo/
+            # config/cloud.yaml reads /data/demo/
+            say(f"copying data/demo/ to {conn.target}:{data_dir}/{vm_said}")
             vm.push(DEMO.parent, data_dir)
         elif self.data.startswith("gs://"):
             extra += ["--set", f"data.path={self.data}"]

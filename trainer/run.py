@@ -111,9 +111,20 @@ class Job:
     "the bucket sync (`trainer.storage.BucketSync`) on the main process of a cloud run, else None"
     trackers: tracking.Trackers = field(default_factory=lambda: tracking.Trackers(()))
     "train.report_to after the check before training: the trackers reported to, those left out"
+    hooks: Hooks | None = None
+    "what a caller adds to the run (trainer.tune: a trial's pruning callback, its manifest entry)"
 
 
-def run(cfg: Config, device: DeviceInfo | None = None) -> RunResult:
+@dataclass(frozen=True)
+class Hooks:
+    """What a caller of `run` adds: callbacks after the run's own (before the SIGTERM stop), and a function
+    whose dict joins the manifest (called when the manifest is built, so it can say how training went)."""
+
+    callbacks: tuple[TrainerCallback, ...] = ()
+    manifest: Callable[[], dict[str, Any]] | None = None
+
+
+def run(cfg: Config, device: DeviceInfo | None = None, hooks: Hooks | None = None) -> RunResult:
     started = time.time()
     plan = RunPlan.derive(cfg, device or detect_device())
     ranks = Ranks.start(plan.device, cfg.runtime.collective_timeout_s)
@@ -151,7 +162,7 @@ def run(cfg: Config, device: DeviceInfo | None = None) -> RunResult:
         resume_from = _agree(folder, ranks, found.newest, restorer)
         job = Job(
             cfg=cfg, plan=plan, ranks=ranks, prepared=prepared, clock=clock, started=started,
-            checkpoint_bytes=needed, sync=sync, trackers=trackers,
+            checkpoint_bytes=needed, sync=sync, trackers=trackers, hooks=hooks,
         )  # fmt: skip
         return _train(job, resume_from=resume_from, stopper=stopper)
 
@@ -242,6 +253,8 @@ def _train(job: Job, *, resume_from: Path | None, stopper: TrainerCallback) -> R
         from trainer.storage import CheckpointSyncCallback
 
         extra.append(CheckpointSyncCallback(sync, attempts.path))
+    if job.hooks:
+        extra.extend(job.hooks.callbacks)
     trainer = build_trainer(
         cfg,
         job.prepared.model,
@@ -274,6 +287,8 @@ def _train(job: Job, *, resume_from: Path | None, stopper: TrainerCallback) -> R
             ranks=job.ranks,
             tracking=reporting.manifest(),
         )
+        if job.hooks and job.hooks.manifest:
+            manifest.update(job.hooks.manifest())
         folder.write_manifest(manifest)  # the "finished" marker, last
     except KeyboardInterrupt:
         reporting.close("KILLED")

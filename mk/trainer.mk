@@ -36,7 +36,7 @@ endif
 
 tune: ## Search hyperparameters with Optuna (config/tune.yaml; TUNE=, CONFIG=, STUDY=, TRIALS=): runs/<study>/best.yaml, trials.csv, plots
 ifeq ($(MODE),cloud)
-	@echo "tune: error: make tune MODE=cloud (a study on the VM) is not built yet: run make tune locally, or on the VM: make ssh, then docker compose run --rm --entrypoint python trainer -m trainer.tune --mode cloud" >&2; exit 2
+	@echo "tune: error: make tune MODE=cloud (a study on the VM) is not built yet: run make tune on this machine" >&2; exit 2
 else
 	@$(MAKE) --no-print-directory setup
 	@test -f data/demo/tweets.csv || $(MAKE) --no-print-directory data

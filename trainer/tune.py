@@ -471,7 +471,7 @@ class Tuner:
                 )
                 break
             log.info("study %s: %d of %d trials done", self.spec.name, self.counted(), self.spec.n_trials)
-            study.optimize(self.objective, n_trials=1, catch=(Exception,))
+            study.optimize(self.objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
             last = study.get_trials(deepcopy=False)[-1]
             errors = errors + 1 if last.state == TrialState.FAIL else 0
             if errors >= MAX_ERRORS_IN_A_ROW:

@@ -49,7 +49,8 @@ def trains_here(monkeypatch) -> list[str]:
     """ops.runs.train replaced by a run that finishes at once; each call records the VM's address."""
     hosts: list[str] = []
 
-    def train(vm, root, run, args, inputs, follow_it=True) -> int:
+    def train(nodes, root, run, args, inputs, follow_it=True) -> int:
+        (vm,) = nodes  # one VM: a list of one node
         hosts.append(vm.conn.host)
         finish_run()
         return 0

@@ -325,7 +325,8 @@ def test_make_watchs_verb_brings_a_preempted_vm_back_and_restarts_the_run(
     tf.cloud.instance_address("tweet-trainer", "127.0.0.9")
     sessions = []
 
-    def train(vm, root, run, args, inputs, follow_it=True) -> int:
+    def train(nodes, root, run, args, inputs, follow_it=True) -> int:
+        (vm,) = nodes  # one VM: a list of one node
         sessions.append((vm.conn.host, run, args, follow_it))
         finish_run()
         return 0

@@ -405,6 +405,8 @@ class Tuner:
                 study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
                 log.info("trial %d was interrupted (its process is gone): retrying it", trial.number)
         for trial in study.get_trials(deepcopy=False):
+            if self.counted() >= self.spec.n_trials:
+                break  # the study is done: a retry would wait in the storage for ever
             if (
                 trial.state == TrialState.FAIL
                 and trial.user_attrs.get("interrupted")

@@ -70,6 +70,12 @@ def launch_command(config: Path, out: Path, processes: int, *extra: str, launche
     ]
 
 
+def machine_flags(rank: int, port: str) -> tuple[str, ...]:
+    """accelerate launch's flags for machine `rank` of two, meeting at 127.0.0.1:`port`."""
+    return ("--num_machines", "2", "--machine_rank", str(rank),
+            "--main_process_ip", "127.0.0.1", "--main_process_port", port)  # fmt: skip
+
+
 def run_trainer(cmd: list[str]) -> subprocess.CompletedProcess:
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env(), timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -225,10 +231,7 @@ def test_two_machines_rendezvous_on_loopback_and_finish_one_run(pair, tmp_path):
     port = str(free_port())
     nodes = []
     for rank in (0, 1):
-        launcher = (
-            "--num_machines", "2", "--machine_rank", str(rank),
-            "--main_process_ip", "127.0.0.1", "--main_process_port", port,
-        )  # fmt: skip
+        launcher = machine_flags(rank, port)
         cmd = launch_command(
             pair["two_config"], tmp_path / f"node-{rank}", 2, "--epochs", "1", launcher=launcher
         )
@@ -258,8 +261,7 @@ def test_sigterm_to_one_machine_stops_both_with_a_checkpoint_on_each_and_both_re
     commands = [
         launch_command(
             pair["two_config"], folders[rank], 2,
-            launcher=("--num_machines", "2", "--machine_rank", str(rank),
-                      "--main_process_ip", "127.0.0.1", "--main_process_port", port),
+            launcher=machine_flags(rank, port),
         )
         for rank in (0, 1)
     ]  # fmt: skip
@@ -307,10 +309,7 @@ def test_a_machine_that_stops_answering_fails_the_other_after_the_collective_tim
     port = str(free_port())
     nodes = []
     for rank in (0, 1):
-        launcher = (
-            "--num_machines", "2", "--machine_rank", str(rank),
-            "--main_process_ip", "127.0.0.1", "--main_process_port", port,
-        )  # fmt: skip
+        launcher = machine_flags(rank, port)
         cmd = launch_command(
             pair["two_config"], tmp_path / f"node-{rank}", 2, "--set", "runtime.collective_timeout_s=60",
             "--epochs", "200", launcher=launcher,  # long enough to be cut off mid-training

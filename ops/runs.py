@@ -190,15 +190,56 @@ def _ship(vm: Session, root: Path, commit: str, inputs: Inputs) -> list[str]:
     return extra
 
 
+def tune_args(root: Path, study: str, tune_file: str, trials: str) -> tuple[str, list[str]]:
+    """`make tune MODE=cloud`: the study's name (STUDY, else the tune file's study.name) and the flags of
+    `python -m trainer.tune` on the VM. The tune file goes there with config/, so it must be in config/."""
+    import yaml
+
+    given = tune_file or "config/tune.yaml"
+    path = (root / given).resolve() if not Path(given).is_absolute() else Path(given)
+    config_dir = (root / "config").resolve()
+    if not path.is_file():
+        raise UserError(f"TUNE={given}: no such file (the search space, e.g. config/tune.yaml)")
+    if config_dir not in path.parents:
+        raise UserError(
+            f"TUNE={given}: a cloud study reads its tune file from config/ (shipped): move it there"
+        )
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise UserError(f"TUNE={given} is not YAML: {str(exc).splitlines()[0]}") from None
+    named = (raw.get("study") or {}).get("name") if isinstance(raw, dict) else None
+    name = study or str(named or "tune")
+    if not run_state.valid_name(name):
+        raise UserError(f"STUDY={name!r}: a study name has {run_state.RUN_NAME_RULE}")
+    flags = ["--tune", f"/config/{path.relative_to(config_dir).as_posix()}"]
+    if trials:
+        flags += ["--trials", trials]
+    return name, flags
+
+
 def train(
-    nodes: list[Session], root: Path, run: str, args: list[str], inputs: Inputs, follow_it: bool = True
+    nodes: list[Session],
+    root: Path,
+    run: str,
+    args: list[str],
+    inputs: Inputs,
+    follow_it: bool = True,
+    task: str = "train",
 ) -> int:
     """Ship code, config and data, start run RUN detached on every node, follow node 0's log (a running
-    RUN: just follow). Every check, on every node, runs before anything is copied or started."""
+    RUN: just follow). Every check, on every node, runs before anything is copied or started. task "tune":
+    RUN is a study of make tune (one VM), its trials runs of the trainer in /runs/RUN/trial-NNN."""
     vm = nodes[0]
     conn = vm.conn
-    check_name(run, "train MODE=cloud")
+    check_name(run, "tune MODE=cloud STUDY=" if task == "tune" else "train MODE=cloud")
     check_args(args)
+    if task == "tune" and len(nodes) > 1:
+        raise UserError(
+            f"make tune MODE=cloud runs a study on one VM, and this deployment has {len(nodes)} nodes: set "
+            "node_count = 1 (several GPUs on one VM: one trial per GPU), or point study.storage at a "
+            "database every VM reaches"
+        )
     commit = ship.commit(root)
     inputs.check(conn)
     if len(nodes) != conn.nodes:
@@ -231,7 +272,7 @@ def train(
         for node in reversed(nodes):  # node 0 last: the others wait for it at the rendezvous
             started = node.manager(
                 "start", run, "--env", f"TRAINER_GIT_COMMIT={commit}", "--env-stdin",
-                "--", "--mode", "cloud", *extra, *args,
+                "--", *(["tune"] if task == "tune" else []), "--mode", "cloud", *extra, *args,
                 feed="".join(f"{name}={value}\0" for name, value in private.items()),
             )  # fmt: skip
             if started.returncode != 0:

@@ -82,7 +82,11 @@ def _wall(seconds) -> str:
 
 
 def _best(manifest: dict | None) -> str:
-    """The best validation figure of the early-stopping metric, as metric=value."""
+    """The best validation figure of the early-stopping metric, as metric=value (a study: its best
+    trial's value of the study's metric)."""
+    if _figure(manifest, "kind") == "study":
+        value, metric = _figure(manifest, "best", "value"), _figure(manifest, "metric")
+        return f"{metric}={value:.4f}" if _number(value) is not None else "-"
     best = _figure(manifest, "training", "best_metric")
     (metric, value), *_ = best.items() if isinstance(best, dict) and best else [("", None)]
     return f"{metric}={value:.4f}" if _number(value) is not None else "-"
@@ -97,6 +101,8 @@ def cells(run: Run) -> tuple[str, ...]:
     none (an unfinished run has no manifest)."""
     m = run.manifest
     done, planned = _figure(m, "training", "epochs_completed"), _figure(m, "training", "epochs_planned")
+    if _figure(m, "kind") == "study":  # a study of make tune: its trials done of those asked
+        done, planned = _figure(m, "complete"), _figure(m, "n_trials")
     spot, commit = _figure(m, "environment", "spot"), _text(_figure(m, "git_commit"))
     cost = _fmt(_figure(m, "estimated_cost_usd"), ".4f")
     return (
@@ -166,7 +172,7 @@ def collect(vm: Session, others: Sequence[Session] = ()) -> list[Run]:
     for name, run in found.items():
         run.state = fold(run.state, said[name])
     for name, manifest in bucket.runs_with_manifests(vm.conn.bucket_url).items():
-        st = run_state.recorded(manifest, None) if manifest is not None else run_state.INTERRUPTED
+        st = run_state.state_of(manifest) if manifest is not None else run_state.INTERRUPTED
         run = found.setdefault(name, Run(name, st, ""))
         run.where = ",".join(filter(None, (run.where, "bucket")))
         run.manifest = manifest

@@ -122,6 +122,8 @@ class Hooks:
 
     callbacks: tuple[TrainerCallback, ...] = ()
     manifest: Callable[[], dict[str, Any]] | None = None
+    bucket_name: str | None = None
+    "the run's name in the bucket (runs/<name>, checkpoints/<name>); None: its folder's name"
 
 
 def run(cfg: Config, device: DeviceInfo | None = None, hooks: Hooks | None = None) -> RunResult:
@@ -145,11 +147,12 @@ def run(cfg: Config, device: DeviceInfo | None = None, hooks: Hooks | None = Non
             prepared = prepare(cfg)
         needed = checkpoints.estimated_bytes(prepared.model, prepared.tokenizer)
         folder.check_room(needed)
-        sync = _bucket_sync(plan) if ranks.main else None
+        name = hooks.bucket_name if hooks else None
+        sync = _bucket_sync(plan, name) if ranks.main else None
         if sync:
             sync.check()
         # Several machines: each one's main process may restore the checkpoint from the bucket too.
-        restorer = sync or (_bucket_sync(plan) if ranks.local_main and ranks.machines > 1 else None)
+        restorer = sync or (_bucket_sync(plan, name) if ranks.local_main and ranks.machines > 1 else None)
         ranks.wait()  # every process has checked the folder before one of them writes there
         with ranks.local_main_first():  # the others wait at accelerate's barrier, then read the folder
             if ranks.local_main:
@@ -319,9 +322,9 @@ def _restore_from_bucket(folder: RunFolder, sync, main: bool = True) -> None:
     sync.restore(folder.checkpoints_dir, folder.attempts.path if main else None)
 
 
-def _bucket_sync(plan: RunPlan):
+def _bucket_sync(plan: RunPlan, name: str | None = None):
     if not plan.bucket:
         return None
     from trainer.storage import BucketSync
 
-    return BucketSync(plan.bucket, plan.folder.name)
+    return BucketSync(plan.bucket, name or plan.folder.name)

@@ -6,6 +6,9 @@
     interrupted  the last attempt was cut off (a stop, a preemption, a power-off): resuming goes on
     unknown      nothing recorded yet
 
+A study of `make tune` (runs/<study>/study.json, trainer/tune.py) reads the same way: its `state` finished or
+failed as written, interrupted when it says running (or interrupted) and no process holds it.
+
 Standard library only, and runnable as a file: the VM's run manager (trainer-run, on the host, outside the
 image) calls `python3 .../trainer/run_state.py state RUN_FOLDER`, `... name NAME` and `... manifests RUNS_DIR
 NAME...` (the manifests of finished runs on the VM's disk, for the laptop's `make runs`).
@@ -20,6 +23,7 @@ from pathlib import Path
 
 MANIFEST = "manifest.json"  # written last: the "finished" marker
 ATTEMPTS = "attempts.json"
+STUDY = "study.json"  # a study's folder: its state, trials and best value (trainer/tune.py)
 RUNNING, FINISHED, FAILED, INTERRUPTED, UNKNOWN = STATES = (
     "running",
     "finished",
@@ -62,7 +66,30 @@ def _json(path: Path) -> dict | None:
 
 def folder_state(run_dir: Path) -> str:
     manifest = _json(run_dir / MANIFEST) if (run_dir / MANIFEST).is_file() else None
+    if manifest is None and (run_dir / STUDY).is_file():
+        return study_state(_json(run_dir / STUDY))
     return recorded(manifest, _json(run_dir / ATTEMPTS))
+
+
+def study_state(study: dict | None) -> str:
+    said = (study or {}).get("state")
+    if said in (FINISHED, FAILED):
+        return said
+    return INTERRUPTED if said in (RUNNING, INTERRUPTED) else UNKNOWN
+
+
+def state_of(record: dict) -> str:
+    """The state a finished-looking record says: a run's manifest is finished; a study's says its own."""
+    return study_state(record) if record.get("kind") == "study" else FINISHED
+
+
+def record(run_dir: Path) -> dict | None:
+    """What `make runs` reads of a finished run: its manifest, or a study's study.json."""
+    for name in (MANIFEST, STUDY):
+        value = _json(run_dir / name) if (run_dir / name).is_file() else None
+        if value:
+            return value
+    return None
 
 
 def cost(manifest: dict | None) -> str:
@@ -72,11 +99,11 @@ def cost(manifest: dict | None) -> str:
 
 
 def manifests(runs_dir: Path, names: list[str]) -> dict[str, dict]:
-    """{run: manifest} of the named runs in runs_dir whose manifest reads as a JSON object."""
+    """{run: manifest} of the named runs in runs_dir whose manifest (a study's study.json) reads as a JSON
+    object."""
     found = {}
     for name in names:
-        path = runs_dir / name / MANIFEST
-        manifest = _json(path) if valid_name(name) and path.is_file() else None
+        manifest = record(runs_dir / name) if valid_name(name) else None
         if manifest:
             found[name] = manifest
     return found
@@ -87,8 +114,7 @@ def main(argv: list[str]) -> int:
         print(folder_state(Path(argv[1])))
         return 0
     if len(argv) == 2 and argv[0] == "cost":
-        path = Path(argv[1]) / MANIFEST
-        print(cost(_json(path) if path.is_file() else None))
+        print(cost(record(Path(argv[1]))))
         return 0
     if len(argv) >= 2 and argv[0] == "manifests":
         print(json.dumps(manifests(Path(argv[1]), argv[2:]), sort_keys=True))

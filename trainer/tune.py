@@ -33,7 +33,13 @@ import fcntl
 import json
 import logging
 import math
+import os
+import signal
+import sqlite3
+import subprocess
 import sys
+import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -66,8 +72,13 @@ PRUNERS = ("median", "percentile", "threshold", "none")
 DIRECTIONS = ("maximize", "minimize")
 STUDY_KEYS = {
     "name", "n_trials", "metric", "direction", "timeout_minutes", "sampler", "seed", "pruner", "storage",
+    "workers",
 }  # fmt: skip
+STUDY_FILE = "study.json"  # the study's state for the run manager and `make runs` (trainer/run_state.py)
 PRUNER_KEYS = {"name", "n_startup_trials", "n_warmup_steps", "percentile", "lower", "upper"}
+# A study in a database several machines share (study.storage): each running trial beats this often, and one
+# silent for the grace period is failed and retried (its machine is gone) by whichever worker looks next.
+HEARTBEAT_S, HEARTBEAT_GRACE_S = 30, 120
 MAX_ERRORS_IN_A_ROW = 3  # trials failing by an error one after another: the study stops (not a search)
 
 
@@ -133,6 +144,8 @@ class Spec:
     seed: int = 42
     pruner: Pruner = field(default_factory=Pruner)
     storage: str | None = None
+    workers: int | None = None
+    "trials at a time on this machine, each in a process of its own on one GPU; None: one per GPU"
 
     def storage_url(self, study_dir: Path) -> str:
         return self.storage or f"sqlite:///{study_dir.resolve() / 'study.db'}"
@@ -239,6 +252,9 @@ def read_spec(path: Path, base: Config, check: Any, overrides: dict[str, Any] | 
         problems.append(f"study.sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
     seed = _whole(study, "seed", 42, 0, problems)
     pruner = _pruner(study.get("pruner", "median"), problems)
+    workers = study.get("workers", "auto")
+    if workers != "auto" and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        problems.append(f"study.workers must be auto (one per GPU) or a whole number >= 1, got {workers!r}")
     storage = study.get("storage")
     if storage is not None and (not isinstance(storage, str) or "://" not in storage):
         problems.append(
@@ -261,7 +277,7 @@ def read_spec(path: Path, base: Config, check: Any, overrides: dict[str, Any] | 
     return Spec(
         name=name, n_trials=n_trials, metric=metric, direction=direction, space=tuple(params),
         timeout_minutes=float(timeout) if timeout is not None else None, sampler=sampler, seed=seed,
-        pruner=pruner, storage=storage,
+        pruner=pruner, storage=storage, workers=None if workers == "auto" else workers,
     )  # fmt: skip
 
 
@@ -349,13 +365,102 @@ def study_lock(study_dir: Path) -> Iterator[None]:
         yield
 
 
+class StudySync:
+    """A cloud study's records in the bucket, beside its trials: gs://.../runs/<study>/ holds study.db (a
+    consistent copy of the SQLite storage, pushed when a trial starts and when it ends), study.json and, at
+    the end, the outcome files; each trial syncs itself as a run under runs/<study>/trial-NNN (checkpoints
+    under checkpoints/<study>/trial-NNN). A new disk (a preempted VM's replacement) restores the database and
+    the trials' records before the study opens; the trials' models stay in the bucket (make fetch)."""
+
+    def __init__(self, url: str, study_dir: Path):
+        from trainer.storage import BucketSync
+
+        self.study_dir = study_dir
+        self.bucket = BucketSync(url, study_dir.name)
+
+    def restore(self) -> int:
+        """On a disk without the study's database: its records from the bucket (none there: a new study)."""
+        if (self.study_dir / "study.db").exists():
+            return 0
+        base, count = self.bucket.run_prefix + "/", 0
+        for blob in self.bucket.client.list_blobs(self.bucket.bucket, prefix=base):
+            rel = blob.name[len(base) :]
+            parts = rel.split("/")
+            if not rel or "model" in parts[1:2] or ".." in parts:
+                continue  # a trial's weights stay in the bucket
+            dest = self.study_dir / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            blob.download_to_filename(str(dest))
+            count += 1
+        if count:
+            log.info("restored study %s from %s (%d files)", self.study_dir.name, self.bucket.url, count)
+        return count
+
+    def push(self, *files: Path) -> None:
+        """study.db (SQLite's online backup: a consistent copy while other workers write), study.json and
+        `files` to the bucket."""
+        db = self.study_dir / "study.db"
+        with tempfile.TemporaryDirectory(dir=self.study_dir) as tmp:
+            copy = Path(tmp) / "study.db"
+            if db.exists():
+                with contextlib.closing(sqlite3.connect(db)) as source, \
+                        contextlib.closing(sqlite3.connect(copy)) as dest:  # fmt: skip
+                    source.backup(dest)
+            present = [f for f in (copy, self.study_dir / STUDY_FILE, *files) if f.is_file()]
+            for path in present:
+                blob = self.bucket.bucket.blob(f"{self.bucket.run_prefix}/{path.name}")
+                blob.upload_from_filename(str(path))
+
+
+def write_status(tuner: Tuner, state: str) -> None:
+    """runs/<study>/study.json: how far the study is, for the VM's run manager and `make runs` (read by
+    trainer/run_state.py: a study whose state says running with no process left was interrupted)."""
+    from optuna.trial import TrialState
+
+    study = tuner.study
+    trials = study.get_trials(deepcopy=False) if study is not None else []
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    best = None
+    if complete:
+        pick = max if tuner.spec.direction == "maximize" else min
+        top = pick(complete, key=lambda t: t.value)
+        best = {"trial": top.number, "value": top.value, "params": top.params}
+    costs = [_manifest(t).get("estimated_cost_usd") for t in trials]
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    try:
+        started = json.loads((tuner.study_dir / STUDY_FILE).read_text(encoding="utf-8"))["started_at"]
+    except (OSError, ValueError, KeyError, TypeError):
+        started = now
+    status = {
+        "kind": "study", "study": tuner.spec.name, "state": state, "metric": tuner.spec.metric,
+        "direction": tuner.spec.direction, "n_trials": tuner.spec.n_trials,
+        "complete": len(complete), "pruned": sum(t.state == TrialState.PRUNED for t in trials),
+        "failed": sum(t.state == TrialState.FAIL for t in trials), "best": best,
+        "estimated_cost_usd": round(sum(c for c in costs if isinstance(c, int | float)), 4),
+        "started_at": started, "updated_at": now,
+    }  # fmt: skip
+    tuner.study_dir.mkdir(parents=True, exist_ok=True)
+    tmp = tuner.study_dir / f".{STUDY_FILE}.{os.getpid()}"
+    tmp.write_text(json.dumps(status, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(tuner.study_dir / STUDY_FILE)
+
+
 class Tuner:
     """One study: its folder, storage, the objective and the outcome files."""
 
-    def __init__(self, spec: Spec, config_path: Path, mode: str, overrides: dict[str, Any], base: Config):
+    def __init__(
+        self, spec: Spec, config_path: Path, mode: str, overrides: dict[str, Any], base: Config,
+        study_dir: Path | None = None, worker: int = 0,
+    ):  # fmt: skip
         self.spec, self.config_path, self.mode, self.overrides = spec, config_path, mode, overrides
-        self.study_dir = Path(base.runtime.output_dir).parent / spec.name
+        self.study_dir = study_dir or Path(base.runtime.output_dir).parent / spec.name
+        self.worker = worker
         self.study = None
+        # A cloud study with the default SQLite storage copies its records to the bucket (StudySync); one
+        # on a database several workers reach keeps them there.
+        bucket = base.runtime.bucket if base.mode == "cloud" and not spec.storage else None
+        self.sync = StudySync(bucket, self.study_dir) if bucket else None
+        self._ask_lock: Any = None
 
     def trial_config(self, params: dict[str, Any], folder: Path) -> Config:
         return load_config(self.config_path, self.mode, {**self.overrides, **params,
@@ -365,6 +470,8 @@ class Tuner:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        # The heartbeat of a shared study is marked experimental: said once in the README, not per process.
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         url = self.spec.storage_url(self.study_dir)
         sampler = (
             optuna.samplers.TPESampler(seed=self.spec.seed)
@@ -372,7 +479,12 @@ class Tuner:
             else optuna.samplers.RandomSampler(seed=self.spec.seed)
         )
         try:
-            storage = optuna.storages.RDBStorage(url)
+            # The study's own SQLite file is worked by one make tune at a time (its lock): a trial found
+            # RUNNING there is a gone process's. A shared database has live trials of other machines: those
+            # gone are told by their heartbeat instead.
+            beats = {"heartbeat_interval": HEARTBEAT_S, "grace_period": HEARTBEAT_GRACE_S,
+                     "heartbeat_stale_trial_callback": self._stale} if self.spec.storage else {}  # fmt: skip
+            storage = optuna.storages.RDBStorage(url, **beats)
             study = optuna.create_study(
                 storage=storage, study_name=self.spec.name, direction=self.spec.direction,
                 sampler=sampler, pruner=self.spec.pruner.build(), load_if_exists=True,
@@ -396,11 +508,15 @@ class Tuner:
 
         study = self.study
         assert study is not None
+        if self.spec.storage:
+            import optuna
+
+            optuna.storages.fail_stale_trials(study)  # each stale one through _stale: retried
         retried = {
             n for t in study.get_trials(deepcopy=False) for n in RetryFailedTrialCallback.retry_history(t)
         }
         for trial in study.get_trials(deepcopy=False):
-            if trial.state == TrialState.RUNNING:
+            if trial.state == TrialState.RUNNING and not self.spec.storage:
                 study._storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
                 study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
                 log.info("trial %d was interrupted (its process is gone): retrying it", trial.number)
@@ -413,6 +529,15 @@ class Tuner:
                 and trial.number not in retried
             ):
                 RetryFailedTrialCallback(max_retry=3, inherit_intermediate_values=True)(study, trial)
+
+    def _stale(self, study, trial) -> None:
+        """A trial of a shared study whose heartbeat stopped (its machine is gone): failed, marked
+        interrupted, and retried with its parameters (in its folder, wherever the retry runs)."""
+        from optuna.storages import RetryFailedTrialCallback
+
+        log.info("trial %d stopped beating (its machine is gone): retrying it", trial.number)
+        study._storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
+        RetryFailedTrialCallback(max_retry=3, inherit_intermediate_values=True)(study, trial)
 
     def objective(self, trial) -> float:
         import optuna
@@ -427,21 +552,27 @@ class Tuner:
         folder = self.study_dir / f"trial-{first:03d}"
         trial.set_user_attr("run_dir", str(folder))
         trial.set_user_attr("interrupted", False)
+        trial.set_user_attr("worker", self.worker)
+        self._release_ask_lock()  # the trial is in the storage: another worker may ask for the next
         cfg = self.trial_config(params, folder)
         pruning = PruningCallback(trial, self.spec.metric, self.spec.direction == "maximize")
+        if self.sync:
+            # In the bucket before its first checkpoint: a new disk retries it with these parameters.
+            self.sync.push()
 
         def entry() -> dict[str, Any]:
             return {"tuning": {
                 "study": self.spec.name, "trial": trial.number,
                 "retries_trial": history[-1] if history else None,
                 "params": params, "metric": self.spec.metric, "pruned": pruning.pruned_at is not None,
-                "pruned_at_step": pruning.pruned_at,
+                "pruned_at_step": pruning.pruned_at, "worker": self.worker,
+                "devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
             }}  # fmt: skip
 
         where = f" (resuming trial {first}'s folder)" if history else ""
         log.info("trial %d%s: %s", trial.number, where, ", ".join(f"{k}={v}" for k, v in params.items()))
         try:
-            run(cfg, hooks=Hooks((pruning,), entry))
+            run(cfg, hooks=Hooks((pruning,), entry, bucket_name=f"{self.study_dir.name}/{folder.name}"))
         except KeyboardInterrupt:
             trial.set_user_attr("interrupted", True)
             raise
@@ -451,12 +582,35 @@ class Tuner:
             raise UserError(f"trial {trial.number} logged no {self.spec.metric}: no evaluation ran")
         return pruning.best
 
-    def counted(self) -> int:
+    def counted(self, running: bool = False) -> int:
+        """Complete and pruned trials (with `running`: and those running now, on any worker)."""
         from optuna.trial import TrialState
 
         assert self.study is not None
-        states = (TrialState.COMPLETE, TrialState.PRUNED)
+        states = (TrialState.COMPLETE, TrialState.PRUNED, *((TrialState.RUNNING,) if running else ()))
         return len(self.study.get_trials(deepcopy=False, states=states))
+
+    def _release_ask_lock(self) -> None:
+        if self._ask_lock is not None:
+            self._ask_lock.close()
+            self._ask_lock = None
+
+    def _claim_next(self) -> bool:
+        """Whether this worker may start a trial: fewer than `n_trials` are complete, pruned or running.
+        Several workers on one machine check and create the trial under one lock (released once the trial is
+        in the storage), so the study never runs more trials than asked."""
+        handle = open(self.study_dir / ".ask.lock", "a")  # noqa: SIM115 (held until the trial exists)
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        if self.counted(running=True) >= self.spec.n_trials:
+            handle.close()
+            return False
+        self._ask_lock = handle
+        return True
+
+    def _trial_ended(self, study, trial) -> None:
+        write_status(self, "running")
+        if self.sync:
+            self.sync.push()
 
     def optimize(self) -> None:
         """Trials one at a time until `n_trials` are complete or pruned (or the time budget is spent)."""
@@ -472,9 +626,16 @@ class Tuner:
                     "study.timeout_minutes (%g) reached: no new trial started", self.spec.timeout_minutes
                 )
                 break
+            if not self._claim_next():
+                break  # the other workers run the trials left
             log.info("study %s: %d of %d trials done", self.spec.name, self.counted(), self.spec.n_trials)
-            study.optimize(self.objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
-            last = study.get_trials(deepcopy=False)[-1]
+            try:
+                study.optimize(self.objective, n_trials=1, catch=(Exception,), gc_after_trial=True,
+                               callbacks=[self._trial_ended])  # fmt: skip
+            finally:
+                self._release_ask_lock()
+            mine = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("worker") == self.worker]
+            last = mine[-1] if mine else study.get_trials(deepcopy=False)[-1]
             errors = errors + 1 if last.state == TrialState.FAIL else 0
             if errors >= MAX_ERRORS_IN_A_ROW:
                 raise UserError(
@@ -533,6 +694,12 @@ def write_outcome(tuner: Tuner) -> list[str]:
         ]
     best = study.best_trial
     resolved = Path(best.user_attrs["run_dir"]) / "config.resolved.yaml"
+    if not resolved.is_file():  # a shared study's best trial that ran on another machine
+        return [
+            *lines,
+            f"tune: best trial {best.number}: {spec.metric} {best.value:.4f}; it ran elsewhere, its run "
+            f"config is {resolved} there",
+        ]
     tree = yaml.safe_load(resolved.read_text(encoding="utf-8"))
     tree.pop("mode", None)
     tree.setdefault("runtime", {})["output_dir"] = str(out / "best-run")
@@ -586,6 +753,80 @@ def _plots(study, out: Path) -> list[str]:
     return said
 
 
+# ------------------------------------------------------------------------------------------- workers
+
+
+def worker_count(spec: Spec) -> int:
+    """study.workers, or one per visible GPU (at least one)."""
+    if spec.workers is not None:
+        return spec.workers
+    import torch
+
+    return max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1
+
+
+def worker_devices(count: int) -> list[str | None]:
+    """Each worker's CUDA_VISIBLE_DEVICES: one GPU each (None on a machine without CUDA)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return [None] * count
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = [d.strip() for d in visible.split(",") if d.strip()] if visible else []
+    ids = ids or [str(i) for i in range(torch.cuda.device_count())]
+    if count > len(ids):
+        raise UserError(
+            f"study.workers is {count} but this machine has {len(ids)} GPU(s): one trial per GPU; set "
+            f"study.workers: auto or at most {len(ids)}"
+        )
+    return ids[:count]
+
+
+def run_workers(argv: list[str], count: int) -> int:
+    """`count` worker processes, each `python -m trainer.tune ... --worker K` on its own GPU (on a machine
+    without one, on its share of the CPU threads), sharing the study's storage; SIGTERM and SIGINT are handed
+    to each (each stops its trial at a checkpoint). The workers' worst exit status: 0 when all ended well."""
+    devices = worker_devices(count)
+    threads = max(1, (os.cpu_count() or 1) // count)
+    procs = []
+    for k, device in enumerate(devices):
+        env = dict(os.environ)
+        if device is not None:
+            env["CUDA_VISIBLE_DEVICES"] = device
+        else:
+            env.setdefault("OMP_NUM_THREADS", str(threads))
+        where = f"GPU {device}" if device is not None else f"CPU, {env['OMP_NUM_THREADS']} threads"
+        log.info("worker %d on %s", k, where)
+        command = [sys.executable, "-m", "trainer.tune", *argv, "--worker", str(k)]
+        procs.append(subprocess.Popen(command, env=env, start_new_session=True))
+
+    def hand_over(signum, frame):
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, hand_over) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        codes = [proc.wait() for proc in procs]
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 130 if 130 in codes else max(codes)
+
+
+def watch_parent() -> None:
+    """A worker whose parent is gone (kill -9) stops its trial at a checkpoint, as after SIGTERM: the
+    rerun's study lock would otherwise not see it, and retry its trial beside it."""
+    parent = os.getppid()
+
+    def check() -> None:
+        while os.getppid() == parent:
+            time.sleep(2)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=check, daemon=True, name="parent-watch").start()
+
+
 # ------------------------------------------------------------------------------------------- the command
 
 
@@ -602,6 +843,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mode", help=f"{' or '.join(MODES)} (default: $TRAINER_MODE, else local)")
     parser.add_argument("--study", help="the study's name (study.name): its folder runs/<name>")
     parser.add_argument("--trials", help="how many complete or pruned trials (study.n_trials)")
+    parser.add_argument("--workers", help="trials at a time, one process per GPU (study.workers; auto)")
+    parser.add_argument(
+        "--output-dir",
+        help="the study's folder (default runs/<study> beside the run config's output_dir); its name is the "
+        "study's",
+    )
+    parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # a worker process of run_workers
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="set a run config key for every trial (repeatable)")  # fmt: skip
     return parser
@@ -619,6 +867,16 @@ def main(argv: list[str] | None = None) -> int:
             study_overrides["name"] = args.study
         if args.trials is not None:
             study_overrides["n_trials"] = parse_override(f"n={args.trials}")[1]
+        if args.workers is not None:
+            study_overrides["workers"] = parse_override(f"n={args.workers}")[1]
+        study_dir = Path(args.output_dir) if args.output_dir else None
+        if study_dir is not None:
+            if args.study is not None and args.study != study_dir.name:
+                raise UserError(
+                    f"--study {args.study} and --output-dir {study_dir} name two studies: the folder's name "
+                    "is the study's; pass one of them"
+                )
+            study_overrides["name"] = study_dir.name
         spec = read_spec(
             Path(args.tune),
             base,
@@ -628,12 +886,14 @@ def main(argv: list[str] | None = None) -> int:
         from trainer.cli import setup_logging
 
         setup_logging()
-        tuner = Tuner(spec, path, mode, overrides, base)
-        with study_lock(tuner.study_dir):
+        tuner = Tuner(spec, path, mode, overrides, base, study_dir, worker=args.worker or 0)
+        if args.worker is not None:  # one of run_workers' processes: trials until the study has its number
+            watch_parent()
             tuner.open()
-            tuner.retry_interrupted()
             tuner.optimize()
-            lines = write_outcome(tuner)
+            return 0
+        with study_lock(tuner.study_dir):
+            lines = run_study(tuner, list(argv if argv is not None else sys.argv[1:]))
     except ConfigError as exc:
         return report("; ".join(exc.problems))
     except UserError as exc:
@@ -646,6 +906,38 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     print("\n".join(lines))
     return 0
+
+
+def run_study(tuner: Tuner, argv: list[str]) -> list[str]:
+    """The study, under its lock: restored from the bucket on a new disk, opened, the interrupted trials
+    queued again, its trials run (by this process, or one worker per GPU), the outcome written and copied."""
+    if tuner.sync:
+        tuner.sync.restore()
+    tuner.open()
+    tuner.retry_interrupted()
+    write_status(tuner, "running")
+    state = "interrupted"
+    try:
+        workers = worker_count(tuner.spec)
+        if workers == 1:
+            tuner.optimize()
+        else:
+            code = run_workers(argv, workers)
+            if code == 130:
+                raise KeyboardInterrupt
+            if code != 0:
+                raise UserError(f"a worker of study {tuner.spec.name} failed (exit {code}; see above)")
+        lines = write_outcome(tuner)
+        state = "finished"  # its trials done, or its time budget spent
+    except UserError:
+        state = "failed"
+        raise
+    finally:
+        write_status(tuner, state)
+        if tuner.sync:
+            names = ("trials.csv", "best.yaml", "history.png", "importances.png")
+            tuner.sync.push(*(tuner.study_dir / name for name in names))
+    return lines
 
 
 if __name__ == "__main__":

@@ -12,17 +12,19 @@ trials are real runs of the trainer, each in its own run folder.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.support import ROOT, write_run_config
+from tests.support import ROOT, require, write_run_config
 from trainer import tune
 
 pytestmark = pytest.mark.slow
@@ -152,6 +154,33 @@ def test_kill_9_mid_study_then_rerun_keeps_finished_trials_and_resumes_the_inter
     assert len(set(folders)) == 3  # no trial ran twice
 
 
+def test_two_workers_run_trials_side_by_side_and_the_study_has_exactly_its_number(
+    tmp_path, tiny_model_dir, tiny_csv
+):
+    # study.workers: 2 on a machine without a GPU: two worker processes (one per GPU on a VM), each on its
+    # share of the CPU threads, taking trials from the one study until it has its number.
+    study = "study:\n  name: s5\n  n_trials: 3\n  workers: 2\n  pruner: none\n"
+    config, tune_file, runs = files(tmp_path, tiny_model_dir, tiny_csv, study)
+    done = run_tune(config, tune_file)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "worker 0 on CPU" in done.stderr and "worker 1 on CPU" in done.stderr, done.stderr[-3000:]
+    trials = load(runs, "s5").get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 3  # none more: the ask is under one lock
+    assert {t.user_attrs["worker"] for t in trials} == {0, 1}
+    spans = sorted((t.datetime_start, t.datetime_complete) for t in trials)
+    assert any(a[1] > b[0] for a, b in itertools.pairwise(spans)), "no two trials ran at once"
+    assert len({t.user_attrs["run_dir"] for t in trials}) == 3
+    status = json.loads((runs / "s5" / "study.json").read_text())
+    assert status["state"] == "finished" and status["complete"] == 3 and status["n_trials"] == 3
+    assert status["best"]["trial"] == load(runs, "s5").best_trial.number
+    from trainer import run_state
+
+    assert run_state.folder_state(runs / "s5") == "finished"
+    status["state"] = "running"  # as a study killed without a word leaves it: interrupted
+    (runs / "s5" / "study.json").write_text(json.dumps(status))
+    assert run_state.folder_state(runs / "s5") == "interrupted"
+
+
 @pytest.mark.parametrize(
     ("study", "space", "message"),
     [
@@ -165,6 +194,7 @@ def test_kill_9_mid_study_then_rerun_keeps_finished_trials_and_resumes_the_inter
          "space train.batch_size = 0: train.batch_size must be"),
         ("study: {}\n", "space:\n  train.warmup_ratio: {type: float, low: 0.2, high: 0.1}\n",
          "the range is empty"),
+        ("study: {workers: 0}\n", SPACE, "study.workers must be auto (one per GPU) or a whole number >= 1"),
     ],
 )  # fmt: skip
 def test_bad_input_is_one_line_and_exit_2_before_any_trial(
@@ -186,3 +216,69 @@ def test_the_shipped_tune_file_is_valid_against_the_local_config():
     spec = tune.read_spec(tune.TUNE_FILE, base, lambda key, value: load_config(path, "local", {key: value}))
     assert spec.metric == "eval_f1_macro" and spec.direction == "maximize" and spec.n_trials == 12
     assert {p.key for p in spec.space} >= {"train.learning_rate", "train.batch_size", "train.epochs"}
+
+
+@pytest.fixture
+def postgres():
+    """A PostgreSQL server of Debian's package on loopback, in a folder of its own, stopped at the end (run
+    as the `postgres` user when the test runs as root: initdb refuses root). Its URL for study.storage."""
+    import pwd
+    import shutil
+    import socket
+
+    bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    require(bins, "PostgreSQL is not installed (Debian's postgresql package: .ci/apt-packages.txt)")
+    require(__import__("importlib").util.find_spec("psycopg"), "psycopg is not installed (the dev extra)")
+    bin_dir = bins[-1].parent
+    as_user: list[str] = []
+    # Not under pytest's folders: those are root's alone (0700), and the server runs as `postgres`.
+    home = Path(tempfile.mkdtemp(prefix="tune-pg-"))
+    if os.geteuid() == 0:
+        user = pwd.getpwnam("postgres")
+        shutil.chown(home, user.pw_uid, user.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = home / "data"
+    subprocess.run([*as_user, str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "optuna"],
+                   check=True, capture_output=True)  # fmt: skip
+    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {home}"
+    subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l",
+                    str(home / "log"), "-w", "start"], check=True, capture_output=True)  # fmt: skip
+    try:
+        yield f"postgresql://optuna@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
+                       capture_output=True)  # fmt: skip
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_two_machines_share_one_study_through_postgresql(tmp_path, tiny_model_dir, tiny_csv, postgres):
+    # Two `make tune`s, each with a folder (a disk) of its own, on one study in a PostgreSQL database (what
+    # two VMs would reach): each takes trials until the study has its number; every trial runs once.
+    study = f"study:\n  name: s6\n  n_trials: 4\n  pruner: none\n  storage: {postgres}\n"
+    procs = []
+    for machine in ("a", "b"):
+        (tmp_path / machine).mkdir()
+        config, tune_file, _ = files(tmp_path / machine, tiny_model_dir, tiny_csv, study)
+        procs.append(subprocess.Popen(command(config, tune_file), cwd=ROOT, env=env(), text=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE))  # fmt: skip
+    outputs = [proc.communicate(timeout=900) for proc in procs]
+    for proc, (_, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, err[-3000:]
+    import optuna
+
+    trials = optuna.load_study(study_name="s6", storage=postgres).get_trials()
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    # Both machines check the count before a trial; at the same moment, each may start one more.
+    assert 4 <= len(complete) <= 5 and len(complete) == len(trials), [t.state.name for t in trials]
+    folders = [t.user_attrs["run_dir"] for t in complete]
+    assert len(set(folders)) == len(folders)
+    assert {Path(f).parents[1].parent.name for f in folders} == {"a", "b"}, folders  # both took trials
+    for folder in folders:
+        assert manifest(folder)["tuning"]["study"] == "s6"
+    # Each machine wrote the outcome; best.yaml where the best trial's folder is.
+    best = optuna.load_study(study_name="s6", storage=postgres).best_trial
+    here = Path(best.user_attrs["run_dir"]).parents[0]
+    assert (here / "best.yaml").is_file()

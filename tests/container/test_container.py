@@ -47,6 +47,9 @@ COMPOSE_VARS = (
     "TRAINER_GID",
     "COMPOSE_FILE",
     "COMPOSE_PROJECT_NAME",
+    "TRAINER_SERVE_RUN",
+    "TRAINER_SERVE_HOST",
+    "TRAINER_SERVE_PORT",
 )
 
 
@@ -339,8 +342,10 @@ class Engine:
         self.project = f"trainer-ci-{os.getpid()}"
         self.override = workdir / "compose.test.yml"
         # Host networking only: the CI engine has no bridge (see .ci/services.d/10-docker.sh).
+        # The serve service listens on the host's loopback itself (no port to publish without a bridge).
         self.override.write_text(
             "services:\n  trainer:\n    build:\n      network: host\n    network_mode: host\n"
+            "  serve:\n    network_mode: host\n    ports: !reset []\n"
         )
         self.dirs = {name: workdir / name for name in ("data", "runs", "models")}
         for folder in self.dirs.values():
@@ -575,3 +580,61 @@ def test_bare_compose_run_trains_on_a_machine_without_a_gpu(
     assert manifest["mode"] == "local" and manifest["environment"]["device"] == "cpu"
     assert manifest["environment"]["in_container"] is True
     assert (project / "runs/bare/metrics.json").stat().st_uid == engine.uid
+
+
+def test_the_serve_service_answers_the_compose_model(tmp_path):
+    """`serve`: the trainer's image running the server, the runs read-only, its port on the host's loopback
+    only; the CPU override leaves it valid (it reserves no GPU)."""
+    for model in (resolved(COMPOSE), resolved(COMPOSE, CPU_OVERRIDE)):
+        serve = model["services"]["serve"]
+        assert serve["image"] == "tweet-trainer:latest" and serve["entrypoint"][-1] == "trainer.serve"
+        assert serve["command"][:2] == ["--run", "/runs/local"]
+        assert [(p["host_ip"], int(p["published"]), p["target"]) for p in serve["ports"]] == [
+            ("127.0.0.1", 8000, 8000)
+        ]
+        assert [(v["target"], v.get("read_only")) for v in serve["volumes"]] == [("/runs", True)]
+        assert "deploy" not in serve
+    serve = resolved(COMPOSE, TRAINER_SERVE_RUN="exp1", TRAINER_SERVE_PORT="9001")["services"]["serve"]
+    assert serve["command"][1] == "/runs/exp1" and serve["ports"][0]["published"] == "9001"
+
+
+@pytest.mark.slow
+def test_compose_serve_answers_good_and_bad_requests(engine, built_image, onnx_run):
+    """`docker compose up serve` on a run folder with its ONNX export: the same requests as
+    tests/trainer/test_serve.py, against the server in the container (host network, loopback)."""
+    from tests.support import free_port
+    from tests.trainer.test_serve import BAD, TEXTS, Server
+
+    shutil.copytree(onnx_run, engine.dirs["runs"] / "served")
+    engine.give_to_container_user()
+    port = free_port()
+    env = {"TRAINER_SERVE_RUN": "served", "TRAINER_SERVE_HOST": "127.0.0.1", "TRAINER_SERVE_PORT": str(port)}
+    up = engine.compose("up", "-d", "serve", timeout=300, **env)
+    assert up.returncode == 0, (up.stdout + up.stderr)[-3000:]
+    try:
+        server = Server.__new__(Server)  # the client half only: the container is the server
+        server.port = port
+        deadline = time.monotonic() + 180
+        while not server.healthy():
+            logs = engine.compose("logs", "serve", timeout=60, **env)
+            assert time.monotonic() < deadline, (logs.stdout + logs.stderr)[-3000:]
+            time.sleep(1)
+        status, meta = server.json("GET", "/metadata")
+        assert status == 200 and meta["run"] == "/runs/served" and meta["format"] == "onnx"
+        status, data = server.json("POST", "/predict", {"texts": TEXTS})
+        assert status == 200 and [r["text"] for r in data["predictions"]] == TEXTS
+        assert data["predictions"][1]["label"] is None
+        assert all(r["label"] in meta["labels"] for r in data["predictions"] if r["text"])
+        # the service runs with the default limits: 256 texts a request, 10,000 characters a text
+        bad = [v for k, v in BAD.items() if k not in ("list-too-long", "text-too-long")] + [
+            (json.dumps({"texts": ["a"] * 257}).encode(), 413, '"texts" has 257 items, at most 256'),
+            (json.dumps({"text": "b" * 10_001}).encode(), 413, "text has 10001 characters, at most 10000"),
+        ]
+        for body, want_status, words in bad:
+            status, raw = server.request("POST", "/predict", body)
+            assert status == want_status and words in json.loads(raw)["error"], raw
+        assert server.json("POST", "/predict", {"text": "lovely"})[0] == 200
+        logs = engine.compose("logs", "serve", timeout=60, **env)
+        assert "Traceback" not in logs.stdout + logs.stderr
+    finally:
+        engine.compose("rm", "--stop", "--force", "serve", timeout=120, **env)

@@ -36,7 +36,7 @@ endif
 
 tune: ## Search hyperparameters with Optuna (config/tune.yaml; TUNE=, CONFIG=, STUDY=, TRIALS=): runs/<study>/best.yaml, trials.csv, plots
 ifeq ($(MODE),cloud)
-	@echo "tune: error: make tune MODE=cloud (a study on the VM) is not built yet: run make tune on this machine" >&2; exit 2
+	@$(MAKE) --no-print-directory tune-cloud ARGS='$(ARGS)'
 else
 	@$(MAKE) --no-print-directory setup
 	@test -f data/demo/tweets.csv || $(MAKE) --no-print-directory data

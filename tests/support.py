@@ -133,15 +133,20 @@ class MlflowServer:
         assert self.process.poll() is None, self.log.read_text(errors="replace")[-3000:]
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=30)
+        stop_group(self.process)
 
     def client(self):
         from mlflow import MlflowClient
 
         return MlflowClient(tracking_uri=self.url)
+
+
+def stop_group(process: subprocess.Popen) -> None:
+    """Stop a server the test started in a session of its own: SIGTERM to its group, SIGKILL after 30 s."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)

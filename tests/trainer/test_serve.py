@@ -7,7 +7,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import ROOT, free_port, wait_for
+from tests.support import ROOT, free_port, stop_group, wait_for
 from trainer.predict import Predictor
 
 LIMITS = ["--max-texts", "8", "--max-chars", "200", "--max-batch", "32", "--wait-ms", "20"]
@@ -91,13 +90,7 @@ class Server:
             return False
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=30)
+        stop_group(self.process)
 
 
 @pytest.fixture(scope="module")
